@@ -1,0 +1,88 @@
+//! The `pluto` command: a thin shell over pluto-repo (and later pluto-netsync).
+
+mod commands;
+mod output;
+mod progress;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit codes (documented in the book's "exit codes" page).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const ERROR: u8 = 1;
+    /// The snapshot was saved, but some files could not be read.
+    pub const PARTIAL: u8 = 3;
+    /// The repository is damaged: check found errors, or data could not be read back.
+    pub const DAMAGED: u8 = 4;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "pluto",
+    version,
+    about = "Encrypted, deduplicated backups — to your disk, and to other people's computers",
+    after_help = "Start with `pluto init` in the directory to back up, then `pluto snapshot`.\nExit codes: 0 ok, 1 error, 2 usage, 3 snapshot partial, 4 repository damaged."
+)]
+pub struct Cli {
+    /// The repository (default: .pluto in the current directory or a parent).
+    #[arg(long, global = true, env = "PLUTO_REPO", value_name = "PATH")]
+    repo: Option<PathBuf>,
+    /// No progress bars or chatter, only results and errors.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Init(commands::init::Args),
+    Snapshot(commands::snapshot::Args),
+    Log(commands::log::Args),
+    Checkout(commands::checkout::Args),
+    Check(commands::check::Args),
+    /// Print shell completions.
+    #[command(
+        after_help = "Example:\n  pluto completions bash > ~/.local/share/bash-completion/completions/pluto"
+    )]
+    Completions {
+        shell: clap_complete::Shell,
+    },
+}
+
+pub struct Global {
+    pub repo: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let g = Global {
+        repo: cli.repo,
+        quiet: cli.quiet,
+    };
+    let res = match cli.command {
+        Command::Init(a) => commands::init::run(&g, a),
+        Command::Snapshot(a) => commands::snapshot::run(&g, a),
+        Command::Log(a) => commands::log::run(&g, a),
+        Command::Checkout(a) => commands::checkout::run(&g, a),
+        Command::Check(a) => commands::check::run(&g, a),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "pluto", &mut std::io::stdout());
+            Ok(exit::OK)
+        }
+    };
+    match res {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("pluto: error: {e:#}");
+            let damaged = e
+                .chain()
+                .filter_map(|c| c.downcast_ref::<pluto_repo::Error>())
+                .any(|e| e.is_damage());
+            ExitCode::from(if damaged { exit::DAMAGED } else { exit::ERROR })
+        }
+    }
+}

@@ -1,0 +1,86 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the repository library, each naming where.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} is not a pluto repository (no config file)")]
+    NotARepository(PathBuf),
+    #[error("no pluto repository found in {0} or any parent directory (run `pluto init`, or pass --repo)")]
+    RepositoryNotFound(PathBuf),
+    #[error("{0} already holds a pluto repository")]
+    AlreadyExists(PathBuf),
+    #[error("the repository at {0} has no secret file: run `pluto init --recover --repo {0}` with your 24 words")]
+    SecretMissing(PathBuf),
+    #[error("these recovery words do not open the repository at {0}")]
+    WrongKey(PathBuf),
+    #[error("invalid recovery words: {0}")]
+    BadWords(String),
+    #[error("secret file {path} is malformed: {reason}")]
+    BadSecret { path: PathBuf, reason: String },
+    #[error("corrupt {what} {name}: {reason}")]
+    Corrupt {
+        what: &'static str,
+        name: String,
+        reason: String,
+    },
+    #[error("object {id} is not in the index")]
+    ObjectMissing { id: String },
+    #[error("pack {pack} is missing from the pack store")]
+    PackMissing { pack: String },
+    #[error("no snapshot matches {0:?}")]
+    UnknownSnapshot(String),
+    #[error("snapshot prefix {prefix:?} is ambiguous: {candidates}")]
+    AmbiguousSnapshot { prefix: String, candidates: String },
+    #[error("the repository has no snapshots yet")]
+    NoSnapshots,
+    #[error("path {path:?} is not in snapshot {snapshot}")]
+    PathNotInSnapshot { path: String, snapshot: String },
+    #[error("target {0} is not empty (use --force to restore over it)")]
+    TargetNotEmpty(PathBuf),
+    #[error("the repository is locked by another pluto process ({0})")]
+    Locked(PathBuf),
+    #[error("unsupported repository version {found} (this pluto reads version {supported})")]
+    UnsupportedVersion { found: u32, supported: u32 },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attach the path to an I/O error; used everywhere a file is touched.
+pub trait IoContext<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })
+    }
+}
+
+impl Error {
+    pub fn corrupt(what: &'static str, name: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            what,
+            name: name.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// True when the error means stored data is damaged, not that the user asked wrongly.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            Error::Corrupt { .. } | Error::ObjectMissing { .. } | Error::PackMissing { .. }
+        )
+    }
+}

@@ -1,0 +1,44 @@
+//! Atomic file writes: temp file in the same filesystem, fsync, rename, fsync the directory.
+
+use crate::error::{IoContext, Result};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+/// Write `bytes` to `dest` so that a crash leaves either the old file or the whole new one.
+pub fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = tmp_dir.join(format!(
+        "{}.{}.tmp",
+        dest.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        random_suffix()
+    ));
+    {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .at(&tmp)?;
+        f.write_all(bytes).at(&tmp)?;
+        f.sync_all().at(&tmp)?;
+    }
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent).at(parent)?;
+    }
+    fs::rename(&tmp, dest).at(dest)?;
+    if let Some(parent) = dest.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}
+
+pub fn random_suffix() -> String {
+    let mut b = [0u8; 8];
+    crate::crypto::random_bytes(&mut b);
+    hex::encode(b)
+}

@@ -1,0 +1,287 @@
+//! The index: object id → (pack, offset, lengths). Stored as sealed files under `index/`,
+//! held in memory as one sorted array of 46-byte records (binary search, no per-entry
+//! allocation), with a small side table for the rare object too large for the packed form.
+
+use crate::crypto::{ObjType, ObjectId};
+use crate::error::{Error, Result};
+use crate::pack::{decode_entries, encode_entries, PackEntry, PackId, HEADER_ENTRY_LEN};
+use std::collections::HashMap;
+
+pub const INDEX_MAGIC: &[u8; 8] = b"PLUTOIX1";
+
+/// Where an object lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub pack: PackId,
+    pub ty: ObjType,
+    pub flags: u8,
+    pub offset: u32,
+    pub stored_len: u32,
+    pub plain_len: u32,
+}
+
+/// One pack's entries, as listed in an index file.
+#[derive(Clone, Debug)]
+pub struct IndexedPack {
+    pub id: PackId,
+    pub size: u64,
+    pub entries: Vec<PackEntry>,
+}
+
+/// Index file plaintext (before zstd and sealing):
+/// `pack_count u32 LE`, then per pack `id[32] size u64 LE` followed by the pack header's
+/// entries encoding (`count u32 LE` + 46-byte records).
+pub fn encode_index_file(packs: &[IndexedPack]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(packs.len() as u32).to_le_bytes());
+    for p in packs {
+        out.extend_from_slice(&p.id.0);
+        out.extend_from_slice(&p.size.to_le_bytes());
+        out.extend_from_slice(&encode_entries(&p.entries));
+    }
+    out
+}
+
+pub fn decode_index_file(bytes: &[u8], name: &str) -> Result<Vec<IndexedPack>> {
+    let bad = |r: &str| Error::corrupt("index", name, r);
+    let mut pos = 0usize;
+    let take = |pos: &mut usize, n: usize| -> Result<&[u8]> {
+        let s = bytes.get(*pos..*pos + n).ok_or_else(|| bad("truncated"))?;
+        *pos += n;
+        Ok(s)
+    };
+    let count = u32::from_le_bytes(take(&mut pos, 4)?.try_into().unwrap()) as usize;
+    if count > bytes.len() / 44 + 1 {
+        return Err(bad("pack count larger than the file"));
+    }
+    let mut packs = Vec::with_capacity(count);
+    for _ in 0..count {
+        let id = PackId(take(&mut pos, 32)?.try_into().unwrap());
+        let size = u64::from_le_bytes(take(&mut pos, 8)?.try_into().unwrap());
+        let n = u32::from_le_bytes(
+            bytes
+                .get(pos..pos + 4)
+                .ok_or_else(|| bad("truncated"))?
+                .try_into()
+                .unwrap(),
+        ) as usize;
+        let len = n
+            .checked_mul(HEADER_ENTRY_LEN)
+            .and_then(|l| l.checked_add(4))
+            .ok_or_else(|| bad("entry count overflows"))?;
+        let rec = take(&mut pos, len)?;
+        let entries = decode_entries(rec, size, &id.hex()).map_err(|e| match e {
+            Error::Corrupt { reason, .. } => {
+                Error::corrupt("index", name, format!("pack {}: {reason}", id.hex()))
+            }
+            other => other,
+        })?;
+        packs.push(IndexedPack { id, size, entries });
+    }
+    if pos != bytes.len() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok(packs)
+}
+
+const REC: usize = 46;
+
+/// Packed record: id[32] | pack u24 | offset u32 | stored u24 | plain u24 | type<<4|flags.
+#[derive(Clone, Copy)]
+struct Rec([u8; REC]);
+
+impl Rec {
+    fn id(&self) -> &[u8; 32] {
+        self.0[..32].try_into().unwrap()
+    }
+}
+
+fn u24(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], 0])
+}
+
+#[derive(Default)]
+pub struct Index {
+    packs: Vec<PackId>,
+    pack_sizes: Vec<u64>,
+    pack_pos: HashMap<PackId, u32>,
+    recs: Vec<Rec>,
+    large: HashMap<ObjectId, Location>,
+    sorted: bool,
+}
+
+impl Index {
+    pub fn new() -> Self {
+        Index {
+            sorted: true,
+            ..Default::default()
+        }
+    }
+
+    /// Add a pack's entries; call `finish` before lookups.
+    pub fn add_pack(&mut self, pack: &IndexedPack) {
+        let pos = *self.pack_pos.entry(pack.id).or_insert_with(|| {
+            self.packs.push(pack.id);
+            self.pack_sizes.push(pack.size);
+            (self.packs.len() - 1) as u32
+        });
+        for e in &pack.entries {
+            let fits = pos < (1 << 24) && e.stored_len < (1 << 24) && e.plain_len < (1 << 24);
+            if !fits {
+                self.large.insert(
+                    e.id,
+                    Location {
+                        pack: pack.id,
+                        ty: e.ty,
+                        flags: e.flags,
+                        offset: e.offset,
+                        stored_len: e.stored_len,
+                        plain_len: e.plain_len,
+                    },
+                );
+                continue;
+            }
+            let mut r = [0u8; REC];
+            r[..32].copy_from_slice(&e.id.0);
+            r[32..35].copy_from_slice(&pos.to_le_bytes()[..3]);
+            r[35..39].copy_from_slice(&e.offset.to_le_bytes());
+            r[39..42].copy_from_slice(&e.stored_len.to_le_bytes()[..3]);
+            r[42..45].copy_from_slice(&e.plain_len.to_le_bytes()[..3]);
+            r[45] = ((e.ty as u8) << 4) | (e.flags & 0x0f);
+            self.recs.push(Rec(r));
+        }
+        self.sorted = false;
+    }
+
+    pub fn finish(&mut self) {
+        if !self.sorted {
+            self.recs.sort_unstable_by(|a, b| a.id().cmp(b.id()));
+            self.recs.dedup_by(|a, b| a.id() == b.id());
+            self.recs.shrink_to_fit();
+            self.sorted = true;
+        }
+    }
+
+    pub fn get(&self, id: &ObjectId) -> Option<Location> {
+        debug_assert!(self.sorted);
+        if let Ok(i) = self.recs.binary_search_by(|r| r.id().cmp(&id.0)) {
+            let r = &self.recs[i].0;
+            let ty = ObjType::from_u8(r[45] >> 4)?;
+            return Some(Location {
+                pack: self.packs[u24(&r[32..35]) as usize],
+                ty,
+                flags: r[45] & 0x0f,
+                offset: u32::from_le_bytes(r[35..39].try_into().unwrap()),
+                stored_len: u24(&r[39..42]),
+                plain_len: u24(&r[42..45]),
+            });
+        }
+        self.large.get(id).copied()
+    }
+
+    pub fn contains(&self, id: &ObjectId) -> bool {
+        self.recs.binary_search_by(|r| r.id().cmp(&id.0)).is_ok() || self.large.contains_key(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.recs.len() + self.large.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Packs the index knows, with their sizes.
+    pub fn packs(&self) -> impl Iterator<Item = (PackId, u64)> + '_ {
+        self.packs
+            .iter()
+            .copied()
+            .zip(self.pack_sizes.iter().copied())
+    }
+
+    pub fn has_pack(&self, id: &PackId) -> bool {
+        self.pack_pos.contains_key(id)
+    }
+
+    /// Every object, as (id, location); order unspecified.
+    pub fn iter(&self) -> impl Iterator<Item = (ObjectId, Location)> + '_ {
+        self.recs
+            .iter()
+            .filter_map(|r| {
+                let id = ObjectId(*r.id());
+                self.get(&id).map(|l| (id, l))
+            })
+            .chain(self.large.iter().map(|(k, v)| (*k, *v)))
+    }
+
+    /// Memory held by the object table, for the bytes-per-entry figure.
+    pub fn heap_bytes(&self) -> usize {
+        self.recs.capacity() * REC
+            + self.large.capacity() * (32 + std::mem::size_of::<Location>() + 8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: u8, ty: ObjType) -> PackEntry {
+        PackEntry {
+            ty,
+            flags: i & 1,
+            id: ObjectId([i; 32]),
+            offset: 40 + i as u32 * 100,
+            stored_len: 100,
+            plain_len: 200 + i as u32,
+        }
+    }
+
+    #[test]
+    fn index_file_round_trips_and_lookups_find_every_object() {
+        let p = IndexedPack {
+            id: PackId([9; 32]),
+            size: 100_000,
+            entries: (1..50)
+                .map(|i| {
+                    entry(
+                        i,
+                        if i % 3 == 0 {
+                            ObjType::Tree
+                        } else {
+                            ObjType::Chunk
+                        },
+                    )
+                })
+                .collect(),
+        };
+        let bytes = encode_index_file(std::slice::from_ref(&p));
+        let back = decode_index_file(&bytes, "x").unwrap();
+        assert_eq!(back[0].entries, p.entries);
+        let mut idx = Index::new();
+        idx.add_pack(&back[0]);
+        idx.finish();
+        for e in &p.entries {
+            let l = idx.get(&e.id).unwrap();
+            assert_eq!(
+                (l.ty, l.flags, l.offset, l.plain_len),
+                (e.ty, e.flags, e.offset, e.plain_len)
+            );
+        }
+        assert!(idx.get(&ObjectId([200; 32])).is_none());
+        assert!(idx.heap_bytes() / idx.len() < 48);
+    }
+
+    #[test]
+    fn truncated_or_garbage_index_files_are_errors_not_panics() {
+        let p = IndexedPack {
+            id: PackId([9; 32]),
+            size: 100_000,
+            entries: vec![entry(1, ObjType::Chunk)],
+        };
+        let bytes = encode_index_file(&[p]);
+        for cut in 0..bytes.len() {
+            assert!(decode_index_file(&bytes[..cut], "x").is_err());
+        }
+        assert!(decode_index_file(&[0xff; 64], "x").is_err());
+    }
+}

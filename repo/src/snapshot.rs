@@ -1,0 +1,118 @@
+//! Snapshots: small sealed files of their own under `snapshots/`, named by the BLAKE3
+//! hash of their bytes. The plaintext is JSON (stable, documented in the book).
+
+use crate::crypto::ObjectId;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"PLUTOSN1";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Logical size of all files.
+    pub bytes: u64,
+    /// Files read (the rest were unchanged since the parent).
+    pub files_read: u64,
+    pub bytes_read: u64,
+    /// New objects stored by this snapshot: their plaintext and stored (sealed) size.
+    pub objects_added: u64,
+    pub bytes_added: u64,
+    pub stored_added: u64,
+    /// Paths that could not be read (the snapshot is partial when this is not empty).
+    pub unreadable: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub version: u32,
+    /// Unix time in nanoseconds.
+    pub time_ns: i64,
+    /// Soft reference: used only to find unchanged files faster; forgetting it breaks nothing.
+    pub parent: Option<String>,
+    pub tree: ObjectId,
+    pub hostname: String,
+    pub username: String,
+    pub paths: Vec<String>,
+    pub tags: Vec<String>,
+    pub message: String,
+    pub stats: SnapshotStats,
+}
+
+impl Snapshot {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("snapshots always serialize")
+    }
+    pub fn decode(bytes: &[u8], name: &str) -> Result<Snapshot> {
+        let s: Snapshot = serde_json::from_slice(bytes)
+            .map_err(|e| Error::corrupt("snapshot", name, format!("does not decode: {e}")))?;
+        if s.version != 1 {
+            return Err(Error::corrupt(
+                "snapshot",
+                name,
+                format!("unknown version {}", s.version),
+            ));
+        }
+        Ok(s)
+    }
+}
+
+/// A snapshot with its id (the file name).
+#[derive(Clone, Debug)]
+pub struct SnapshotEntry {
+    pub id: String,
+    pub snapshot: Snapshot,
+}
+
+impl SnapshotEntry {
+    pub fn short_id(&self) -> &str {
+        &self.id[..8]
+    }
+}
+
+/// Resolve `latest`, a full id or a unique prefix among `ids` (sorted by time, oldest first).
+pub fn resolve(entries: &[SnapshotEntry], spec: &str) -> Result<usize> {
+    if entries.is_empty() {
+        return Err(Error::NoSnapshots);
+    }
+    if spec == "latest" || spec == "HEAD" {
+        return Ok(entries.len() - 1);
+    }
+    let spec_l = spec.to_lowercase();
+    if spec_l.is_empty() || !spec_l.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::UnknownSnapshot(spec.to_string()));
+    }
+    let hits: Vec<usize> = (0..entries.len())
+        .filter(|&i| entries[i].id.starts_with(&spec_l))
+        .collect();
+    match hits.len() {
+        0 => Err(Error::UnknownSnapshot(spec.to_string())),
+        1 => Ok(hits[0]),
+        _ => Err(Error::AmbiguousSnapshot {
+            prefix: spec.to_string(),
+            candidates: hits
+                .iter()
+                .map(|&i| entries[i].short_id().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// Shortest prefix length (at least 8) that tells every id apart, like git's abbreviations.
+pub fn abbrev_len(ids: &[&str]) -> usize {
+    let mut sorted: Vec<&str> = ids.to_vec();
+    sorted.sort();
+    let mut len = 8;
+    for w in sorted.windows(2) {
+        let common = w[0]
+            .bytes()
+            .zip(w[1].bytes())
+            .take_while(|(a, b)| a == b)
+            .count();
+        len = len.max(common + 1);
+    }
+    len.min(64)
+}

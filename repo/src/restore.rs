@@ -221,6 +221,9 @@ fn make_dir(path: &Path) -> Result<()> {
     }
 }
 
+/// Zero runs of this size are left as holes.
+const HOLE_GRAIN: usize = 64 * 1024;
+
 fn write_file(repo: &Repository, path: &Path, n: &Node) -> Result<u64> {
     remove_existing(path)?;
     let mut f = fs::File::create(path).at(path)?;
@@ -228,12 +231,16 @@ fn write_file(repo: &Repository, path: &Path, n: &Node) -> Result<u64> {
     let mut pending_hole = false;
     for id in &n.chunks {
         let data = repo.read_object(id, ObjType::Chunk)?;
-        if data.iter().all(|&b| b == 0) {
-            f.seek(SeekFrom::Current(data.len() as i64)).at(path)?;
-            pending_hole = true;
-        } else {
-            f.write_all(&data).at(path)?;
-            pending_hole = false;
+        // Runs of zeros (whole 64 KiB pieces) become holes, even inside a chunk: a sparse
+        // region rarely lines up with content-defined chunk boundaries.
+        for piece in data.chunks(HOLE_GRAIN) {
+            if piece.len() == HOLE_GRAIN && piece.iter().all(|&b| b == 0) {
+                f.seek(SeekFrom::Current(piece.len() as i64)).at(path)?;
+                pending_hole = true;
+            } else {
+                f.write_all(piece).at(path)?;
+                pending_hole = false;
+            }
         }
         written += data.len() as u64;
     }

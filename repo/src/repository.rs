@@ -200,8 +200,23 @@ impl Repository {
 
     /// Temp files left by a killed command are garbage: nothing refers to them.
     fn clean_tmp(&self) {
-        if let Ok(rd) = fs::read_dir(self.tmp_dir()) {
-            for e in rd.flatten() {
+        self.clean_tmp_older_than(std::time::Duration::ZERO);
+    }
+
+    /// Remove temp files older than `age`. Safe under a shared lock when `age` is far longer
+    /// than any write takes: a concurrent command's temp file is younger.
+    pub fn clean_tmp_older_than(&self, age: std::time::Duration) {
+        let Ok(rd) = fs::read_dir(self.tmp_dir()) else {
+            return;
+        };
+        let now = std::time::SystemTime::now();
+        for e in rd.flatten() {
+            let old_enough = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .map(|t| now.duration_since(t).unwrap_or_default() >= age)
+                .unwrap_or(false);
+            if old_enough {
                 let _ = fs::remove_file(e.path());
             }
         }

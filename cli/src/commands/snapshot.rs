@@ -47,7 +47,10 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<u8> {
-    let repo = super::open_repo(g, LockMode::Exclusive)?;
+    // Snapshots only add files under unique names, so they run beside readers, `serve`
+    // and each other; only prune needs the repository to itself.
+    let repo = super::open_repo(g, LockMode::Shared)?;
+    repo.clean_tmp_older_than(std::time::Duration::from_secs(6 * 3600));
     let dir = super::tracked_dir(&repo, a.dir)?;
     let progress = Arc::new(Progress::default());
     let started = Instant::now();

@@ -361,7 +361,14 @@ impl Archiver<'_> {
             let mut node = node_from_meta(name_b, Kind::File, &m);
             self.n.files.fetch_add(1, Ordering::Relaxed);
             self.n.bytes.fetch_add(node.size, Ordering::Relaxed);
-            let reuse = old.filter(|o| !self.force_read && node.unchanged_since(o));
+            // Reuse only if every chunk is still indexed: a damaged index must not turn into a
+            // snapshot that silently references missing data.
+            let index = self.repo.index()?;
+            let reuse = old.filter(|o| {
+                !self.force_read
+                    && node.unchanged_since(o)
+                    && o.chunks.iter().all(|c| index.contains(c))
+            });
             if let Some(o) = reuse {
                 node.chunks = o.chunks.clone();
                 if let Some(p) = &self.progress {

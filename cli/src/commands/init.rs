@@ -22,10 +22,42 @@ pub struct Args {
     recover: bool,
 }
 
+/// Turns terminal echo off while alive, so the words never show on screen.
+struct NoEcho(Option<libc::termios>);
+
+impl NoEcho {
+    fn new() -> NoEcho {
+        // SAFETY: tcgetattr/tcsetattr on stdin with a zeroed, then filled, termios struct.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut t) != 0 {
+                return NoEcho(None);
+            }
+            let saved = t;
+            t.c_lflag &= !libc::ECHO;
+            t.c_lflag |= libc::ECHONL;
+            libc::tcsetattr(0, libc::TCSANOW, &t);
+            NoEcho(Some(saved))
+        }
+    }
+}
+
+impl Drop for NoEcho {
+    fn drop(&mut self) {
+        if let Some(t) = self.0 {
+            // SAFETY: restores the settings read in `new`.
+            unsafe {
+                libc::tcsetattr(0, libc::TCSANOW, &t);
+            }
+        }
+    }
+}
+
 fn read_words() -> Result<Zeroizing<String>> {
     let stdin = std::io::stdin();
+    let _no_echo = stdin.is_terminal().then(NoEcho::new);
     if stdin.is_terminal() {
-        eprint!("Enter the 24 recovery words: ");
+        eprint!("Enter the 24 recovery words (not shown): ");
         std::io::stderr().flush().ok();
     }
     let mut words = Zeroizing::new(String::new());

@@ -17,6 +17,7 @@ pub mod repository;
 pub mod restore;
 pub mod snapshot;
 pub mod tree;
+pub mod vectors;
 
 pub use error::{Error, Result};
 pub use repository::Repository;

@@ -183,6 +183,17 @@ impl Repository {
             .chunker
             .validate()
             .map_err(|r| Error::corrupt("config", "config", r))?;
+        // Offsets inside a pack are u32: a pack must stay well below 4 GiB.
+        if !(1 << 20..=1 << 30).contains(&config.pack_target_size) {
+            return Err(Error::corrupt(
+                "config",
+                "config",
+                format!(
+                    "pack_target_size {} is outside 1 MiB..1 GiB",
+                    config.pack_target_size
+                ),
+            ));
+        }
         let repo = Repository {
             store: LocalPackStore::new(root.join("packs"), root.join("tmp")),
             root: root.to_path_buf(),

@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub time_ns: i64,
     /// Soft reference: used only to find unchanged files faster; forgetting it breaks nothing.
     pub parent: Option<String>,
+    /// The root tree's id, as 64 hex digits.
+    #[serde(with = "hex_object_id")]
     pub tree: ObjectId,
     pub hostname: String,
     pub username: String,
@@ -56,6 +58,21 @@ impl Snapshot {
             ));
         }
         Ok(s)
+    }
+}
+
+/// Object ids in JSON documents are hex strings, like every other id a user sees.
+mod hex_object_id {
+    use crate::crypto::ObjectId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(id: &ObjectId, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&id.hex())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectId, D::Error> {
+        let s = String::deserialize(d)?;
+        ObjectId::from_hex(&s).ok_or_else(|| serde::de::Error::custom("tree is not 64 hex digits"))
     }
 }
 

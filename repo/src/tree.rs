@@ -83,6 +83,14 @@ impl Tree {
                 format!("unknown tree version {}", t.version),
             ));
         }
+        // Lookups binary-search by name: an unsorted or duplicated name would hide entries.
+        if t.nodes.windows(2).any(|w| w[0].name >= w[1].name) {
+            return Err(Error::corrupt(
+                "tree",
+                id.hex(),
+                "entries are not sorted by name, or a name repeats",
+            ));
+        }
         for n in &t.nodes {
             if n.name.is_empty()
                 || n.name == b"."
@@ -138,6 +146,15 @@ mod tests {
         assert_eq!(back, t);
         assert_eq!(back.nodes[0].name, b"a b");
         assert!(back.find(b"b\nc").is_some());
+    }
+
+    #[test]
+    fn unsorted_or_duplicate_entries_are_refused() {
+        let mut t = Tree::new(vec![node(b"a"), node(b"b")]);
+        t.nodes.swap(0, 1);
+        assert!(Tree::decode(&t.encode(), &ObjectId([0; 32])).is_err());
+        let t = Tree::new(vec![node(b"a"), node(b"a")]);
+        assert!(Tree::decode(&t.encode(), &ObjectId([0; 32])).is_err());
     }
 
     #[test]

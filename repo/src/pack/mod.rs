@@ -95,6 +95,9 @@ pub fn decode_entries(bytes: &[u8], body_end: u64, pack: &str) -> Result<Vec<Pac
     for rec in bytes[4..].chunks_exact(HEADER_ENTRY_LEN) {
         let ty = ObjType::from_u8(rec[0])
             .ok_or_else(|| bad(format!("unknown object type {}", rec[0])))?;
+        if rec[1] & !crate::crypto::FLAG_ZSTD != 0 {
+            return Err(bad(format!("unknown object flags {:#04x}", rec[1])));
+        }
         let mut id = [0u8; 32];
         id.copy_from_slice(&rec[2..34]);
         let u = |i: usize| u32::from_le_bytes(rec[i..i + 4].try_into().unwrap());

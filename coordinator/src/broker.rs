@@ -1,0 +1,191 @@
+//! Embedded MQTT broker (rmqtt) with pluto's authentication and ACL hooks.
+//!
+//! - CONNECT: client id = hex node key (optionally `-suffix`), username = unix seconds, password =
+//!   hex signature ([`pluto_netsync::wire::connect_token`]); ±120 s skew; strictly increasing per
+//!   node; a last will must be on the node's own will topic and not retained. The coordinator's own
+//!   key connects as superuser.
+//! - SUBSCRIBE: only filters under `pluto/v1/node/<own id>/`.
+//! - PUBLISH: only `pluto/v1/coord/<own id>/req`, never retained.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use pluto_netsync::wire::{self, topics, NodeId};
+use rmqtt::codec::v5::SubscribeAckReason;
+use rmqtt::context::ServerContext;
+use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
+use rmqtt::net::Builder;
+use rmqtt::server::MqttServer;
+use rmqtt::types::{AuthResult, ConnectInfo, LastWill, PublishAclResult, SubscribeAclResult};
+
+use crate::Error;
+
+/// Running embedded broker.
+pub struct EmbeddedBroker {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EmbeddedBroker {
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct AuthState {
+    coordinator: NodeId,
+    not_before_secs: u64,
+    last_token: Mutex<HashMap<NodeId, u64>>,
+}
+
+#[derive(Clone)]
+struct PlutoHooks(Arc<AuthState>);
+
+fn will_topic(ci: &ConnectInfo) -> Option<(String, bool)> {
+    ci.last_will().map(|lw| match lw {
+        LastWill::V3(w) => (w.topic.to_string(), w.retain),
+        LastWill::V5(w) => (w.topic.to_string(), w.retain),
+    })
+}
+
+impl PlutoHooks {
+    fn authenticate(&self, ci: &ConnectInfo) -> AuthResult {
+        let client_id = ci.client_id().to_string();
+        let (Some(user), Some(pass)) = (ci.username(), ci.password()) else {
+            return AuthResult::BadUsernameOrPassword;
+        };
+        let (node, secs) = match wire::verify_connect_token(&client_id, user, pass) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(client_id = %wire_trunc(&client_id), error = %e, "refused CONNECT");
+                return AuthResult::BadUsernameOrPassword;
+            }
+        };
+        let now = wire::now_ms() / 1000;
+        let skew = wire::MAX_CLOCK_SKEW_MS / 1000;
+        if secs + skew < now || secs > now + skew || secs + 2 < self.0.not_before_secs {
+            tracing::warn!(%node, secs, now, "refused CONNECT: stale token");
+            return AuthResult::BadUsernameOrPassword;
+        }
+        if let Some((topic, retain)) = will_topic(ci) {
+            if topic != topics::will(&node) || retain {
+                tracing::warn!(%node, topic = %wire_trunc(&topic), "refused CONNECT: last will not on the node's own topic");
+                return AuthResult::NotAuthorized;
+            }
+        }
+        {
+            let Ok(mut last) = self.0.last_token.lock() else {
+                return AuthResult::NotAuthorized;
+            };
+            let prev = last.entry(node).or_insert(0);
+            if secs <= *prev {
+                tracing::warn!(%node, secs, prev = *prev, "refused CONNECT: token not newer than the last one");
+                return AuthResult::BadUsernameOrPassword;
+            }
+            *prev = secs;
+        }
+        AuthResult::Allow(node == self.0.coordinator, None)
+    }
+}
+
+fn wire_trunc(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+fn node_of(s: &rmqtt::session::Session) -> Option<NodeId> {
+    wire::node_of_client_id(&s.id.client_id).ok()
+}
+
+#[async_trait]
+impl Handler for PlutoHooks {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        match param {
+            Parameter::ClientAuthenticate(ci) => {
+                (false, Some(HookResult::AuthResult(self.authenticate(ci))))
+            }
+            Parameter::ClientSubscribeCheckAcl(s, sub) => {
+                let ok = node_of(s)
+                    .map(|n| {
+                        topics::filter_within(&sub.topic_filter, &format!("pluto/v1/node/{n}/"))
+                    })
+                    .unwrap_or(false);
+                let r = if ok {
+                    SubscribeAclResult::new_success(sub.opts.qos(), None)
+                } else {
+                    tracing::warn!(client = %s.id.client_id, filter = %wire_trunc(&sub.topic_filter), "refused SUBSCRIBE");
+                    SubscribeAclResult::new_failure(SubscribeAckReason::NotAuthorized)
+                };
+                (false, Some(HookResult::SubscribeAclResult(r)))
+            }
+            Parameter::MessagePublishCheckAcl(s, p) => {
+                let ok = !p.retain
+                    && node_of(s)
+                        .map(|n| p.topic == topics::request(&n))
+                        .unwrap_or(false);
+                let r = if ok {
+                    PublishAclResult::allow()
+                } else {
+                    tracing::warn!(client = %s.id.client_id, topic = %wire_trunc(&p.topic), "refused PUBLISH");
+                    PublishAclResult::rejected(false, Some("pluto: not your topic".into()))
+                };
+                (false, Some(HookResult::PublishAclResult(r)))
+            }
+            _ => (true, acc),
+        }
+    }
+}
+
+/// Start the broker on `listen` (port 0 picks a free one).
+pub async fn start(
+    listen: SocketAddr,
+    coordinator: NodeId,
+    not_before_secs: u64,
+) -> Result<EmbeddedBroker, Error> {
+    let scx = ServerContext::new().build().await;
+    let hooks = PlutoHooks(Arc::new(AuthState {
+        coordinator,
+        not_before_secs,
+        last_token: Mutex::new(HashMap::new()),
+    }));
+    let register = scx.extends.hook_mgr().register();
+    for t in [
+        Type::ClientAuthenticate,
+        Type::ClientSubscribeCheckAcl,
+        Type::MessagePublishCheckAcl,
+    ] {
+        register
+            .add_priority(t, 1000, Box::new(hooks.clone()))
+            .await;
+    }
+    register.start().await;
+    let listener = Builder::new()
+        .name("pluto")
+        .laddr(listen)
+        .allow_anonymous(false)
+        .max_packet_size((wire::MAX_FRAME_BYTES + 1024) as u32)
+        .max_mqueue_len(1000)
+        .max_inflight(std::num::NonZeroU16::new(64).unwrap_or(std::num::NonZeroU16::MIN))
+        .reuseaddr(Some(true))
+        .bind()
+        .map_err(|e| Error::Broker(format!("cannot listen on {listen}: {e}")))?
+        .tcp()
+        .map_err(|e| Error::Broker(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Broker(e.to_string()))?;
+    let server = MqttServer::new(scx).listener(listener).build();
+    let task = tokio::spawn(async move {
+        if let Err(e) = server.run().await {
+            tracing::error!(error = %e, "embedded broker stopped");
+        }
+    });
+    Ok(EmbeddedBroker { addr, task })
+}

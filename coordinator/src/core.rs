@@ -1,0 +1,867 @@
+//! The coordinator's logic, independent of the broker: one signed message in, signed messages out.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pluto_netsync::wire::{
+    self, topics, topics::CoordTopic, Announce, CoordMsg, Envelope, NodeId, NodeMsg, PeerMode,
+    Refusal, RefusalCode, RelationState, ReplayGuard, Reply, WireError, MAX_CHALLENGE_PAYLOAD,
+};
+use rand::Rng;
+
+use crate::relay::RelayTable;
+use crate::reputation::{self, ReputationParams};
+use crate::store::{ChallengeState, NodeRow, Store};
+use crate::Error;
+
+/// Tunables of the coordinator.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// A node must offer at least `balance_ratio` × (want × copies).
+    pub balance_ratio: f64,
+    pub max_copies: u8,
+    pub ping_interval: Duration,
+    pub challenge_interval: Duration,
+    pub challenge_deadline: Duration,
+    pub invite_ttl: Duration,
+    /// Messages per second a node may send (sustained) and burst size.
+    pub rate_per_sec: f64,
+    pub rate_burst: f64,
+    pub reputation: ReputationParams,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            balance_ratio: 1.0,
+            max_copies: 8,
+            ping_interval: Duration::from_secs(60),
+            challenge_interval: Duration::from_secs(6 * 3600),
+            challenge_deadline: Duration::from_secs(120),
+            invite_ttl: Duration::from_secs(24 * 3600),
+            rate_per_sec: 20.0,
+            rate_burst: 60.0,
+            reputation: ReputationParams::default(),
+        }
+    }
+}
+
+/// Something the transport must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Out {
+    Send(NodeId, CoordMsg),
+    /// External broker: create credentials for this node.
+    Enroll(NodeId, String),
+}
+
+struct Bucket {
+    tokens: f64,
+    at_ms: u64,
+    last_refusal_ms: u64,
+    dropped: u64,
+}
+
+/// Counters for logs and the benchmark.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub handled: u64,
+    pub refused: u64,
+    pub rate_limited: u64,
+    pub matches_made: u64,
+}
+
+pub struct Core {
+    store: Store,
+    params: Params,
+    guard: ReplayGuard,
+    buckets: HashMap<NodeId, Bucket>,
+    pings: HashMap<NodeId, u64>,
+    last_ping_round_ms: u64,
+    last_challenge_round_ms: u64,
+    relay: Option<(String, Arc<Mutex<RelayTable>>)>,
+    pub stats: Stats,
+    external: bool,
+}
+
+fn secs(ms: u64) -> u64 {
+    ms / 1000
+}
+
+fn refusal(code: RefusalCode, message: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        message: message.into(),
+    }
+}
+
+fn wire_refusal(e: &WireError) -> Refusal {
+    let code = match e {
+        WireError::TooLarge(_) => RefusalCode::TooLarge,
+        WireError::Malformed(_) | WireError::BadToken(_) => RefusalCode::Malformed,
+        WireError::UnsupportedVersion(_) => RefusalCode::UnsupportedVersion,
+        WireError::BadSignature(_) | WireError::BadSenderKey(_) => RefusalCode::BadSignature,
+        WireError::WrongTopic { .. } => RefusalCode::WrongTopic,
+        WireError::Stale { .. } => RefusalCode::Stale,
+        WireError::Replayed { .. } => RefusalCode::Replayed,
+    };
+    refusal(code, e.to_string())
+}
+
+/// Network an address belongs to, for spreading copies: /24 for IPv4, /48 for IPv6, else the host name.
+fn network_of(addr: &str) -> Option<String> {
+    let rest = addr.split_once("://").map(|(_, r)| r).unwrap_or(addr);
+    let hostport = rest.split('/').next()?;
+    let host = if let Some(h) = hostport.strip_prefix('[') {
+        h.split(']').next()?
+    } else {
+        hostport
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(hostport)
+    };
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => {
+            let o = v4.octets();
+            Some(format!("{}.{}.{}", o[0], o[1], o[2]))
+        }
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            Some(format!("{:x}:{:x}:{:x}", s[0], s[1], s[2]))
+        }
+        Err(_) => Some(host.to_ascii_lowercase()),
+    }
+}
+
+fn networks(addrs: &[String]) -> Vec<String> {
+    addrs.iter().filter_map(|a| network_of(a)).collect()
+}
+
+const INVITE_ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+fn normalize_code(code: &str) -> String {
+    code.chars()
+        .filter(|c| *c != '-' && !c.is_whitespace())
+        .map(|c| c.to_ascii_uppercase())
+        .take(32)
+        .collect()
+}
+
+impl Core {
+    pub fn new(store: Store, params: Params, start_ms: u64, external: bool) -> Core {
+        Core {
+            store,
+            guard: ReplayGuard::new(start_ms, 200_000),
+            params,
+            buckets: HashMap::new(),
+            pings: HashMap::new(),
+            last_ping_round_ms: start_ms,
+            last_challenge_round_ms: start_ms,
+            relay: None,
+            stats: Stats::default(),
+            external,
+        }
+    }
+
+    pub fn set_relay(&mut self, url: String, table: Arc<Mutex<RelayTable>>) {
+        self.relay = Some((url, table));
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn allow_rate(&mut self, node: NodeId, now_ms: u64) -> Result<(), bool> {
+        let (rate, burst) = (self.params.rate_per_sec, self.params.rate_burst);
+        if self.buckets.len() > 200_000 {
+            self.buckets
+                .retain(|_, b| now_ms.saturating_sub(b.at_ms) < 60_000);
+        }
+        let b = self.buckets.entry(node).or_insert(Bucket {
+            tokens: burst,
+            at_ms: now_ms,
+            last_refusal_ms: 0,
+            dropped: 0,
+        });
+        let dt = now_ms.saturating_sub(b.at_ms) as f64 / 1000.0;
+        b.tokens = (b.tokens + dt * rate).min(burst);
+        b.at_ms = now_ms;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            b.dropped += 1;
+            // Tell the node at most once a second, so refusals do not amplify a flood.
+            let tell = now_ms.saturating_sub(b.last_refusal_ms) >= 1000;
+            if tell {
+                b.last_refusal_ms = now_ms;
+            }
+            Err(tell)
+        }
+    }
+
+    /// Handle one MQTT message the coordinator received.
+    pub fn handle(&mut self, topic: &str, payload: &[u8], now_ms: u64) -> Vec<Out> {
+        let mut out = Vec::new();
+        if topic == topics::ENROLL {
+            if self.external {
+                self.handle_enroll(payload, now_ms, &mut out);
+            }
+            return out;
+        }
+        let Some((node, kind)) = topics::parse_coord(topic) else {
+            tracing::debug!(topic, "ignored message on an unknown topic");
+            return out;
+        };
+        if let Err(tell) = self.allow_rate(node, now_ms) {
+            self.stats.rate_limited += 1;
+            if tell {
+                tracing::warn!(%node, "rate limit: dropping messages");
+                out.push(Out::Send(
+                    node,
+                    CoordMsg::Reply {
+                        in_reply_to: 0,
+                        result: Err(refusal(
+                            RefusalCode::RateLimited,
+                            "too many messages; slow down",
+                        )),
+                    },
+                ));
+            }
+            return out;
+        }
+        self.stats.handled += 1;
+        let env: Envelope<NodeMsg> = match wire::open(payload, topic) {
+            Ok(env) => env,
+            Err(e) => {
+                // The broker authenticated the topic's node, so it may hear why.
+                let id = wire::peek::<NodeMsg>(payload)
+                    .map(|e| e.request_id)
+                    .unwrap_or(0);
+                tracing::warn!(%node, error = %e, "refused message");
+                self.stats.refused += 1;
+                if kind == CoordTopic::Request {
+                    out.push(Out::Send(
+                        node,
+                        CoordMsg::Reply {
+                            in_reply_to: id,
+                            result: Err(wire_refusal(&e)),
+                        },
+                    ));
+                }
+                return out;
+            }
+        };
+        if env.sender != node {
+            self.stats.refused += 1;
+            tracing::warn!(%node, sender = %env.sender, "message signed by another node's key");
+            out.push(Out::Send(
+                node,
+                CoordMsg::Reply {
+                    in_reply_to: env.request_id,
+                    result: Err(refusal(
+                        RefusalCode::BadSignature,
+                        "signed by a key that is not this node's",
+                    )),
+                },
+            ));
+            return out;
+        }
+        if kind == CoordTopic::Will {
+            if env.body == NodeMsg::Will {
+                let _ = self.store.set_online(&node, false, secs(now_ms));
+                self.pings.remove(&node);
+            }
+            return out;
+        }
+        if let Err(e) = self
+            .guard
+            .check(node, env.request_id, env.timestamp_ms, now_ms)
+        {
+            self.stats.refused += 1;
+            tracing::warn!(%node, error = %e, "refused message");
+            out.push(Out::Send(
+                node,
+                CoordMsg::Reply {
+                    in_reply_to: env.request_id,
+                    result: Err(wire_refusal(&e)),
+                },
+            ));
+            return out;
+        }
+        if let NodeMsg::Pong { nonce } = env.body {
+            if self.pings.get(&node) == Some(&nonce) {
+                self.pings.remove(&node);
+                let _ = self.store.record_probe(&node, secs(now_ms), true);
+            }
+            let _ = self.store.set_online(&node, true, secs(now_ms));
+            return out;
+        }
+        let result = match self.dispatch(node, env.body, now_ms, &mut out) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(%node, error = %e, "internal error");
+                Err(refusal(
+                    RefusalCode::Internal,
+                    "internal error; try again later",
+                ))
+            }
+        };
+        if result.is_err() {
+            self.stats.refused += 1;
+        }
+        out.insert(
+            0,
+            Out::Send(
+                node,
+                CoordMsg::Reply {
+                    in_reply_to: env.request_id,
+                    result,
+                },
+            ),
+        );
+        out
+    }
+
+    fn handle_enroll(&mut self, payload: &[u8], now_ms: u64, out: &mut Vec<Out>) {
+        let env: Envelope<NodeMsg> = match wire::open(payload, topics::ENROLL) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "refused enrollment");
+                return;
+            }
+        };
+        if let Err(e) = self
+            .guard
+            .check(env.sender, env.request_id, env.timestamp_ms, now_ms)
+        {
+            tracing::warn!(error = %e, "refused enrollment");
+            return;
+        }
+        if self.allow_rate(env.sender, now_ms).is_err() {
+            return;
+        }
+        match env.body {
+            NodeMsg::Enroll { broker_password }
+                if broker_password.len() == 64
+                    && broker_password.bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
+                out.push(Out::Enroll(env.sender, broker_password));
+            }
+            _ => tracing::warn!(sender = %env.sender, "malformed enrollment"),
+        }
+    }
+
+    fn known(&self, node: &NodeId) -> Result<Result<NodeRow, Refusal>, Error> {
+        Ok(match self.store.node(node)? {
+            Some(n) => Ok(n),
+            None => Err(refusal(
+                RefusalCode::UnknownNode,
+                format!("node {node} is unknown here: announce first"),
+            )),
+        })
+    }
+
+    fn dispatch(
+        &mut self,
+        node: NodeId,
+        body: NodeMsg,
+        now_ms: u64,
+        out: &mut Vec<Out>,
+    ) -> Result<Result<Reply, Refusal>, Error> {
+        let now = secs(now_ms);
+        if !matches!(body, NodeMsg::Announce(_)) {
+            match self.known(&node)? {
+                Ok(_) => self.store.set_online(&node, true, now)?,
+                Err(r) => return Ok(Err(r)),
+            }
+        }
+        Ok(match body {
+            NodeMsg::Announce(a) => self.announce(node, a, now)?,
+            NodeMsg::RequestMatches => self.request_matches(node, now, out)?,
+            NodeMsg::ListRelationships => {
+                let (as_owner, as_host) = self.store.relationships_of(&node)?;
+                Ok(Reply::Relationships { as_owner, as_host })
+            }
+            NodeMsg::FriendInvite => {
+                let mut rng = rand::thread_rng();
+                let raw: String = (0..10)
+                    .map(|_| INVITE_ALPHABET[rng.gen_range(0..32)] as char)
+                    .collect();
+                let expires = now + self.params.invite_ttl.as_secs();
+                self.store.insert_invite(&raw, &node, expires)?;
+                Ok(Reply::InviteCode {
+                    code: format!("{}-{}", &raw[..5], &raw[5..]),
+                    expires_unix: expires,
+                })
+            }
+            NodeMsg::FriendAdd { code } => {
+                match self.store.take_invite(&normalize_code(&code), &node, now)? {
+                    Some(friend) => Ok(Reply::FriendAdded { friend }),
+                    None => Err(refusal(
+                        RefusalCode::BadInvite,
+                        "invite code unknown, expired, already used, or your own",
+                    )),
+                }
+            }
+            NodeMsg::ReportUsage { host, used_bytes } => {
+                if self.store.set_used(&node, &host, used_bytes)? {
+                    Ok(Reply::Ok)
+                } else {
+                    Err(refusal(
+                        RefusalCode::NotMatched,
+                        format!("{host} does not host data of this node"),
+                    ))
+                }
+            }
+            NodeMsg::SpeedReport {
+                host,
+                bytes,
+                millis,
+            } => {
+                let matched = self.store.relationship_state(&node, &host)?.is_some()
+                    || self.store.relationship_state(&host, &node)?.is_some();
+                if !matched || millis == 0 {
+                    Err(refusal(
+                        RefusalCode::NotMatched,
+                        "speed reports only for matched peers, with millis > 0",
+                    ))
+                } else if let Some(h) = self.store.node(&host)? {
+                    let bps = bytes as f64 * 1000.0 / millis as f64;
+                    let new = if h.speed_bps > 0.0 {
+                        0.8 * h.speed_bps + 0.2 * bps
+                    } else {
+                        bps
+                    };
+                    self.store.set_speed(&host, new)?;
+                    Ok(Reply::Ok)
+                } else {
+                    Err(refusal(RefusalCode::UnknownNode, "unknown host"))
+                }
+            }
+            NodeMsg::ChallengeSend { host, payload } => {
+                self.challenge_send(node, host, payload, now, out)?
+            }
+            NodeMsg::ChallengeAnswer {
+                challenge_id,
+                payload,
+            } => {
+                if payload.len() > MAX_CHALLENGE_PAYLOAD {
+                    return Ok(Err(refusal(
+                        RefusalCode::TooLarge,
+                        "challenge answer too large",
+                    )));
+                }
+                match self.store.challenge(challenge_id)? {
+                    Some(c)
+                        if c.host == node
+                            && c.state == ChallengeState::Sent
+                            && now <= c.deadline =>
+                    {
+                        self.store.set_challenge_state(
+                            challenge_id,
+                            ChallengeState::Answered,
+                            None,
+                            now,
+                        )?;
+                        out.push(Out::Send(
+                            c.owner,
+                            CoordMsg::ChallengeAnswer {
+                                challenge_id,
+                                host: node,
+                                payload,
+                            },
+                        ));
+                        Ok(Reply::Ok)
+                    }
+                    Some(c) if c.host == node && now > c.deadline => {
+                        Err(refusal(RefusalCode::Stale, "challenge deadline passed"))
+                    }
+                    _ => Err(refusal(
+                        RefusalCode::BadRequest,
+                        "no open challenge with this id for this node",
+                    )),
+                }
+            }
+            NodeMsg::ChallengeResult {
+                challenge_id,
+                passed,
+            } => match self.store.challenge(challenge_id)? {
+                Some(c) if c.owner == node && c.state == ChallengeState::Answered => {
+                    self.store.set_challenge_state(
+                        challenge_id,
+                        ChallengeState::Judged,
+                        Some(passed),
+                        now,
+                    )?;
+                    self.audit(c.host, passed, now, out)?;
+                    Ok(Reply::Ok)
+                }
+                _ => Err(refusal(
+                    RefusalCode::BadRequest,
+                    "no answered challenge with this id from this owner",
+                )),
+            },
+            NodeMsg::RelayRequest { peer } => self.relay_request(node, peer, now, out)?,
+            NodeMsg::Goodbye => {
+                self.store.set_online(&node, false, now)?;
+                self.pings.remove(&node);
+                Ok(Reply::Ok)
+            }
+            NodeMsg::Pong { .. } | NodeMsg::Will | NodeMsg::Enroll { .. } => Err(refusal(
+                RefusalCode::BadRequest,
+                "this message is not a request on this topic",
+            )),
+        })
+    }
+
+    fn announce(
+        &mut self,
+        node: NodeId,
+        a: Announce,
+        now: u64,
+    ) -> Result<Result<Reply, Refusal>, Error> {
+        if a.addrs.len() > 8 || a.addrs.iter().any(|s| s.is_empty() || s.len() > 256) {
+            return Ok(Err(refusal(
+                RefusalCode::BadRequest,
+                "at most 8 addresses of 1..=256 bytes",
+            )));
+        }
+        if a.copies == 0 || a.copies > self.params.max_copies {
+            return Ok(Err(refusal(
+                RefusalCode::BadRequest,
+                format!("copies must be 1..={}", self.params.max_copies),
+            )));
+        }
+        if a.offer_bytes > i64::MAX as u64 || a.want_bytes > i64::MAX as u64 {
+            return Ok(Err(refusal(RefusalCode::BadRequest, "sizes out of range")));
+        }
+        self.store.upsert_announce(&node, &a, now)?;
+        let n = self
+            .store
+            .node(&node)?
+            .ok_or(Error::Invariant("node vanished after upsert"))?;
+        let vetted = n.audits_passed >= self.params.reputation.vetting_audits;
+        Ok(Ok(Reply::Announced {
+            vetted,
+            score_milli: (self.score(&n, now)? * 1000.0) as u32,
+        }))
+    }
+
+    fn score(&self, n: &NodeRow, now: u64) -> Result<f64, Error> {
+        let (probes, answered) = self.store.uptime(&n.id, now)?;
+        Ok(reputation::combined(
+            reputation::audit_score(n.audit_alpha, n.audit_beta),
+            reputation::uptime_fraction(probes, answered),
+            n.speed_bps,
+        ))
+    }
+
+    fn request_matches(
+        &mut self,
+        owner: NodeId,
+        now: u64,
+        out: &mut Vec<Out>,
+    ) -> Result<Result<Reply, Refusal>, Error> {
+        let o = self
+            .store
+            .node(&owner)?
+            .ok_or(Error::Invariant("known node vanished"))?;
+        if let Some(reason) = &o.excluded {
+            return Ok(Err(refusal(
+                RefusalCode::Excluded,
+                format!("this node is excluded: {reason}"),
+            )));
+        }
+        let need_total = (o.want_bytes as f64) * (o.copies as f64) * self.params.balance_ratio;
+        if (o.offer_bytes as f64) < need_total {
+            return Ok(Err(refusal(
+                RefusalCode::InsufficientOffer,
+                format!(
+                    "offer {} bytes but ask {} bytes × {} copies: offer at least {:.0} bytes",
+                    o.offer_bytes, o.want_bytes, o.copies, need_total
+                ),
+            )));
+        }
+        let (as_owner, _) = self.store.relationships_of(&owner)?;
+        let active = as_owner
+            .iter()
+            .filter(|r| r.state == RelationState::Active)
+            .count();
+        let mut need = (o.copies as usize).saturating_sub(active);
+        if need > 0 && o.want_bytes > 0 {
+            let friends = self.store.friends_of(&owner)?;
+            let mut used_nets: Vec<String> = networks(&o.addrs);
+            for r in as_owner.iter().filter(|r| r.state == RelationState::Active) {
+                used_nets.extend(networks(&r.peer_addrs));
+            }
+            let mut cands = Vec::new();
+            for h in self.store.all_nodes()? {
+                if h.id == owner
+                    || h.excluded.is_some()
+                    || !h.online
+                    || as_owner.iter().any(|r| r.host == h.id)
+                {
+                    continue;
+                }
+                let friend = friends.contains(&h.id);
+                match o.mode {
+                    PeerMode::FriendsOnly if !friend => continue,
+                    PeerMode::RandomOnly if friend => continue,
+                    _ => {}
+                }
+                let hosted = self.store.hosted_quota(&h.id)?;
+                if hosted.saturating_add(o.want_bytes) > h.offer_bytes {
+                    continue;
+                }
+                let vetted = h.audits_passed >= self.params.reputation.vetting_audits;
+                if !vetted
+                    && !friend
+                    && hosted.saturating_add(o.want_bytes)
+                        > self.params.reputation.vetting_cap_bytes
+                {
+                    continue;
+                }
+                let score = self.score(&h, now)?;
+                if score < self.params.reputation.audit_threshold {
+                    continue;
+                }
+                let jitter: f64 = rand::thread_rng().gen_range(0.0..0.05);
+                cands.push((h, friend, vetted, score + jitter));
+            }
+            // Friends first (Mixed), then vetted, then by score; spread over networks greedily.
+            cands.sort_by(|a, b| {
+                (b.1 as u8, b.2 as u8)
+                    .cmp(&(a.1 as u8, a.2 as u8))
+                    .then(b.3.partial_cmp(&a.3).unwrap_or(std::cmp::Ordering::Equal))
+            });
+            while need > 0 && !cands.is_empty() {
+                let pick = cands
+                    .iter()
+                    .position(|(h, friend, _, _)| {
+                        *friend || networks(&h.addrs).iter().all(|n| !used_nets.contains(n))
+                    })
+                    .unwrap_or(0);
+                let (h, friend, _, _) = cands.remove(pick);
+                self.store
+                    .insert_relationship(&owner, &h.id, o.want_bytes, friend, now)?;
+                used_nets.extend(networks(&h.addrs));
+                out.push(Out::Send(
+                    h.id,
+                    CoordMsg::NewOwner {
+                        owner,
+                        quota_bytes: o.want_bytes,
+                        owner_addrs: o.addrs.clone(),
+                    },
+                ));
+                self.stats.matches_made += 1;
+                need -= 1;
+            }
+        }
+        let (as_owner, _) = self.store.relationships_of(&owner)?;
+        let hosts: Vec<_> = as_owner
+            .into_iter()
+            .filter(|r| r.state == RelationState::Active)
+            .collect();
+        Ok(Ok(Reply::Matches {
+            missing: need.min(255) as u8,
+            hosts,
+        }))
+    }
+
+    fn challenge_send(
+        &mut self,
+        owner: NodeId,
+        host: NodeId,
+        payload: Vec<u8>,
+        now: u64,
+        out: &mut Vec<Out>,
+    ) -> Result<Result<Reply, Refusal>, Error> {
+        if payload.len() > MAX_CHALLENGE_PAYLOAD {
+            return Ok(Err(refusal(RefusalCode::TooLarge, "challenge too large")));
+        }
+        if self.store.relationship_state(&owner, &host)? != Some(RelationState::Active) {
+            return Ok(Err(refusal(
+                RefusalCode::NotMatched,
+                format!("{host} does not host data of this node"),
+            )));
+        }
+        if self.store.open_challenge(&owner, &host)? {
+            return Ok(Err(refusal(
+                RefusalCode::BadRequest,
+                "a challenge to this host is still open",
+            )));
+        }
+        let deadline = now + self.params.challenge_deadline.as_secs();
+        let id = self.store.insert_challenge(&owner, &host, now, deadline)?;
+        out.push(Out::Send(
+            host,
+            CoordMsg::Challenge {
+                challenge_id: id,
+                owner,
+                payload,
+                deadline_unix: deadline,
+            },
+        ));
+        Ok(Ok(Reply::ChallengeAccepted {
+            challenge_id: id,
+            deadline_unix: deadline,
+        }))
+    }
+
+    fn relay_request(
+        &mut self,
+        node: NodeId,
+        peer: NodeId,
+        now: u64,
+        out: &mut Vec<Out>,
+    ) -> Result<Result<Reply, Refusal>, Error> {
+        let Some((url, table)) = self.relay.clone() else {
+            return Ok(Err(refusal(
+                RefusalCode::BadRequest,
+                "this coordinator runs no relay",
+            )));
+        };
+        let matched = self.store.relationship_state(&node, &peer)?.is_some()
+            || self.store.relationship_state(&peer, &node)?.is_some()
+            || self.store.are_friends(&node, &peer)?;
+        if !matched {
+            return Ok(Err(refusal(
+                RefusalCode::NotMatched,
+                format!("{peer} is not matched with this node"),
+            )));
+        }
+        let (mine, theirs) = table
+            .lock()
+            .map_err(|_| Error::Invariant("relay table poisoned"))?
+            .open_session(node, peer, now);
+        out.push(Out::Send(
+            peer,
+            CoordMsg::RelayOffer {
+                peer: node,
+                url: url.clone(),
+                token: theirs,
+            },
+        ));
+        Ok(Ok(Reply::RelayTicket { url, token: mine }))
+    }
+
+    /// Record one audit outcome for `host`; exclude it if its score falls below the threshold.
+    fn audit(
+        &mut self,
+        host: NodeId,
+        passed: bool,
+        now: u64,
+        out: &mut Vec<Out>,
+    ) -> Result<(), Error> {
+        let Some(h) = self.store.node(&host)? else {
+            return Ok(());
+        };
+        let (a, b) = self
+            .params
+            .reputation
+            .update(h.audit_alpha, h.audit_beta, passed);
+        self.store.set_audit(&host, a, b, passed)?;
+        let score = reputation::audit_score(a, b);
+        tracing::info!(%host, passed, score, "audit recorded");
+        if h.excluded.is_none() && score < self.params.reputation.audit_threshold {
+            self.exclude(
+                host,
+                format!(
+                    "audit score {score:.2} below {:.2} after failed storage challenges",
+                    self.params.reputation.audit_threshold
+                ),
+                out,
+            )?;
+        }
+        let _ = now;
+        Ok(())
+    }
+
+    fn exclude(&mut self, node: NodeId, reason: String, out: &mut Vec<Out>) -> Result<(), Error> {
+        tracing::warn!(%node, %reason, "excluding node");
+        let owners = self.store.exclude(&node, &reason)?;
+        for o in owners {
+            out.push(Out::Send(
+                o,
+                CoordMsg::MoveCopies {
+                    host: node,
+                    reason: reason.clone(),
+                },
+            ));
+        }
+        out.push(Out::Send(node, CoordMsg::Excluded { reason }));
+        Ok(())
+    }
+
+    /// Periodic work: liveness pings, challenge deadlines and scheduling. Call about once a second.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Out> {
+        let mut out = Vec::new();
+        if let Err(e) = self.tick_inner(now_ms, &mut out) {
+            tracing::error!(error = %e, "periodic work failed");
+        }
+        out
+    }
+
+    fn tick_inner(&mut self, now_ms: u64, out: &mut Vec<Out>) -> Result<(), Error> {
+        let now = secs(now_ms);
+        for c in self.store.overdue_challenges(now)? {
+            self.store
+                .set_challenge_state(c.id, ChallengeState::Expired, Some(false), now)?;
+            if c.state == ChallengeState::Sent {
+                // The host did not answer in time: a failed audit.
+                self.audit(c.host, false, now, out)?;
+            }
+        }
+        if now_ms.saturating_sub(self.last_ping_round_ms)
+            >= self.params.ping_interval.as_millis() as u64
+        {
+            self.last_ping_round_ms = now_ms;
+            let mut rng = rand::thread_rng();
+            let nodes = self.store.all_nodes()?;
+            for n in nodes.iter().filter(|n| n.excluded.is_none()) {
+                if self.pings.remove(&n.id).is_some() {
+                    // Previous ping unanswered.
+                    self.store.record_probe(&n.id, now, false)?;
+                    self.store.set_online(&n.id, false, now)?;
+                    continue;
+                }
+                if n.online {
+                    let nonce: u64 = rng.gen();
+                    self.pings.insert(n.id, nonce);
+                    out.push(Out::Send(n.id, CoordMsg::Ping { nonce }));
+                } else if now.saturating_sub(n.last_seen) < 30 * 86_400 {
+                    self.store.record_probe(&n.id, now, false)?;
+                }
+            }
+            let rp = self.params.reputation.clone();
+            for n in nodes.iter().filter(|n| n.excluded.is_none()) {
+                let (probes, answered) = self.store.uptime(&n.id, now)?;
+                let up = reputation::uptime_fraction(probes, answered);
+                if probes >= rp.min_probes && up < rp.uptime_threshold {
+                    self.exclude(
+                        n.id,
+                        format!(
+                            "uptime {:.0}% over 30 days, below {:.0}%",
+                            up * 100.0,
+                            rp.uptime_threshold * 100.0
+                        ),
+                        out,
+                    )?;
+                }
+            }
+        }
+        if now_ms.saturating_sub(self.last_challenge_round_ms)
+            >= self.params.challenge_interval.as_millis() as u64
+        {
+            self.last_challenge_round_ms = now_ms;
+            for (owner, host) in self.store.active_relationships()? {
+                let online = self.store.node(&owner)?.map(|n| n.online).unwrap_or(false);
+                if online && !self.store.open_challenge(&owner, &host)? {
+                    out.push(Out::Send(owner, CoordMsg::ChallengeDue { host }));
+                }
+            }
+        }
+        Ok(())
+    }
+}

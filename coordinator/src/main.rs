@@ -1,0 +1,93 @@
+//! `pluto-coordinator`: the matchmaking server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use pluto_coordinator::{Config, ExternalBroker};
+
+/// pluto's coordinator: authenticates nodes, matches them, records who holds whose data,
+/// relays storage challenges and keeps reputation.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Directory for the coordinator's key and database.
+    #[arg(long, env = "PLUTO_COORDINATOR_DATA")]
+    data: PathBuf,
+    /// Address of the embedded MQTT broker.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    listen: SocketAddr,
+    /// Use an existing broker (Mosquitto with dynamic security) instead: mqtt://HOST:PORT.
+    #[arg(long)]
+    broker: Option<String>,
+    /// Username on the external broker (needs pluto/v1/# and the dynamic-security control topic).
+    #[arg(long, default_value = "pluto-coordinator", env = "PLUTO_BROKER_USER")]
+    broker_user: String,
+    /// Password on the external broker.
+    #[arg(long, env = "PLUTO_BROKER_PASSWORD", hide_env_values = true)]
+    broker_password: Option<String>,
+    /// Address of the WebSocket relay (off unless given).
+    #[arg(long)]
+    relay_listen: Option<SocketAddr>,
+    /// Relay URL announced to nodes (default ws://<relay-listen>).
+    #[arg(long)]
+    relay_url: Option<String>,
+    /// Seconds between liveness pings.
+    #[arg(long, default_value_t = 60)]
+    ping_interval: u64,
+    /// Seconds between challenge rounds.
+    #[arg(long, default_value_t = 6 * 3600)]
+    challenge_interval: u64,
+    /// Required ratio of offered to requested storage.
+    #[arg(long, default_value_t = 1.0)]
+    balance_ratio: f64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PLUTO_LOG")
+                .unwrap_or_else(|_| "info,rmqtt=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let a = Args::parse();
+    let mut cfg = Config::new(&a.data);
+    cfg.listen = a.listen;
+    cfg.relay_listen = a.relay_listen;
+    cfg.relay_url = a.relay_url;
+    cfg.params.ping_interval = Duration::from_secs(a.ping_interval.max(1));
+    cfg.params.challenge_interval = Duration::from_secs(a.challenge_interval.max(1));
+    cfg.params.balance_ratio = a.balance_ratio;
+    if let Some(url) = a.broker {
+        let password = a
+            .broker_password
+            .context("--broker needs --broker-password (or PLUTO_BROKER_PASSWORD)")?;
+        cfg.broker = Some(ExternalBroker {
+            url,
+            username: a.broker_user,
+            password,
+        });
+    }
+    let running = pluto_coordinator::start(cfg)
+        .await
+        .context("cannot start the coordinator")?;
+    println!("coordinator key {}", running.public_key_hex());
+    println!("mqtt {}", running.broker_url());
+    if let Some(r) = running.relay_addr {
+        println!("relay ws://{r}");
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping");
+    running.shutdown();
+    Ok(())
+}

@@ -1,0 +1,551 @@
+//! The coordinator's state in SQLite (WAL, one transaction per change: survives kill -9).
+
+use std::path::Path;
+
+use pluto_netsync::wire::{Announce, NodeId, PeerMode, RelationState, Relationship};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::Error;
+
+/// One node as the coordinator knows it.
+#[derive(Debug, Clone)]
+pub struct NodeRow {
+    pub id: NodeId,
+    pub addrs: Vec<String>,
+    pub offer_bytes: u64,
+    pub want_bytes: u64,
+    pub copies: u8,
+    pub mode: PeerMode,
+    pub online: bool,
+    pub excluded: Option<String>,
+    pub audit_alpha: f64,
+    pub audit_beta: f64,
+    pub audits_passed: u64,
+    pub audits_failed: u64,
+    pub speed_bps: f64,
+    pub last_seen: u64,
+}
+
+/// A challenge relayed between owner and host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChallengeRow {
+    pub id: u64,
+    pub owner: NodeId,
+    pub host: NodeId,
+    pub issued: u64,
+    pub deadline: u64,
+    pub state: ChallengeState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChallengeState {
+    Sent = 0,
+    Answered = 1,
+    Judged = 2,
+    Expired = 3,
+}
+
+impl ChallengeState {
+    fn from_i64(v: i64) -> Self {
+        match v {
+            0 => ChallengeState::Sent,
+            1 => ChallengeState::Answered,
+            2 => ChallengeState::Judged,
+            _ => ChallengeState::Expired,
+        }
+    }
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+fn mode_to_i(m: PeerMode) -> i64 {
+    match m {
+        PeerMode::Mixed => 0,
+        PeerMode::FriendsOnly => 1,
+        PeerMode::RandomOnly => 2,
+    }
+}
+
+fn mode_from_i(v: i64) -> PeerMode {
+    match v {
+        1 => PeerMode::FriendsOnly,
+        2 => PeerMode::RandomOnly,
+        _ => PeerMode::Mixed,
+    }
+}
+
+fn id_of(s: String) -> rusqlite::Result<NodeId> {
+    s.parse().map_err(|_| {
+        rusqlite::Error::InvalidColumnType(0, "node id".into(), rusqlite::types::Type::Text)
+    })
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (
+  id TEXT PRIMARY KEY,
+  first_seen INTEGER NOT NULL,
+  last_seen INTEGER NOT NULL,
+  addrs TEXT NOT NULL DEFAULT '[]',
+  offer_bytes INTEGER NOT NULL DEFAULT 0,
+  want_bytes INTEGER NOT NULL DEFAULT 0,
+  copies INTEGER NOT NULL DEFAULT 2,
+  mode INTEGER NOT NULL DEFAULT 0,
+  online INTEGER NOT NULL DEFAULT 0,
+  excluded_reason TEXT,
+  audit_alpha REAL NOT NULL,
+  audit_beta REAL NOT NULL DEFAULT 0,
+  audits_passed INTEGER NOT NULL DEFAULT 0,
+  audits_failed INTEGER NOT NULL DEFAULT 0,
+  speed_bps REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS relationships (
+  owner TEXT NOT NULL,
+  host TEXT NOT NULL,
+  quota_bytes INTEGER NOT NULL,
+  used_bytes INTEGER NOT NULL DEFAULT 0,
+  since INTEGER NOT NULL,
+  friend INTEGER NOT NULL,
+  state INTEGER NOT NULL DEFAULT 0,
+  reason TEXT,
+  PRIMARY KEY (owner, host)
+);
+CREATE INDEX IF NOT EXISTS relationships_host ON relationships(host);
+CREATE TABLE IF NOT EXISTS friends (a TEXT NOT NULL, b TEXT NOT NULL, since INTEGER NOT NULL, PRIMARY KEY (a, b));
+CREATE TABLE IF NOT EXISTS invites (code TEXT PRIMARY KEY, node TEXT NOT NULL, expires INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS challenges (
+  id INTEGER PRIMARY KEY,
+  owner TEXT NOT NULL,
+  host TEXT NOT NULL,
+  issued INTEGER NOT NULL,
+  deadline INTEGER NOT NULL,
+  state INTEGER NOT NULL,
+  passed INTEGER,
+  done_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS challenges_open ON challenges(state, deadline);
+CREATE TABLE IF NOT EXISTS uptime (node TEXT NOT NULL, day INTEGER NOT NULL, probes INTEGER NOT NULL, answered INTEGER NOT NULL, PRIMARY KEY (node, day));
+"#;
+
+impl Store {
+    pub fn open(path: &Path, initial_alpha: f64) -> Result<Store, Error> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (k, v) VALUES ('schema', '1')",
+            [],
+        )?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (k, v) VALUES ('initial_alpha', ?1)",
+            [initial_alpha.to_string()],
+        )?;
+        // Nobody is online right after a start: they show up again with their next message.
+        conn.execute("UPDATE nodes SET online = 0", [])?;
+        Ok(Store { conn })
+    }
+
+    fn initial_alpha(&self) -> Result<f64, Error> {
+        let v: String =
+            self.conn
+                .query_row("SELECT v FROM meta WHERE k = 'initial_alpha'", [], |r| {
+                    r.get(0)
+                })?;
+        Ok(v.parse().unwrap_or(20.0))
+    }
+
+    pub fn node(&self, id: &NodeId) -> Result<Option<NodeRow>, Error> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, addrs, offer_bytes, want_bytes, copies, mode, online, excluded_reason, audit_alpha, audit_beta,
+                        audits_passed, audits_failed, speed_bps, last_seen FROM nodes WHERE id = ?1",
+                [id.to_hex()],
+                row_to_node,
+            )
+            .optional()?)
+    }
+
+    pub fn all_nodes(&self) -> Result<Vec<NodeRow>, Error> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, addrs, offer_bytes, want_bytes, copies, mode, online, excluded_reason, audit_alpha, audit_beta,
+                    audits_passed, audits_failed, speed_bps, last_seen FROM nodes",
+        )?;
+        let rows = st
+            .query_map([], row_to_node)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn upsert_announce(&self, id: &NodeId, a: &Announce, now: u64) -> Result<(), Error> {
+        let addrs = serde_json::to_string(&a.addrs).unwrap_or_else(|_| "[]".into());
+        let alpha = self.initial_alpha()?;
+        self.conn.execute(
+            "INSERT INTO nodes (id, first_seen, last_seen, addrs, offer_bytes, want_bytes, copies, mode, online, audit_alpha)
+             VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8)
+             ON CONFLICT(id) DO UPDATE SET last_seen = ?2, addrs = ?3, offer_bytes = ?4, want_bytes = ?5, copies = ?6,
+               mode = ?7, online = 1",
+            params![id.to_hex(), now as i64, addrs, a.offer_bytes as i64, a.want_bytes as i64, a.copies as i64, mode_to_i(a.mode), alpha],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_online(&self, id: &NodeId, online: bool, now: u64) -> Result<(), Error> {
+        if online {
+            self.conn.execute(
+                "UPDATE nodes SET online = 1, last_seen = ?2 WHERE id = ?1",
+                params![id.to_hex(), now as i64],
+            )?;
+        } else {
+            self.conn.execute(
+                "UPDATE nodes SET online = 0 WHERE id = ?1",
+                params![id.to_hex()],
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn set_audit(&self, id: &NodeId, alpha: f64, beta: f64, passed: bool) -> Result<(), Error> {
+        let col = if passed {
+            "audits_passed"
+        } else {
+            "audits_failed"
+        };
+        self.conn.execute(
+            &format!("UPDATE nodes SET audit_alpha = ?2, audit_beta = ?3, {col} = {col} + 1 WHERE id = ?1"),
+            params![id.to_hex(), alpha, beta],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_speed(&self, id: &NodeId, bps: f64) -> Result<(), Error> {
+        self.conn.execute(
+            "UPDATE nodes SET speed_bps = ?2 WHERE id = ?1",
+            params![id.to_hex(), bps],
+        )?;
+        Ok(())
+    }
+
+    /// Mark a node excluded and put every relationship where it hosts into `Moving`; returns those owners.
+    pub fn exclude(&mut self, id: &NodeId, reason: &str) -> Result<Vec<NodeId>, Error> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE nodes SET excluded_reason = ?2 WHERE id = ?1",
+            params![id.to_hex(), reason],
+        )?;
+        let owners = {
+            let mut st =
+                tx.prepare("SELECT owner FROM relationships WHERE host = ?1 AND state = 0")?;
+            let v = st
+                .query_map([id.to_hex()], |r| id_of(r.get(0)?))?
+                .collect::<Result<Vec<_>, _>>()?;
+            v
+        };
+        tx.execute(
+            "UPDATE relationships SET state = 1, reason = ?2 WHERE host = ?1 AND state = 0",
+            params![id.to_hex(), reason],
+        )?;
+        tx.commit()?;
+        Ok(owners)
+    }
+
+    /// Sum of active quotas a node hosts.
+    pub fn hosted_quota(&self, host: &NodeId) -> Result<u64, Error> {
+        let v: i64 = self.conn.query_row(
+            "SELECT COALESCE(SUM(quota_bytes), 0) FROM relationships WHERE host = ?1 AND state = 0",
+            [host.to_hex()],
+            |r| r.get(0),
+        )?;
+        Ok(v as u64)
+    }
+
+    pub fn insert_relationship(
+        &self,
+        owner: &NodeId,
+        host: &NodeId,
+        quota: u64,
+        friend: bool,
+        now: u64,
+    ) -> Result<(), Error> {
+        self.conn.execute(
+            "INSERT INTO relationships (owner, host, quota_bytes, since, friend, state) VALUES (?1, ?2, ?3, ?4, ?5, 0)
+             ON CONFLICT(owner, host) DO UPDATE SET quota_bytes = ?3, since = ?4, friend = ?5, state = 0, reason = NULL",
+            params![owner.to_hex(), host.to_hex(), quota as i64, now as i64, friend],
+        )?;
+        Ok(())
+    }
+
+    /// Relationships (owner side, host side) of a node; `peer_addrs` filled from the other side.
+    pub fn relationships_of(
+        &self,
+        id: &NodeId,
+    ) -> Result<(Vec<Relationship>, Vec<Relationship>), Error> {
+        let q = |col: &str, other: &str| -> Result<Vec<Relationship>, Error> {
+            let mut st = self.conn.prepare_cached(&format!(
+                "SELECT r.owner, r.host, r.quota_bytes, r.used_bytes, r.since, r.friend, r.state, COALESCE(n.addrs, '[]')
+                 FROM relationships r LEFT JOIN nodes n ON n.id = r.{other} WHERE r.{col} = ?1 ORDER BY r.since, r.{other}"
+            ))?;
+            let v = st
+                .query_map([id.to_hex()], |r| {
+                    let addrs: String = r.get(7)?;
+                    Ok(Relationship {
+                        owner: id_of(r.get(0)?)?,
+                        host: id_of(r.get(1)?)?,
+                        quota_bytes: r.get::<_, i64>(2)? as u64,
+                        used_bytes: r.get::<_, i64>(3)? as u64,
+                        since_unix: r.get::<_, i64>(4)? as u64,
+                        friend: r.get(5)?,
+                        state: if r.get::<_, i64>(6)? == 0 {
+                            RelationState::Active
+                        } else {
+                            RelationState::Moving
+                        },
+                        peer_addrs: serde_json::from_str(&addrs).unwrap_or_default(),
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(v)
+        };
+        Ok((q("owner", "host")?, q("host", "owner")?))
+    }
+
+    pub fn relationship_state(
+        &self,
+        owner: &NodeId,
+        host: &NodeId,
+    ) -> Result<Option<RelationState>, Error> {
+        let v: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT state FROM relationships WHERE owner = ?1 AND host = ?2",
+                [owner.to_hex(), host.to_hex()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(v.map(|s| {
+            if s == 0 {
+                RelationState::Active
+            } else {
+                RelationState::Moving
+            }
+        }))
+    }
+
+    pub fn set_used(&self, owner: &NodeId, host: &NodeId, used: u64) -> Result<bool, Error> {
+        let n = self.conn.execute(
+            "UPDATE relationships SET used_bytes = ?3 WHERE owner = ?1 AND host = ?2",
+            params![owner.to_hex(), host.to_hex(), used as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// All active relationships (owner, host).
+    pub fn active_relationships(&self) -> Result<Vec<(NodeId, NodeId)>, Error> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT owner, host FROM relationships WHERE state = 0")?;
+        let v = st
+            .query_map([], |r| Ok((id_of(r.get(0)?)?, id_of(r.get(1)?)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(v)
+    }
+
+    pub fn are_friends(&self, a: &NodeId, b: &NodeId) -> Result<bool, Error> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM friends WHERE a = ?1 AND b = ?2",
+            [a.to_hex(), b.to_hex()],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    pub fn friends_of(&self, a: &NodeId) -> Result<Vec<NodeId>, Error> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT b FROM friends WHERE a = ?1")?;
+        let v = st
+            .query_map([a.to_hex()], |r| id_of(r.get(0)?))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(v)
+    }
+
+    pub fn insert_invite(&self, code: &str, node: &NodeId, expires: u64) -> Result<(), Error> {
+        self.conn.execute(
+            "INSERT INTO invites (code, node, expires) VALUES (?1, ?2, ?3)",
+            params![code, node.to_hex(), expires as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Consume an invite: returns the inviter if the code exists and has not expired.
+    pub fn take_invite(
+        &mut self,
+        code: &str,
+        by: &NodeId,
+        now: u64,
+    ) -> Result<Option<NodeId>, Error> {
+        let tx = self.conn.transaction()?;
+        let row: Option<(String, i64)> = tx
+            .query_row(
+                "SELECT node, expires FROM invites WHERE code = ?1",
+                [code],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((inviter, expires)) = row else {
+            return Ok(None);
+        };
+        let inviter = id_of(inviter)?;
+        if (expires as u64) < now || &inviter == by {
+            return Ok(None);
+        }
+        tx.execute("DELETE FROM invites WHERE code = ?1", [code])?;
+        tx.execute(
+            "INSERT OR IGNORE INTO friends (a, b, since) VALUES (?1, ?2, ?3)",
+            params![inviter.to_hex(), by.to_hex(), now as i64],
+        )?;
+        tx.execute(
+            "INSERT OR IGNORE INTO friends (a, b, since) VALUES (?2, ?1, ?3)",
+            params![inviter.to_hex(), by.to_hex(), now as i64],
+        )?;
+        tx.execute("DELETE FROM invites WHERE expires < ?1", [now as i64])?;
+        tx.commit()?;
+        Ok(Some(inviter))
+    }
+
+    pub fn insert_challenge(
+        &self,
+        owner: &NodeId,
+        host: &NodeId,
+        now: u64,
+        deadline: u64,
+    ) -> Result<u64, Error> {
+        self.conn.execute(
+            "INSERT INTO challenges (owner, host, issued, deadline, state) VALUES (?1, ?2, ?3, ?4, 0)",
+            params![owner.to_hex(), host.to_hex(), now as i64, deadline as i64],
+        )?;
+        Ok(self.conn.last_insert_rowid() as u64)
+    }
+
+    pub fn challenge(&self, id: u64) -> Result<Option<ChallengeRow>, Error> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, owner, host, issued, deadline, state FROM challenges WHERE id = ?1",
+                [id as i64],
+                row_to_challenge,
+            )
+            .optional()?)
+    }
+
+    pub fn open_challenge(&self, owner: &NodeId, host: &NodeId) -> Result<bool, Error> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM challenges WHERE owner = ?1 AND host = ?2 AND state IN (0, 1)",
+            [owner.to_hex(), host.to_hex()],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    pub fn set_challenge_state(
+        &self,
+        id: u64,
+        state: ChallengeState,
+        passed: Option<bool>,
+        now: u64,
+    ) -> Result<(), Error> {
+        self.conn.execute(
+            "UPDATE challenges SET state = ?2, passed = COALESCE(?3, passed), done_at = ?4 WHERE id = ?1",
+            params![id as i64, state as i64, passed, now as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Challenges past their deadline still waiting for an answer or a verdict.
+    pub fn overdue_challenges(&self, now: u64) -> Result<Vec<ChallengeRow>, Error> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, owner, host, issued, deadline, state FROM challenges WHERE state IN (0, 1) AND deadline < ?1",
+        )?;
+        let v = st
+            .query_map([now as i64], row_to_challenge)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(v)
+    }
+
+    /// (passed, failed) challenge verdicts recorded for a host.
+    pub fn challenge_counts(&self, host: &NodeId) -> Result<(u64, u64), Error> {
+        Ok(self.conn.query_row(
+            "SELECT COALESCE(SUM(passed = 1), 0), COALESCE(SUM(passed = 0 OR state = 3), 0) FROM challenges WHERE host = ?1",
+            [host.to_hex()],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )?)
+    }
+
+    pub fn record_probe(&self, node: &NodeId, now: u64, answered: bool) -> Result<(), Error> {
+        let day = (now / 86_400) as i64;
+        self.conn.execute(
+            "INSERT INTO uptime (node, day, probes, answered) VALUES (?1, ?2, 1, ?3)
+             ON CONFLICT(node, day) DO UPDATE SET probes = probes + 1, answered = answered + ?3",
+            params![node.to_hex(), day, answered as i64],
+        )?;
+        Ok(())
+    }
+
+    /// (probes, answered) over the last 30 days.
+    pub fn uptime(&self, node: &NodeId, now: u64) -> Result<(u64, u64), Error> {
+        let from = (now / 86_400) as i64 - 29;
+        Ok(self.conn.query_row(
+            "SELECT COALESCE(SUM(probes), 0), COALESCE(SUM(answered), 0) FROM uptime WHERE node = ?1 AND day >= ?2",
+            params![node.to_hex(), from],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )?)
+    }
+
+    pub fn counts(&self) -> Result<(u64, u64), Error> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM nodes", [], |r| r.get(0))?;
+        let r: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM relationships WHERE state = 0",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok((n as u64, r as u64))
+    }
+}
+
+fn row_to_node(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRow> {
+    let addrs: String = r.get(1)?;
+    Ok(NodeRow {
+        id: id_of(r.get(0)?)?,
+        addrs: serde_json::from_str(&addrs).unwrap_or_default(),
+        offer_bytes: r.get::<_, i64>(2)? as u64,
+        want_bytes: r.get::<_, i64>(3)? as u64,
+        copies: r.get::<_, i64>(4)?.clamp(0, 255) as u8,
+        mode: mode_from_i(r.get(5)?),
+        online: r.get(6)?,
+        excluded: r.get(7)?,
+        audit_alpha: r.get(8)?,
+        audit_beta: r.get(9)?,
+        audits_passed: r.get::<_, i64>(10)? as u64,
+        audits_failed: r.get::<_, i64>(11)? as u64,
+        speed_bps: r.get(12)?,
+        last_seen: r.get::<_, i64>(13)? as u64,
+    })
+}
+
+fn row_to_challenge(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChallengeRow> {
+    Ok(ChallengeRow {
+        id: r.get::<_, i64>(0)? as u64,
+        owner: id_of(r.get(1)?)?,
+        host: id_of(r.get(2)?)?,
+        issued: r.get::<_, i64>(3)? as u64,
+        deadline: r.get::<_, i64>(4)? as u64,
+        state: ChallengeState::from_i64(r.get(5)?),
+    })
+}

@@ -1,0 +1,133 @@
+#![allow(dead_code)]
+//! Helpers shared by the coordinator's end-to-end tests (loopback only, free ports, bounded time).
+
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use pluto_coordinator::{Config, Params, Running};
+use pluto_netsync::coord_client::{BrokerAuth, ClientConfig, CoordClient, CoordEvent};
+use pluto_netsync::wire::{self, Announce, CoordMsg, NodeId, PeerMode};
+use rand_core::OsRng;
+use tokio::sync::mpsc::Receiver;
+
+pub const GIB: u64 = 1 << 30;
+
+pub fn test_params() -> Params {
+    Params {
+        ping_interval: Duration::from_secs(3600),
+        challenge_interval: Duration::from_secs(3600),
+        ..Params::default()
+    }
+}
+
+pub async fn start_coordinator(params: Params) -> (Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = Config::new(dir.path());
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.relay_listen = Some("127.0.0.1:0".parse().unwrap());
+    cfg.params = params;
+    cfg.tick = Duration::from_millis(100);
+    let r = tokio::time::timeout(Duration::from_secs(20), pluto_coordinator::start(cfg))
+        .await
+        .expect("coordinator start timed out")
+        .expect("coordinator start");
+    (r, dir)
+}
+
+pub fn new_key() -> SigningKey {
+    SigningKey::generate(&mut OsRng)
+}
+
+pub fn client_config(url: &str, key: &SigningKey, coord: Option<&Running>) -> ClientConfig {
+    let mut c = ClientConfig::new(url, key.clone());
+    c.coordinator_key = coord.map(|r| r.public_key);
+    c.request_timeout = Duration::from_secs(10);
+    c.connect_timeout = Duration::from_secs(10);
+    c.auth = BrokerAuth::Auto;
+    c
+}
+
+pub async fn connect(
+    url: &str,
+    key: &SigningKey,
+    coord: &Running,
+) -> (CoordClient, Receiver<CoordEvent>) {
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        CoordClient::connect(client_config(url, key, Some(coord))),
+    )
+    .await
+    .expect("connect timed out")
+    .expect("connect")
+}
+
+pub fn announce(port: u16, offer: u64, want: u64, copies: u8, mode: PeerMode) -> Announce {
+    Announce {
+        addrs: vec![format!("ws://127.0.0.1:{port}")],
+        offer_bytes: offer,
+        want_bytes: want,
+        copies,
+        mode,
+    }
+}
+
+/// Wait for the first coordinator message matching `pred` (other events are skipped).
+pub async fn wait_msg(
+    rx: &mut Receiver<CoordEvent>,
+    secs: u64,
+    mut pred: impl FnMut(&CoordMsg) -> bool,
+) -> CoordMsg {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let ev = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("timed out waiting for a coordinator message");
+        match ev {
+            Some(CoordEvent::Message(m)) if pred(&m) => return m,
+            Some(_) => continue,
+            None => panic!("event channel closed"),
+        }
+    }
+}
+
+/// Raw MQTT client for attack tests: (client, eventloop) with a valid token for `key`.
+pub fn raw_client(
+    url: &str,
+    key: &SigningKey,
+    secs_offset: i64,
+) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+    let (host, port) = pluto_netsync::coord_client::parse_broker_url(url).unwrap();
+    let node = NodeId::of(key);
+    let secs = (wire::now_ms() / 1000) as i64 + secs_offset;
+    let t = wire::connect_token(key, secs as u64);
+    let mut o = rumqttc::MqttOptions::new(
+        format!(
+            "{}-raw{}",
+            node.to_hex(),
+            rand_core::RngCore::next_u32(&mut OsRng) % 1000
+        ),
+        host,
+        port,
+    );
+    o.set_credentials(t.username, t.password);
+    o.set_keep_alive(Duration::from_secs(10));
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    rumqttc::AsyncClient::new(o, 100)
+}
+
+/// Poll an event loop until `pred` holds for an event or an error occurs; returns what ended it.
+pub async fn poll_until(
+    el: &mut rumqttc::EventLoop,
+    secs: u64,
+    mut pred: impl FnMut(&rumqttc::Event) -> bool,
+) -> Result<rumqttc::Event, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        match tokio::time::timeout_at(deadline, el.poll()).await {
+            Err(_) => return Err("timeout".into()),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Ok(Ok(ev)) if pred(&ev) => return Ok(ev),
+            Ok(Ok(_)) => {}
+        }
+    }
+}

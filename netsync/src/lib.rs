@@ -1,0 +1,4 @@
+//! Peer protocol, push/pull, hosting and the coordinator client (see the peer issue).
+
+pub mod coord_client;
+pub mod wire;

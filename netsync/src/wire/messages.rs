@@ -1,0 +1,215 @@
+//! Message bodies: [`NodeMsg`] (node → coordinator) and [`CoordMsg`] (coordinator → node).
+
+use serde::{Deserialize, Serialize};
+
+use super::NodeId;
+
+/// Which hosts an owner accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum PeerMode {
+    /// Friends first, then random peers.
+    #[default]
+    Mixed,
+    FriendsOnly,
+    RandomOnly,
+}
+
+/// What a node tells the coordinator about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announce {
+    /// Where peers can reach this node (e.g. `ws://203.0.113.5:7447`); at most 8, each ≤ 256 bytes.
+    pub addrs: Vec<String>,
+    /// Disk offered to others, in bytes.
+    pub offer_bytes: u64,
+    /// Bytes this node wants stored (one copy).
+    pub want_bytes: u64,
+    /// Number of copies wanted (k), 1..=8.
+    pub copies: u8,
+    pub mode: PeerMode,
+}
+
+/// State of an owner → host relationship.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RelationState {
+    Active,
+    /// The host was excluded or left: the owner should move its copies elsewhere.
+    Moving,
+}
+
+/// Who holds whose data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Relationship {
+    pub owner: NodeId,
+    pub host: NodeId,
+    /// Announced addresses of the other side (the host for an owner, the owner for a host).
+    pub peer_addrs: Vec<String>,
+    pub quota_bytes: u64,
+    pub used_bytes: u64,
+    pub since_unix: u64,
+    pub friend: bool,
+    pub state: RelationState,
+}
+
+/// Node → coordinator, published on `pluto/v1/coord/<id>/req` (or `/will`, or the enroll topic).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeMsg {
+    Announce(Announce),
+    /// Assign hosts until the announced number of copies stands.
+    RequestMatches,
+    ListRelationships,
+    FriendInvite,
+    FriendAdd {
+        code: String,
+    },
+    Pong {
+        nonce: u64,
+    },
+    /// Owner reports how much it stores on `host`.
+    ReportUsage {
+        host: NodeId,
+        used_bytes: u64,
+    },
+    /// Owner reports a measured transfer to/from `host`.
+    SpeedReport {
+        host: NodeId,
+        bytes: u64,
+        millis: u64,
+    },
+    /// Owner asks the coordinator to relay a storage challenge to `host`.
+    ChallengeSend {
+        host: NodeId,
+        payload: Vec<u8>,
+    },
+    /// Host's answer to a relayed challenge.
+    ChallengeAnswer {
+        challenge_id: u64,
+        payload: Vec<u8>,
+    },
+    /// Owner's verdict on a host's answer.
+    ChallengeResult {
+        challenge_id: u64,
+        passed: bool,
+    },
+    /// Ask for a WebSocket relay session with a matched peer.
+    RelayRequest {
+        peer: NodeId,
+    },
+    /// Clean leave (a clean MQTT DISCONNECT sends no will).
+    Goodbye,
+    /// Payload of the node's last will.
+    Will,
+    /// External-broker mode: ask the coordinator to create broker credentials.
+    Enroll {
+        broker_password: String,
+    },
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefusalCode {
+    Malformed,
+    TooLarge,
+    UnsupportedVersion,
+    BadSignature,
+    WrongTopic,
+    Stale,
+    Replayed,
+    UnknownNode,
+    RateLimited,
+    Excluded,
+    NotMatched,
+    InsufficientOffer,
+    BadInvite,
+    BadRequest,
+    Internal,
+}
+
+/// A refusal with a human-readable reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub code: RefusalCode,
+    pub message: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.message)
+    }
+}
+
+/// Successful answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Announced {
+        vetted: bool,
+        score_milli: u32,
+    },
+    /// Current hosts for the owner; `missing` copies could not be placed now.
+    Matches {
+        hosts: Vec<Relationship>,
+        missing: u8,
+    },
+    Relationships {
+        as_owner: Vec<Relationship>,
+        as_host: Vec<Relationship>,
+    },
+    InviteCode {
+        code: String,
+        expires_unix: u64,
+    },
+    FriendAdded {
+        friend: NodeId,
+    },
+    Ok,
+    ChallengeAccepted {
+        challenge_id: u64,
+        deadline_unix: u64,
+    },
+    RelayTicket {
+        url: String,
+        token: String,
+    },
+    Enrolled,
+}
+
+/// Coordinator → node, published on `pluto/v1/node/<id>/msg`, signed by the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CoordMsg {
+    Reply {
+        in_reply_to: u64,
+        result: Result<Reply, Refusal>,
+    },
+    /// Liveness probe; answer with [`NodeMsg::Pong`].
+    Ping { nonce: u64 },
+    /// Time to challenge this host.
+    ChallengeDue { host: NodeId },
+    /// Relayed challenge from an owner; answer with [`NodeMsg::ChallengeAnswer`] before the deadline.
+    Challenge {
+        challenge_id: u64,
+        owner: NodeId,
+        payload: Vec<u8>,
+        deadline_unix: u64,
+    },
+    /// Relayed answer from a host; judge it with [`NodeMsg::ChallengeResult`].
+    ChallengeAnswer {
+        challenge_id: u64,
+        host: NodeId,
+        payload: Vec<u8>,
+    },
+    /// This node was matched as host for `owner`.
+    NewOwner {
+        owner: NodeId,
+        quota_bytes: u64,
+        owner_addrs: Vec<String>,
+    },
+    /// A matched peer wants a relay session: connect to `url` and send `token`.
+    RelayOffer {
+        peer: NodeId,
+        url: String,
+        token: String,
+    },
+    /// Host was excluded or left: move the copies it held elsewhere.
+    MoveCopies { host: NodeId, reason: String },
+    /// This node was excluded and gets no new data.
+    Excluded { reason: String },
+}

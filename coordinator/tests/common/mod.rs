@@ -99,16 +99,13 @@ pub fn raw_client(
     let (host, port) = pluto_netsync::coord_client::parse_broker_url(url).unwrap();
     let node = NodeId::of(key);
     let secs = (wire::now_ms() / 1000) as i64 + secs_offset;
-    let t = wire::connect_token(key, secs as u64);
-    let mut o = rumqttc::MqttOptions::new(
-        format!(
-            "{}-raw{}",
-            node.to_hex(),
-            rand_core::RngCore::next_u32(&mut OsRng) % 1000
-        ),
-        host,
-        port,
+    let cid = format!(
+        "{}-raw{}",
+        node.to_hex(),
+        rand_core::RngCore::next_u32(&mut OsRng) % 1000
     );
+    let t = wire::connect_token_for(key, &cid, secs as u64);
+    let mut o = rumqttc::MqttOptions::new(cid, host, port);
     o.set_credentials(t.username, t.password);
     o.set_keep_alive(Duration::from_secs(10));
     o.set_max_packet_size(1 << 20, 1 << 20);
@@ -130,4 +127,64 @@ pub async fn poll_until(
             Ok(Ok(_)) => {}
         }
     }
+}
+
+/// Wait on a raw client for the coordinator's next reply on `node`'s topic (verified with the
+/// coordinator's key); other packets are skipped.
+pub async fn raw_reply(
+    el: &mut rumqttc::EventLoop,
+    node: &NodeId,
+    coord: &ed25519_dalek::VerifyingKey,
+    secs: u64,
+) -> Result<(u64, Result<wire::Reply, wire::Refusal>), String> {
+    let topic = wire::topics::node(node);
+    let cid = NodeId::from_key(coord);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        match tokio::time::timeout_at(deadline, el.poll()).await {
+            Err(_) => return Err("timeout".into()),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))) => {
+                assert_eq!(
+                    p.topic, topic,
+                    "a message on someone else's topic reached this client"
+                );
+                let env: wire::Envelope<CoordMsg> =
+                    wire::open_from(&p.payload, &topic, &cid).map_err(|e| e.to_string())?;
+                if let CoordMsg::Reply {
+                    in_reply_to,
+                    result,
+                } = env.body
+                {
+                    return Ok((in_reply_to, result));
+                }
+            }
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Connect a raw client and subscribe to its own topic; returns once subscribed.
+pub async fn raw_connected(
+    url: &str,
+    key: &SigningKey,
+) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+    let (c, mut el) = raw_client(url, key, 0);
+    poll_until(&mut el, 10, |e| {
+        matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))
+    })
+    .await
+    .expect("connack");
+    c.subscribe(
+        wire::topics::node_filter(&NodeId::of(key)),
+        rumqttc::QoS::AtLeastOnce,
+    )
+    .await
+    .unwrap();
+    poll_until(&mut el, 10, |e| {
+        matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)))
+    })
+    .await
+    .expect("suback");
+    (c, el)
 }

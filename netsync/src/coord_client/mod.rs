@@ -27,8 +27,8 @@ use rumqttc::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::wire::{
-    self, broker_password, connect_token, topics, Announce, CoordMsg, Envelope, NodeId, NodeMsg,
-    Refusal, Relationship, ReplayGuard, Reply, WireError,
+    self, broker_password, connect_token_for, topics, Announce, CoordMsg, Envelope, NodeId,
+    NodeMsg, Refusal, Relationship, ReplayGuard, Reply, WireError,
 };
 
 /// Errors of the coordinator client.
@@ -187,7 +187,7 @@ fn options(
         Mode::Token => {
             let secs = now_secs().max(*last_secs + 1);
             *last_secs = secs;
-            let t = connect_token(&cfg.key, secs);
+            let t = connect_token_for(&cfg.key, &client_id(cfg), secs);
             o.set_credentials(t.username, t.password);
         }
         Mode::Enrolled => {

@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 pub use messages::*;
 pub use replay::ReplayGuard;
 pub use token::{
-    broker_password, connect_token, node_of_client_id, verify_connect_token, ConnectToken,
-    CONNECT_CONTEXT,
+    broker_password, connect_token, connect_token_for, node_of_client_id, verify_connect_token,
+    ConnectToken, CONNECT_CONTEXT,
 };
 
 /// Version of the envelope and message set defined here.

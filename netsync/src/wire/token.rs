@@ -17,7 +17,12 @@ pub struct ConnectToken {
 }
 
 pub fn connect_token(key: &SigningKey, unix_secs: u64) -> ConnectToken {
-    let client_id = NodeId::of(key).to_hex();
+    connect_token_for(key, &NodeId::of(key).to_hex(), unix_secs)
+}
+
+/// Like [`connect_token`] for a client id with a suffix (`<hex id>-<suffix>`).
+pub fn connect_token_for(key: &SigningKey, client_id: &str, unix_secs: u64) -> ConnectToken {
+    let client_id = client_id.to_string();
     let username = unix_secs.to_string();
     let sig = key.sign(&token_message(&client_id, &username));
     ConnectToken {

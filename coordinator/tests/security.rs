@@ -1,0 +1,480 @@
+//! Isolation and bad input against the embedded broker.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ed25519_dalek::Signer;
+use pluto_netsync::coord_client::ClientError;
+use pluto_netsync::wire::{
+    self, topics, CoordMsg, Envelope, NodeId, NodeMsg, PeerMode, RefusalCode, Reply,
+};
+use rumqttc::{Event, LastWill, Packet, QoS, SubscribeReasonCode};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_can_neither_read_nor_inject_another_nodes_traffic() {
+    let (coord, _dir) = start_coordinator(test_params()).await;
+    let url = coord.broker_url();
+    let (victim, mut vrx) = connect(&url, &new_key(), &coord).await;
+    victim
+        .announce(announce(1, GIB, 0, 1, PeerMode::Mixed))
+        .await
+        .unwrap();
+    let vid = victim.node_id();
+    let akey = new_key();
+    let aid = NodeId::of(&akey);
+
+    // Subscriptions outside the attacker's own topic are refused.
+    let (a, mut ael) = raw_client(&url, &akey, 0);
+    poll_until(&mut ael, 10, |e| {
+        matches!(e, Event::Incoming(Packet::ConnAck(_)))
+    })
+    .await
+    .unwrap();
+    for filter in [
+        "#",
+        "pluto/v1/#",
+        "pluto/v1/node/+/msg",
+        &topics::node_filter(&vid),
+        "$SYS/#",
+    ] {
+        a.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        let ev = poll_until(&mut ael, 10, |e| {
+            matches!(e, Event::Incoming(Packet::SubAck(_)))
+        })
+        .await
+        .unwrap();
+        let Event::Incoming(Packet::SubAck(ack)) = ev else {
+            unreachable!()
+        };
+        assert!(
+            matches!(ack.return_codes[0], SubscribeReasonCode::Failure),
+            "subscription to {filter} granted"
+        );
+    }
+    // Injection: into the victim's request topic and into its inbox, pretending to be it or the coordinator.
+    let handled_before = coord.stats().handled;
+    let forged = wire::seal(
+        &akey,
+        &topics::request(&vid),
+        1,
+        wire::now_ms(),
+        &NodeMsg::Goodbye,
+    )
+    .unwrap();
+    a.publish(
+        topics::request(&vid),
+        QoS::AtLeastOnce,
+        false,
+        forged.clone(),
+    )
+    .await
+    .unwrap();
+    a.publish(topics::node(&vid), QoS::AtLeastOnce, false, forged)
+        .await
+        .unwrap();
+    a.publish(
+        "pluto/v1/coord/x/req",
+        QoS::AtLeastOnce,
+        false,
+        b"x".to_vec(),
+    )
+    .await
+    .unwrap();
+    // retained messages are refused too, even on the own topic
+    a.publish(topics::request(&aid), QoS::AtLeastOnce, true, b"x".to_vec())
+        .await
+        .unwrap();
+    // the victim works on and produces traffic the attacker must not see
+    let (owner, _) = victim.relationships().await.unwrap();
+    assert!(owner.is_empty());
+    victim
+        .announce(announce(1, GIB, 0, 1, PeerMode::Mixed))
+        .await
+        .unwrap();
+    let saw = poll_until(&mut ael, 1, |e| {
+        matches!(e, Event::Incoming(Packet::Publish(_)))
+    })
+    .await;
+    assert!(
+        matches!(saw, Err(ref e) if e == "timeout"),
+        "attacker received {saw:?}"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), vrx.recv())
+            .await
+            .is_err()
+            || vrx.try_recv().is_err()
+    );
+    assert_eq!(
+        coord.stats().handled,
+        handled_before + 2,
+        "only the victim's two requests reached the coordinator"
+    );
+    assert!(
+        coord.node(&vid).unwrap().unwrap().online,
+        "forged goodbye took effect"
+    );
+
+    // A last will on the victim's topic is refused at CONNECT.
+    let (host, port) = pluto_netsync::coord_client::parse_broker_url(&url).unwrap();
+    let t = wire::connect_token(&akey, wire::now_ms() / 1000 + 5);
+    let mut o = rumqttc::MqttOptions::new(t.client_id.clone(), host.clone(), port);
+    o.set_credentials(t.username.clone(), t.password.clone());
+    let will = wire::seal(
+        &akey,
+        &topics::will(&vid),
+        0,
+        wire::now_ms(),
+        &NodeMsg::Will,
+    )
+    .unwrap();
+    o.set_last_will(LastWill::new(
+        topics::will(&vid),
+        will,
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let (_c, mut el) = rumqttc::AsyncClient::new(o, 10);
+    let r = poll_until(&mut el, 10, |e| {
+        matches!(e, Event::Incoming(Packet::ConnAck(_)))
+    })
+    .await;
+    assert!(r.is_err(), "CONNECT with a foreign will accepted");
+    assert!(coord.node(&vid).unwrap().unwrap().online);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_tokens_forged_replayed_or_stale_are_refused() {
+    let (coord, _dir) = start_coordinator(test_params()).await;
+    let url = coord.broker_url();
+    let (host, port) = pluto_netsync::coord_client::parse_broker_url(&url).unwrap();
+    let k = new_key();
+    let other = new_key();
+    let try_connect = |client_id: String, user: String, pass: String| {
+        let (host, port) = (host.clone(), port);
+        async move {
+            let mut o = rumqttc::MqttOptions::new(client_id, host, port);
+            o.set_credentials(user, pass);
+            let (_c, mut el) = rumqttc::AsyncClient::new(o, 10);
+            poll_until(&mut el, 10, |e| {
+                matches!(e, Event::Incoming(Packet::ConnAck(_)))
+            })
+            .await
+            .is_ok()
+        }
+    };
+    let now = wire::now_ms() / 1000;
+    let t = wire::connect_token(&k, now);
+    // someone else's id with my signature
+    assert!(
+        !try_connect(
+            NodeId::of(&other).to_hex(),
+            t.username.clone(),
+            t.password.clone()
+        )
+        .await
+    );
+    // garbage and missing credentials
+    assert!(!try_connect(t.client_id.clone(), t.username.clone(), "00".repeat(64)).await);
+    assert!(!try_connect("not-a-key".into(), t.username.clone(), t.password.clone()).await);
+    assert!(!try_connect(t.client_id.clone(), "".into(), "".into()).await);
+    // stale and future tokens
+    let s = wire::connect_token(&k, now - 600);
+    assert!(!try_connect(s.client_id, s.username, s.password).await);
+    let f = wire::connect_token(&k, now + 600);
+    assert!(!try_connect(f.client_id, f.username, f.password).await);
+    // the genuine token works once; replaying it is refused
+    assert!(try_connect(t.client_id.clone(), t.username.clone(), t.password.clone()).await);
+    assert!(!try_connect(t.client_id.clone(), t.username.clone(), t.password.clone()).await);
+    let n = wire::connect_token(&k, now + 1);
+    assert!(try_connect(n.client_id, n.username, n.password).await);
+}
+
+/// Build a frame with an arbitrary envelope, signed by `key`.
+fn frame_raw<B: serde::Serialize>(key: &ed25519_dalek::SigningKey, env: &Envelope<B>) -> Vec<u8> {
+    let payload = postcard::to_stdvec(env).unwrap();
+    let mut signed = wire::SIGNING_CONTEXT.to_vec();
+    signed.extend_from_slice(&payload);
+    let mut f = wire::FRAME_MAGIC.to_vec();
+    f.extend_from_slice(&key.sign(&signed).to_bytes());
+    f.extend_from_slice(&payload);
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_messages_are_refused_with_a_clear_reply_and_do_not_stop_the_coordinator() {
+    let (coord, _dir) = start_coordinator(test_params()).await;
+    let url = coord.broker_url();
+    let ck = coord.public_key;
+    let k = new_key();
+    let id = NodeId::of(&k);
+    let req = topics::request(&id);
+    let (c, mut el) = raw_connected(&url, &k).await;
+    let send = |payload: Vec<u8>| {
+        let c = c.clone();
+        let req = req.clone();
+        async move {
+            c.publish(req, QoS::AtLeastOnce, false, payload)
+                .await
+                .unwrap()
+        }
+    };
+    let expect = |r: Result<(u64, Result<Reply, wire::Refusal>), String>, code: RefusalCode| match r
+    {
+        Ok((_, Err(refusal))) => assert_eq!(refusal.code, code, "{refusal}"),
+        other => panic!("expected {code:?}, got {other:?}"),
+    };
+
+    // unknown node: anything but an announce
+    send(wire::seal(&k, &req, 1, wire::now_ms(), &NodeMsg::ListRelationships).unwrap()).await;
+    expect(
+        raw_reply(&mut el, &id, &ck, 5).await,
+        RefusalCode::UnknownNode,
+    );
+    let ann = NodeMsg::Announce(announce(1, GIB, 0, 1, PeerMode::Mixed));
+    let good = wire::seal(&k, &req, 2, wire::now_ms(), &ann).unwrap();
+    send(good.clone()).await;
+    assert!(matches!(
+        raw_reply(&mut el, &id, &ck, 5).await,
+        Ok((2, Ok(Reply::Announced { .. })))
+    ));
+    // replayed
+    send(good).await;
+    expect(raw_reply(&mut el, &id, &ck, 5).await, RefusalCode::Replayed);
+    // malformed
+    send(b"hello coordinator".to_vec()).await;
+    expect(
+        raw_reply(&mut el, &id, &ck, 5).await,
+        RefusalCode::Malformed,
+    );
+    send(vec![]).await;
+    expect(
+        raw_reply(&mut el, &id, &ck, 5).await,
+        RefusalCode::Malformed,
+    );
+    // unsigned (zero signature)
+    let mut unsigned =
+        wire::seal(&k, &req, 3, wire::now_ms(), &NodeMsg::ListRelationships).unwrap();
+    unsigned[4..68].fill(0);
+    send(unsigned).await;
+    expect(
+        raw_reply(&mut el, &id, &ck, 5).await,
+        RefusalCode::BadSignature,
+    );
+    // signed by another key (claims to come from that key, posted on this node's topic)
+    let other = new_key();
+    send(wire::seal(&other, &req, 4, wire::now_ms(), &NodeMsg::ListRelationships).unwrap()).await;
+    expect(
+        raw_reply(&mut el, &id, &ck, 5).await,
+        RefusalCode::BadSignature,
+    );
+    // signed for another topic
+    send(
+        wire::seal(
+            &k,
+            &topics::will(&id),
+            5,
+            wire::now_ms(),
+            &NodeMsg::ListRelationships,
+        )
+        .unwrap(),
+    )
+    .await;
+    expect(
+        raw_reply(&mut el, &id, &ck, 5).await,
+        RefusalCode::WrongTopic,
+    );
+    // stale and from the future
+    send(
+        wire::seal(
+            &k,
+            &req,
+            6,
+            wire::now_ms() - 600_000,
+            &NodeMsg::ListRelationships,
+        )
+        .unwrap(),
+    )
+    .await;
+    expect(raw_reply(&mut el, &id, &ck, 5).await, RefusalCode::Stale);
+    send(
+        wire::seal(
+            &k,
+            &req,
+            7,
+            wire::now_ms() + 600_000,
+            &NodeMsg::ListRelationships,
+        )
+        .unwrap(),
+    )
+    .await;
+    expect(raw_reply(&mut el, &id, &ck, 5).await, RefusalCode::Stale);
+    // another wire version
+    let env = Envelope {
+        version: 9,
+        sender: id,
+        topic: req.clone(),
+        request_id: 8,
+        timestamp_ms: wire::now_ms(),
+        body: NodeMsg::ListRelationships,
+    };
+    send(frame_raw(&k, &env)).await;
+    expect(
+        raw_reply(&mut el, &id, &ck, 5).await,
+        RefusalCode::UnsupportedVersion,
+    );
+    // a well-signed envelope whose body is not a message
+    let env = Envelope {
+        version: wire::WIRE_VERSION,
+        sender: id,
+        topic: req.clone(),
+        request_id: 9,
+        timestamp_ms: wire::now_ms(),
+        body: (250u8, 1u8),
+    };
+    send(frame_raw(&k, &env)).await;
+    expect(
+        raw_reply(&mut el, &id, &ck, 5).await,
+        RefusalCode::Malformed,
+    );
+    // bad values inside a valid message
+    send(
+        wire::seal(
+            &k,
+            &req,
+            10,
+            wire::now_ms(),
+            &NodeMsg::Announce(announce(1, GIB, 0, 0, PeerMode::Mixed)),
+        )
+        .unwrap(),
+    )
+    .await;
+    expect(
+        raw_reply(&mut el, &id, &ck, 5).await,
+        RefusalCode::BadRequest,
+    );
+    send(
+        wire::seal(
+            &k,
+            &req,
+            11,
+            wire::now_ms(),
+            &NodeMsg::ChallengeResult {
+                challenge_id: 77,
+                passed: false,
+            },
+        )
+        .unwrap(),
+    )
+    .await;
+    expect(
+        raw_reply(&mut el, &id, &ck, 5).await,
+        RefusalCode::BadRequest,
+    );
+    // too large for the wire, though within the broker's packet limit
+    send(vec![7u8; wire::MAX_FRAME_BYTES + 100]).await;
+    expect(raw_reply(&mut el, &id, &ck, 5).await, RefusalCode::TooLarge);
+    // a valid request still works after all that
+    send(wire::seal(&k, &req, 12, wire::now_ms(), &NodeMsg::ListRelationships).unwrap()).await;
+    assert!(matches!(
+        raw_reply(&mut el, &id, &ck, 5).await,
+        Ok((12, Ok(Reply::Relationships { .. })))
+    ));
+    // larger than the broker's packet limit: the broker drops the connection
+    let _ = c
+        .publish(req.clone(), QoS::AtMostOnce, false, vec![0u8; 200_000])
+        .await;
+    let r = poll_until(&mut el, 10, |_| false).await;
+    assert!(
+        r.is_err() && r.as_ref().unwrap_err() != "timeout",
+        "oversized packet did not end the connection: {r:?}"
+    );
+    // and the coordinator serves others
+    let (n, _) = connect(&url, &new_key(), &coord).await;
+    n.announce(announce(2, GIB, 0, 1, PeerMode::Mixed))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_node_is_rate_limited_and_others_are_served() {
+    let (coord, _dir) = start_coordinator(test_params()).await;
+    let url = coord.broker_url();
+    let ck = coord.public_key;
+    let k = new_key();
+    let id = NodeId::of(&k);
+    let req = topics::request(&id);
+    let (c, mut el) = raw_connected(&url, &k).await;
+    let (calm, _) = connect(&url, &new_key(), &coord).await;
+    calm.announce(announce(2, GIB, 0, 1, PeerMode::Mixed))
+        .await
+        .unwrap();
+    let flood = tokio::spawn(async move {
+        for i in 0..1000u64 {
+            let f = wire::seal(
+                &k,
+                &req,
+                100 + i,
+                wire::now_ms(),
+                &NodeMsg::ListRelationships,
+            )
+            .unwrap();
+            if c.publish(req.clone(), QoS::AtMostOnce, false, f)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        c
+    });
+    // the flooder hears "rate limited"
+    let mut limited = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while tokio::time::Instant::now() < deadline {
+        match raw_reply(&mut el, &id, &ck, 5).await {
+            Ok((_, Err(r))) if r.code == RefusalCode::RateLimited => {
+                limited = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(limited, "no rate-limit refusal");
+    // meanwhile a calm node is answered promptly
+    let t = std::time::Instant::now();
+    calm.relationships().await.unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "calm node waited {:?}",
+        t.elapsed()
+    );
+    let _ = flood.await;
+    assert!(coord.stats().rate_limited > 0);
+    let _ = el;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_node_gets_a_typed_error_through_the_client() {
+    let (coord, _dir) = start_coordinator(test_params()).await;
+    let (c, _) = connect(&coord.broker_url(), &new_key(), &coord).await;
+    match c.relationships().await {
+        Err(ClientError::Refused(r)) => assert_eq!(r.code, RefusalCode::UnknownNode),
+        other => panic!("{other:?}"),
+    }
+    // a client pinned to the wrong coordinator key ignores the real coordinator's replies
+    let mut cfg = client_config(&coord.broker_url(), &new_key(), None);
+    cfg.coordinator_key = Some(new_key().verifying_key());
+    cfg.request_timeout = Duration::from_secs(2);
+    let (c, _) = pluto_netsync::coord_client::CoordClient::connect(cfg)
+        .await
+        .unwrap();
+    assert!(matches!(
+        c.announce(announce(1, GIB, 0, 1, PeerMode::Mixed)).await,
+        Err(ClientError::Timeout(_))
+    ));
+    let _ = CoordMsg::Ping { nonce: 0 };
+}

@@ -1,0 +1,141 @@
+//! The coordinator's state survives kill -9 and restart (separate process, real binary).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use pluto_netsync::coord_client::{ClientConfig, CoordClient};
+use pluto_netsync::wire::PeerMode;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start the binary; returns the process and the printed coordinator key.
+fn spawn(dir: &std::path::Path, port: u16) -> (Proc, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pluto-coordinator"))
+        .args([
+            "--data",
+            dir.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("PLUTO_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn pluto-coordinator");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut key = String::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("coordinator printed nothing");
+        if let Some(k) = line.strip_prefix("coordinator key ") {
+            key = k.to_string();
+        }
+        if line.starts_with("mqtt ") {
+            assert!(line.ends_with(&format!(":{port}")), "{line}");
+            break;
+        }
+    }
+    (Proc(child), key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_survives_kill_9_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let (mut proc1, key1) = spawn(dir.path(), port);
+    let keys: Vec<_> = (0..4).map(|_| new_key()).collect();
+    let mut before = Vec::new();
+    let cfg = |k: &ed25519_dalek::SigningKey| {
+        let mut c = ClientConfig::new(url.clone(), k.clone());
+        c.request_timeout = Duration::from_secs(10);
+        c
+    };
+    for (i, k) in keys.iter().enumerate() {
+        let (c, _) = CoordClient::connect(cfg(k)).await.unwrap();
+        assert!(
+            c.coordinator_key().is_none(),
+            "nothing pinned before the first reply"
+        );
+        c.announce(announce(i as u16, 10 * GIB, GIB, 2, PeerMode::Mixed))
+            .await
+            .unwrap();
+        assert_eq!(
+            hex::encode(c.coordinator_key().unwrap().to_bytes()),
+            key1,
+            "pinned the printed key"
+        );
+        before.push(c);
+    }
+    let code = before[0].friend_invite().await.unwrap();
+    let mut lists = Vec::new();
+    for c in &before {
+        c.request_matches().await.unwrap();
+    }
+    for c in &before {
+        lists.push(c.relationships().await.unwrap());
+    }
+    assert!(lists.iter().all(|(o, _)| o.len() == 2));
+    // kill -9 right after the last write
+    proc1.0.kill().unwrap();
+    proc1.0.wait().unwrap();
+    drop(before);
+
+    let (_proc2, key2) = spawn(dir.path(), port);
+    assert_eq!(key1, key2, "the coordinator key is kept in the data dir");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("coordinator.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    for (i, k) in keys.iter().enumerate() {
+        let mut c = cfg(k);
+        c.coordinator_key = Some(
+            ed25519_dalek::VerifyingKey::from_bytes(
+                &hex::decode(&key2).unwrap().try_into().unwrap(),
+            )
+            .unwrap(),
+        );
+        let (c, _) = CoordClient::connect(c).await.unwrap();
+        let after = c.relationships().await.unwrap();
+        assert_eq!(
+            after, lists[i],
+            "relationships of node {i} changed across kill -9"
+        );
+    }
+    // the invite code survived too
+    let (c, _) = CoordClient::connect(cfg(&keys[1])).await.unwrap();
+    assert_eq!(
+        c.friend_add(&code).await.unwrap(),
+        pluto_netsync::wire::NodeId::of(&keys[0])
+    );
+}

@@ -11,12 +11,15 @@ pub struct ChunkerParams {
 }
 
 impl Default for ChunkerParams {
-    /// Chosen by measurement on the mixed and real corpora (see the book's performance page).
+    /// Chosen by measurement (see the book's performance page): on the mixed corpus's edit
+    /// step 256 KiB / 512 KiB / 4 MiB stores 9.2 MB where restic's 512 KiB / 1 MiB / 8 MiB
+    /// stores 10.0 MB, and 1 MiB / 2 MiB / 8 MiB 11.6 MB; the first snapshot is the same size
+    /// within 0.2 %.
     fn default() -> Self {
         ChunkerParams {
-            min: 512 * 1024,
-            avg: 1024 * 1024,
-            max: 8 * 1024 * 1024,
+            min: 256 * 1024,
+            avg: 512 * 1024,
+            max: 4 * 1024 * 1024,
         }
     }
 }

@@ -15,7 +15,6 @@ use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -167,19 +166,9 @@ pub fn write_plan(repo: &Repository, plan: &Plan, opts: &RestoreOptions) -> Resu
         }
         writes.push((path.as_path(), n));
     }
-    let written: Vec<u64> = writes
-        .par_iter()
-        .map(|(path, n)| {
-            let b = write_file(repo, path, n)?;
-            set_meta(path, n, false)?;
-            if let Some(p) = &opts.progress {
-                p.add_done(1, b);
-            }
-            Ok(b)
-        })
-        .collect::<Result<_>>()?;
-    stats.files = written.len() as u64;
-    stats.bytes = written.iter().sum();
+    let written = write_files(repo, &writes, opts)?;
+    stats.files = writes.len() as u64;
+    stats.bytes = written;
     for (first, path, _) in &links {
         remove_existing(path)?;
         fs::hard_link(first, path).at(path)?;
@@ -223,41 +212,246 @@ fn make_dir(path: &Path) -> Result<()> {
 
 /// Zero runs of this size are left as holes.
 const HOLE_GRAIN: usize = 64 * 1024;
+/// Files larger than this are written by several workers at once, a range of chunks each.
+const PIECE_BYTES: u64 = 8 * 1024 * 1024;
+/// Decrypted chunks that occur more than once are kept up to this many bytes.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-fn write_file(repo: &Repository, path: &Path, n: &Node) -> Result<u64> {
-    remove_existing(path)?;
-    let mut f = fs::File::create(path).at(path)?;
-    let mut written = 0u64;
-    let mut pending_hole = false;
-    for id in &n.chunks {
-        let data = repo.read_object(id, ObjType::Chunk)?;
-        // Runs of zeros (whole 64 KiB pieces) become holes, even inside a chunk: a sparse
-        // region rarely lines up with content-defined chunk boundaries.
-        for piece in data.chunks(HOLE_GRAIN) {
-            if piece.len() == HOLE_GRAIN && piece.iter().all(|&b| b == 0) {
-                f.seek(SeekFrom::Current(piece.len() as i64)).at(path)?;
-                pending_hole = true;
-            } else {
-                f.write_all(piece).at(path)?;
-                pending_hole = false;
+/// One file's chunks with their plaintext offsets.
+struct FileJob<'a> {
+    path: &'a Path,
+    node: &'a Node,
+    /// (id, offset in the file, plain length)
+    chunks: Vec<(ObjectId, u64, u32)>,
+}
+
+/// A range of one file's chunks, written by one worker.
+struct Piece {
+    file: usize,
+    chunks: std::ops::Range<usize>,
+    /// Where the first chunk lives, to order reads by pack.
+    key: (crate::pack::PackId, u32),
+}
+
+/// A cached chunk and how many more times it will be asked for.
+type Held = (Arc<Vec<u8>>, u32);
+
+/// Chunks that occur more than once in a restore, decrypted once.
+struct ChunkCache {
+    uses: HashMap<ObjectId, u32>,
+    /// Held chunks with their remaining uses, and the bytes held.
+    held: std::sync::Mutex<(HashMap<ObjectId, Held>, usize)>,
+}
+
+impl ChunkCache {
+    fn get(&self, repo: &Repository, id: &ObjectId) -> Result<Arc<Vec<u8>>> {
+        let Some(&uses) = self.uses.get(id) else {
+            return Ok(Arc::new(repo.read_object(id, ObjType::Chunk)?));
+        };
+        {
+            let mut held = self.held.lock().unwrap();
+            let (map, bytes) = &mut *held;
+            if let Some((data, left)) = map.get_mut(id) {
+                let data = data.clone();
+                *left -= 1;
+                if *left == 0 {
+                    map.remove(id);
+                    *bytes -= data.len();
+                }
+                return Ok(data);
             }
         }
-        written += data.len() as u64;
+        let data = Arc::new(repo.read_object(id, ObjType::Chunk)?);
+        let mut held = self.held.lock().unwrap();
+        let (map, bytes) = &mut *held;
+        if *bytes + data.len() <= CACHE_BYTES && !map.contains_key(id) {
+            *bytes += data.len();
+            map.insert(*id, (data.clone(), uses - 1));
+        }
+        Ok(data)
     }
-    if written != n.size {
-        return Err(Error::corrupt(
-            "tree",
-            path.display().to_string(),
-            format!(
-                "file content is {written} bytes but its entry says {}",
-                n.size
-            ),
-        ));
+}
+
+/// Create (or replace) a regular file without following a symlink or writing through a
+/// hard link that is in the way.
+fn create_file(path: &Path) -> Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(path)
+    };
+    match open() {
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            remove_existing(path)?;
+            open().at(path)
+        }
+        Err(e) => Err(e).at(path),
     }
-    if pending_hole {
-        f.set_len(written).at(path)?;
+}
+
+/// Write a chunk at `offset`, leaving whole zero pieces as holes (the file was extended
+/// to its full size first, so holes read as zeros).
+fn write_chunk(f: &fs::File, path: &Path, data: &[u8], offset: u64) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut run_start = 0usize;
+    let mut pos = 0usize;
+    for piece in data.chunks(HOLE_GRAIN) {
+        let zero = piece.len() == HOLE_GRAIN && piece.iter().all(|&b| b == 0);
+        if zero {
+            if run_start < pos {
+                f.write_all_at(&data[run_start..pos], offset + run_start as u64)
+                    .at(path)?;
+            }
+            run_start = pos + piece.len();
+        }
+        pos += piece.len();
     }
-    Ok(written)
+    if run_start < data.len() {
+        f.write_all_at(&data[run_start..], offset + run_start as u64)
+            .at(path)?;
+    }
+    Ok(())
+}
+
+/// Write every file: small files whole by one worker, large ones in pieces by several,
+/// reads ordered by pack; metadata is set once a file is complete.
+fn write_files(repo: &Repository, writes: &[(&Path, &Node)], opts: &RestoreOptions) -> Result<u64> {
+    let index = repo.index()?;
+    let mut jobs = Vec::with_capacity(writes.len());
+    let mut uses: HashMap<ObjectId, u32> = HashMap::new();
+    let mut pieces = Vec::new();
+    for (path, n) in writes {
+        let mut chunks = Vec::with_capacity(n.chunks.len());
+        let mut off = 0u64;
+        for id in &n.chunks {
+            let loc = index
+                .get(id)
+                .ok_or_else(|| Error::ObjectMissing { id: id.hex() })?;
+            chunks.push((*id, off, loc.plain_len));
+            off += loc.plain_len as u64;
+            *uses.entry(*id).or_insert(0) += 1;
+        }
+        if off != n.size {
+            return Err(Error::corrupt(
+                "tree",
+                path.display().to_string(),
+                format!("file content is {off} bytes but its entry says {}", n.size),
+            ));
+        }
+        let file = jobs.len();
+        let mut start = 0;
+        while start < chunks.len() || (start == 0 && chunks.is_empty()) {
+            let mut end = start;
+            let mut bytes = 0u64;
+            while end < chunks.len() && (end == start || bytes < PIECE_BYTES) {
+                bytes += chunks[end].2 as u64;
+                end += 1;
+            }
+            let key = match chunks.get(start) {
+                Some((id, _, _)) => index
+                    .get(id)
+                    .map(|l| (l.pack, l.offset))
+                    .unwrap_or((crate::pack::PackId([0; 32]), 0)),
+                None => (crate::pack::PackId([0; 32]), 0),
+            };
+            pieces.push(Piece {
+                file,
+                chunks: start..end,
+                key,
+            });
+            if chunks.is_empty() {
+                break;
+            }
+            start = end;
+        }
+        jobs.push(FileJob {
+            path,
+            node: n,
+            chunks,
+        });
+    }
+    uses.retain(|_, n| *n > 1);
+    let cache = ChunkCache {
+        uses,
+        held: std::sync::Mutex::new((HashMap::new(), 0)),
+    };
+    // Files in several pieces are created up front; single-piece files by their worker.
+    let mut piece_count = vec![0u32; jobs.len()];
+    for p in &pieces {
+        piece_count[p.file] += 1;
+    }
+    let mut shared: HashMap<usize, (fs::File, std::sync::atomic::AtomicU32)> = HashMap::new();
+    for (i, job) in jobs.iter().enumerate() {
+        if piece_count[i] > 1 {
+            let f = create_file(job.path)?;
+            f.set_len(job.node.size).at(job.path)?;
+            shared.insert(i, (f, std::sync::atomic::AtomicU32::new(piece_count[i])));
+        }
+    }
+    pieces.sort_by_key(|p| p.key);
+    let write_piece = |p: &Piece| -> Result<u64> {
+        let job = &jobs[p.file];
+        let own;
+        let f = match shared.get(&p.file) {
+            Some((f, _)) => f,
+            None => {
+                own = create_file(job.path)?;
+                if job.node.size > 0 {
+                    own.set_len(job.node.size).at(job.path)?;
+                }
+                &own
+            }
+        };
+        let mut bytes = 0u64;
+        for &(id, off, len) in &job.chunks[p.chunks.clone()] {
+            let data = cache.get(repo, &id)?;
+            if data.len() != len as usize {
+                return Err(Error::corrupt(
+                    "pack",
+                    id.hex(),
+                    "chunk length differs from the index",
+                ));
+            }
+            write_chunk(f, job.path, &data, off)?;
+            bytes += data.len() as u64;
+        }
+        let done = match shared.get(&p.file) {
+            Some((_, left)) => left.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1,
+            None => true,
+        };
+        if done {
+            set_file_meta(f, job.path, job.node)?;
+            if let Some(pr) = &opts.progress {
+                pr.add_done(1, 0);
+            }
+        }
+        if let Some(pr) = &opts.progress {
+            pr.add_done(0, bytes);
+        }
+        Ok(bytes)
+    };
+    let written: Vec<u64> = pieces.par_iter().map(write_piece).collect::<Result<_>>()?;
+    Ok(written.iter().sum())
+}
+
+/// Mode, owner (as root) and times of a written file, through its open handle.
+fn set_file_meta(f: &fs::File, path: &Path, n: &Node) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if unsafe { libc::geteuid() } == 0 {
+        let _ = std::os::unix::fs::fchown(f, Some(n.uid), Some(n.gid));
+    }
+    f.set_permissions(fs::Permissions::from_mode(n.mode))
+        .at(path)?;
+    let t = filetime::FileTime::from_unix_time(
+        n.mtime_ns.div_euclid(1_000_000_000),
+        n.mtime_ns.rem_euclid(1_000_000_000) as u32,
+    );
+    filetime::set_file_handle_times(f, Some(t), Some(t)).at(path)
 }
 
 fn set_meta(path: &Path, n: &Node, symlink: bool) -> Result<()> {

@@ -3,9 +3,15 @@
 
 use super::PackId;
 use crate::error::{Error, IoContext, Result};
+use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Open pack files kept for reuse: a restore reads thousands of objects from a few packs,
+/// and an `open` per object cost more than the read.
+const OPEN_FILES: usize = 64;
 
 pub trait PackStore: Send + Sync {
     /// Store a whole pack; the name must be the BLAKE3 hash of the bytes.
@@ -23,6 +29,7 @@ pub trait PackStore: Send + Sync {
 pub struct LocalPackStore {
     root: PathBuf,
     tmp: PathBuf,
+    open_files: Mutex<HashMap<PackId, Arc<fs::File>>>,
 }
 
 impl LocalPackStore {
@@ -30,6 +37,7 @@ impl LocalPackStore {
         LocalPackStore {
             root: root.into(),
             tmp: tmp.into(),
+            open_files: Mutex::new(HashMap::new()),
         }
     }
 
@@ -58,10 +66,21 @@ impl LocalPackStore {
         }
     }
 
-    fn open(&self, id: &PackId) -> Result<fs::File> {
+    fn open(&self, id: &PackId) -> Result<Arc<fs::File>> {
+        if let Some(f) = self.open_files.lock().unwrap().get(id) {
+            return Ok(f.clone());
+        }
         let p = self.path_of(id);
         match fs::File::open(&p) {
-            Ok(f) => Ok(f),
+            Ok(f) => {
+                let f = Arc::new(f);
+                let mut open = self.open_files.lock().unwrap();
+                if open.len() >= OPEN_FILES {
+                    open.clear();
+                }
+                open.insert(*id, f.clone());
+                Ok(f)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(Error::PackMissing { pack: id.hex() })
             }
@@ -138,6 +157,7 @@ impl PackStore for LocalPackStore {
     }
 
     fn remove(&self, id: &PackId) -> Result<()> {
+        self.open_files.lock().unwrap().remove(id);
         let p = self.path_of(id);
         match fs::remove_file(&p) {
             Ok(()) => Ok(()),

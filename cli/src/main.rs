@@ -41,8 +41,13 @@ enum Command {
     Init(commands::init::Args),
     Snapshot(commands::snapshot::Args),
     Log(commands::log::Args),
+    Ls(commands::ls::Args),
+    Diff(commands::diff::Args),
     Checkout(commands::checkout::Args),
+    Forget(commands::forget::Args),
+    Prune(commands::prune::Args),
     Check(commands::check::Args),
+    Stats(commands::stats::Args),
     /// Print shell completions.
     #[command(
         after_help = "Example:\n  pluto completions bash > ~/.local/share/bash-completion/completions/pluto"
@@ -67,8 +72,13 @@ fn main() -> ExitCode {
         Command::Init(a) => commands::init::run(&g, a),
         Command::Snapshot(a) => commands::snapshot::run(&g, a),
         Command::Log(a) => commands::log::run(&g, a),
+        Command::Ls(a) => commands::ls::run(&g, a),
+        Command::Diff(a) => commands::diff::run(&g, a),
         Command::Checkout(a) => commands::checkout::run(&g, a),
+        Command::Forget(a) => commands::forget::run(&g, a),
+        Command::Prune(a) => commands::prune::run(&g, a),
         Command::Check(a) => commands::check::run(&g, a),
+        Command::Stats(a) => commands::stats::run(&g, a),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "pluto", &mut std::io::stdout());
             Ok(exit::OK)

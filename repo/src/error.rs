@@ -49,6 +49,12 @@ pub enum Error {
     UnsupportedVersion { found: u32, supported: u32 },
     #[error("{0}")]
     Invalid(String),
+    #[error("no keep rule given: pass at least one --keep-* option (or snapshot ids to forget)")]
+    NoPolicy,
+    #[error("this policy keeps none of the {snapshots} snapshots (use --force if that is really what you want)")]
+    PolicyKeepsNothing { snapshots: usize },
+    #[error("prune refused: {0} (run `pluto check` to see the damage)")]
+    PruneRefused(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -80,7 +86,10 @@ impl Error {
     pub fn is_damage(&self) -> bool {
         matches!(
             self,
-            Error::Corrupt { .. } | Error::ObjectMissing { .. } | Error::PackMissing { .. }
+            Error::Corrupt { .. }
+                | Error::ObjectMissing { .. }
+                | Error::PackMissing { .. }
+                | Error::PruneRefused(_)
         )
     }
 }

@@ -1,8 +1,13 @@
 pub mod check;
 pub mod checkout;
+pub mod diff;
+pub mod forget;
 pub mod init;
 pub mod log;
+pub mod ls;
+pub mod prune;
 pub mod snapshot;
+pub mod stats;
 
 use crate::Global;
 use anyhow::{Context, Result};

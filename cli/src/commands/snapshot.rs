@@ -41,12 +41,39 @@ pub struct Args {
     /// Read every file, even those whose metadata says they are unchanged.
     #[arg(long)]
     force_read: bool,
+    /// Record this time instead of now ("2024-01-31 18:00:00" local, or RFC 3339), e.g.
+    /// when importing old backups.
+    #[arg(long, value_name = "TIME")]
+    time: Option<String>,
     /// Print one JSON document describing the snapshot.
     #[arg(long)]
     json: bool,
 }
 
+/// Nanoseconds since the epoch for a `--time` value.
+fn parse_time(s: &str) -> Result<i64> {
+    use chrono::{DateTime, Local, NaiveDateTime, TimeZone};
+    let t = s.trim();
+    let at = if let Ok(d) = DateTime::parse_from_rfc3339(t) {
+        d.timestamp()
+    } else {
+        let naive = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
+            .iter()
+            .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
+            .ok_or_else(|| {
+                anyhow::anyhow!("--time {s:?}: expected \"YYYY-MM-DD HH:MM:SS\" or RFC 3339")
+            })?;
+        Local
+            .from_local_datetime(&naive)
+            .earliest()
+            .ok_or_else(|| anyhow::anyhow!("--time {s:?} does not exist in the local time zone"))?
+            .timestamp()
+    };
+    Ok(at * 1_000_000_000)
+}
+
 pub fn run(g: &Global, a: Args) -> Result<u8> {
+    let time_ns = a.time.as_deref().map(parse_time).transpose()?;
     // Snapshots only add files under unique names, so they run beside readers, `serve`
     // and each other; only prune needs the repository to itself.
     let repo = super::open_repo(g, LockMode::Shared)?;
@@ -68,7 +95,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                 excludes: a.excludes,
                 include_caches: a.include_caches,
                 progress: Some(progress),
-                time_ns: None,
+                time_ns,
             },
         )?
     };

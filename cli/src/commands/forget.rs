@@ -1,0 +1,168 @@
+use crate::output::time_short;
+use crate::{exit, Global};
+use anyhow::{bail, Result};
+use chrono::{Local, TimeZone};
+use pluto_repo::forget::{candidates, plan, Decision, Policy};
+use pluto_repo::repository::LockMode;
+use pluto_repo::snapshot::abbrev_len;
+
+/// Remove snapshots by a retention policy (or by id). The data only they used stays until
+/// `pluto prune`.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:
+  pluto forget --keep-daily 7 --keep-weekly 5 --keep-monthly 12 --dry-run
+  pluto forget --keep-last 10 --keep-tag release
+  pluto forget 1a2b3c4d                  # this snapshot
+  pluto forget --keep-last 3 && pluto prune
+
+Snapshots are judged newest first, per host and path. --keep-daily N keeps the newest
+snapshot of each of the N most recent days that have one (likewise hourly, weekly, monthly,
+yearly, in local time). A policy that would remove every snapshot is refused without --force.")]
+pub struct Args {
+    /// Forget these snapshots (ids, prefixes or `latest`) instead of applying a policy.
+    snapshots: Vec<String>,
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N")]
+    keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours that have one.
+    #[arg(long, value_name = "N")]
+    keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days that have one.
+    #[arg(long, value_name = "N")]
+    keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one.
+    #[arg(long, value_name = "N")]
+    keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months that have one.
+    #[arg(long, value_name = "N")]
+    keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N years that have one.
+    #[arg(long, value_name = "N")]
+    keep_yearly: Option<u32>,
+    /// Keep every snapshot with this tag (repeatable).
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    keep_tags: Vec<String>,
+    /// Show what would go and why; remove nothing.
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+    /// Apply a policy even if it removes every snapshot.
+    #[arg(long)]
+    force: bool,
+    /// Print one JSON document.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(g: &Global, a: Args) -> Result<u8> {
+    let policy = Policy {
+        last: a.keep_last,
+        hourly: a.keep_hourly,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+        yearly: a.keep_yearly,
+        tags: a.keep_tags,
+    };
+    // Forget only removes snapshot files; a concurrent snapshot or reader is unaffected,
+    // and prune (which frees the data) takes the repository to itself.
+    let repo = super::open_repo(g, LockMode::Shared)?;
+    let all = repo.snapshots()?;
+    let decisions: Vec<Decision> = if !a.snapshots.is_empty() {
+        if !policy.is_empty() {
+            bail!("give either snapshot ids or --keep-* rules, not both");
+        }
+        let mut drop = Vec::new();
+        for spec in &a.snapshots {
+            drop.push(repo.find_snapshot(spec)?.id);
+        }
+        all.iter()
+            .map(|s| {
+                let go = drop.contains(&s.id);
+                Decision {
+                    id: s.id.clone(),
+                    keep: !go,
+                    reasons: vec![if go {
+                        "named on the command line"
+                    } else {
+                        "not named"
+                    }
+                    .into()],
+                }
+            })
+            .collect()
+    } else {
+        let local = |ns: i64| {
+            Local
+                .timestamp_opt(ns.div_euclid(1_000_000_000), 0)
+                .single()
+                .map(|t| t.naive_local())
+                .unwrap_or_default()
+        };
+        plan(&candidates(&all, local), &policy, a.force)?
+    };
+    if !a.dry_run {
+        for d in decisions.iter().filter(|d| !d.keep) {
+            repo.remove_snapshot(&d.id)?;
+        }
+    }
+    let ids: Vec<&str> = all.iter().map(|s| s.id.as_str()).collect();
+    let ab = abbrev_len(&ids);
+    let removed = decisions.iter().filter(|d| !d.keep).count();
+    if a.json {
+        let one = |d: &Decision| {
+            let s = all
+                .iter()
+                .find(|s| s.id == d.id)
+                .expect("decided snapshots exist");
+            serde_json::json!({
+                "id": d.id,
+                "short_id": &d.id[..ab],
+                "time_ns": s.snapshot.time_ns,
+                "reasons": d.reasons,
+            })
+        };
+        let doc = serde_json::json!({
+            "dry_run": a.dry_run,
+            "keep": decisions.iter().rev().filter(|d| d.keep).map(one).collect::<Vec<_>>(),
+            "remove": decisions.iter().rev().filter(|d| !d.keep).map(one).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(exit::OK);
+    }
+    // Newest first, as `log` shows them.
+    for (d, s) in decisions.iter().zip(all.iter()).rev() {
+        println!(
+            "{:<12} {} {} {:<12} {:<30} [{}]",
+            if d.keep {
+                "keep"
+            } else if a.dry_run {
+                "would remove"
+            } else {
+                "remove"
+            },
+            &d.id[..ab],
+            time_short(s.snapshot.time_ns),
+            s.snapshot.hostname,
+            s.snapshot.message.lines().next().unwrap_or(""),
+            d.reasons.join(", "),
+        );
+    }
+    if !g.quiet {
+        println!(
+            "{} snapshot(s) kept, {} {}{}",
+            decisions.len() - removed,
+            removed,
+            if a.dry_run {
+                "would be removed"
+            } else {
+                "removed"
+            },
+            if removed > 0 && !a.dry_run {
+                "; run `pluto prune` to free the space they alone used"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,289 @@
+//! `checkout --tar`: a snapshot (or paths in it) as a tar archive, written as a stream.
+//!
+//! Entries come in tree order, each directory before its contents, so `tar -x` rebuilds
+//! the same tree a normal checkout writes: modes, numeric owners, symlinks, and hard links
+//! (the first path of a group is the file, the others link to it). Times are kept to the
+//! nanosecond with a PAX `mtime` record, because the plain header holds whole seconds only.
+
+use crate::crypto::{ObjType, ObjectId};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::repository::Repository;
+use crate::restore::RestoreStats;
+use crate::snapshot::Snapshot;
+use crate::tree::{Kind, Node};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Default)]
+pub struct TarOptions {
+    /// Paths inside the snapshot to export (all when empty).
+    pub paths: Vec<String>,
+    pub progress: Option<Arc<Progress>>,
+}
+
+/// A PAX extended-header body holding one record, `"<len> mtime=<s>.<ns>\n"`, where `len`
+/// counts the whole record including its own digits.
+pub fn pax_mtime_record(mtime_ns: i64) -> Vec<u8> {
+    let secs = mtime_ns.div_euclid(1_000_000_000);
+    let nanos = mtime_ns.rem_euclid(1_000_000_000);
+    let body = format!(" mtime={secs}.{nanos:09}\n");
+    let mut len = body.len() + 1;
+    while format!("{len}").len() + body.len() != len {
+        len = format!("{len}").len() + body.len();
+    }
+    format!("{len}{body}").into_bytes()
+}
+
+/// Reads a file's chunks one by one; an error from the repository is kept aside so the
+/// caller can report it as what it is (damage, usually) rather than as an I/O error.
+struct ChunkReader<'r> {
+    repo: &'r Repository,
+    chunks: std::slice::Iter<'r, ObjectId>,
+    current: Vec<u8>,
+    pos: usize,
+    total: u64,
+    expected: u64,
+    path: String,
+    failure: &'r RefCell<Option<Error>>,
+}
+
+impl Read for ChunkReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.current.len() {
+            let Some(id) = self.chunks.next() else {
+                if self.total != self.expected {
+                    let e = Error::corrupt(
+                        "tree",
+                        self.path.clone(),
+                        format!(
+                            "file content is {} bytes but its entry says {}",
+                            self.total, self.expected
+                        ),
+                    );
+                    *self.failure.borrow_mut() = Some(e);
+                    return Err(io::Error::other("file content does not match its size"));
+                }
+                return Ok(0);
+            };
+            match self.repo.read_object(id, ObjType::Chunk) {
+                Ok(data) => {
+                    self.total += data.len() as u64;
+                    // Never hand tar more than the header promised: it would shift every
+                    // entry after this one.
+                    if self.total > self.expected {
+                        continue;
+                    }
+                    self.current = data;
+                    self.pos = 0;
+                }
+                Err(e) => {
+                    *self.failure.borrow_mut() = Some(e);
+                    return Err(io::Error::other("a chunk could not be read"));
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+struct TarWriter<'r, W: Write> {
+    repo: &'r Repository,
+    builder: ::tar::Builder<W>,
+    out_name: PathBuf,
+    /// First path written for each hard-link group (device, inode).
+    link_primary: HashMap<(u64, u64), PathBuf>,
+    stats: RestoreStats,
+    progress: Option<Arc<Progress>>,
+    failure: RefCell<Option<Error>>,
+}
+
+impl<W: Write> TarWriter<'_, W> {
+    fn io(&self, e: io::Error) -> Error {
+        if let Some(f) = self.failure.borrow_mut().take() {
+            return f;
+        }
+        Error::Io {
+            path: self.out_name.clone(),
+            source: e,
+        }
+    }
+
+    fn header(n: &Node, ty: ::tar::EntryType) -> ::tar::Header {
+        let mut h = ::tar::Header::new_gnu();
+        h.set_entry_type(ty);
+        h.set_mode(n.mode);
+        h.set_uid(n.uid as u64);
+        h.set_gid(n.gid as u64);
+        h.set_mtime(n.mtime_ns.div_euclid(1_000_000_000).max(0) as u64);
+        h.set_size(0);
+        h
+    }
+
+    fn pax_mtime(&mut self, n: &Node) -> Result<()> {
+        if n.mtime_ns.rem_euclid(1_000_000_000) == 0 && n.mtime_ns >= 0 {
+            return Ok(());
+        }
+        let rec = pax_mtime_record(n.mtime_ns);
+        let mut h = ::tar::Header::new_ustar();
+        h.set_entry_type(::tar::EntryType::XHeader);
+        h.set_path("pax_mtime").map_err(|e| self.io(e))?;
+        h.set_mode(0o644);
+        h.set_size(rec.len() as u64);
+        h.set_cksum();
+        self.builder.append(&h, &rec[..]).map_err(|e| self.io(e))
+    }
+
+    fn node(&mut self, path: &Path, n: &Node) -> Result<()> {
+        match n.kind {
+            Kind::Dir => {
+                self.pax_mtime(n)?;
+                let mut h = Self::header(n, ::tar::EntryType::Directory);
+                self.builder
+                    .append_data(&mut h, path, io::empty())
+                    .map_err(|e| self.io(e))?;
+                self.stats.dirs += 1;
+                if let Some(t) = n.subtree {
+                    for child in self.repo.read_tree(&t)?.nodes {
+                        self.node(&path.join(OsStr::from_bytes(&child.name)), &child)?;
+                    }
+                }
+            }
+            Kind::Symlink => {
+                self.pax_mtime(n)?;
+                let mut h = Self::header(n, ::tar::EntryType::Symlink);
+                let target = OsStr::from_bytes(n.target.as_deref().unwrap_or_default());
+                self.builder
+                    .append_link(&mut h, path, target)
+                    .map_err(|e| self.io(e))?;
+                self.stats.symlinks += 1;
+            }
+            Kind::File => {
+                if n.nlink > 1 {
+                    if let Some(first) = self.link_primary.get(&(n.dev, n.inode)).cloned() {
+                        let mut h = Self::header(n, ::tar::EntryType::Link);
+                        self.builder
+                            .append_link(&mut h, path, &first)
+                            .map_err(|e| self.io(e))?;
+                        self.stats.hardlinks += 1;
+                        return Ok(());
+                    }
+                    self.link_primary
+                        .insert((n.dev, n.inode), path.to_path_buf());
+                }
+                self.pax_mtime(n)?;
+                let mut h = Self::header(n, ::tar::EntryType::Regular);
+                h.set_size(n.size);
+                let reader = ChunkReader {
+                    repo: self.repo,
+                    chunks: n.chunks.iter(),
+                    current: Vec::new(),
+                    pos: 0,
+                    total: 0,
+                    expected: n.size,
+                    path: path.display().to_string(),
+                    failure: &self.failure,
+                };
+                let res = self.builder.append_data(&mut h, path, reader);
+                res.map_err(|e| self.io(e))?;
+                self.stats.files += 1;
+                self.stats.bytes += n.size;
+                if let Some(p) = &self.progress {
+                    p.add_done(1, n.size);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Write `snapshot` (or `opts.paths` in it) as a tar archive to `out`; `out_name` names the
+/// destination in error messages. The archive is finished (two zero blocks) on success.
+pub fn write_tar<W: Write>(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    snapshot_id: &str,
+    out: W,
+    out_name: &Path,
+    opts: &TarOptions,
+) -> Result<RestoreStats> {
+    let root = repo.read_tree(&snapshot.tree)?;
+    let mut entries: Vec<(PathBuf, Node)> = Vec::new();
+    if opts.paths.is_empty() {
+        for n in root.nodes {
+            entries.push((PathBuf::from(OsStr::from_bytes(&n.name)), n));
+        }
+    } else {
+        for p in &opts.paths {
+            let node = crate::restore::lookup(repo, &snapshot.tree, p)?.ok_or_else(|| {
+                Error::PathNotInSnapshot {
+                    path: p.clone(),
+                    snapshot: snapshot_id[..8.min(snapshot_id.len())].to_string(),
+                }
+            })?;
+            let rel: PathBuf = p
+                .split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .collect();
+            entries.push((rel, node));
+        }
+    }
+    if let Some(p) = &opts.progress {
+        // Totals for the bar come from the snapshot's own stats when exporting everything.
+        if opts.paths.is_empty() {
+            p.add_total(snapshot.stats.files, snapshot.stats.bytes);
+        }
+    }
+    let mut w = TarWriter {
+        repo,
+        builder: ::tar::Builder::new(out),
+        out_name: out_name.to_path_buf(),
+        link_primary: HashMap::new(),
+        stats: RestoreStats::default(),
+        progress: opts.progress.clone(),
+        failure: RefCell::new(None),
+    };
+    for (path, n) in &entries {
+        w.node(path, n)?;
+    }
+    w.builder.finish().map_err(|e| w.io(e))?;
+    let out_name = w.out_name.clone();
+    let stats = w.stats.clone();
+    w.builder
+        .into_inner()
+        .and_then(|mut o| o.flush())
+        .map_err(|source| Error::Io {
+            path: out_name,
+            source,
+        })?;
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_records_count_their_own_length() {
+        for ns in [1_700_000_000_123_456_789i64, 5, -1_500_000_000] {
+            let r = pax_mtime_record(ns);
+            let s = String::from_utf8(r.clone()).unwrap();
+            let (len, _) = s.split_once(' ').unwrap();
+            assert_eq!(len.parse::<usize>().unwrap(), r.len(), "{s:?}");
+            assert!(s.ends_with('\n'));
+        }
+        assert_eq!(
+            pax_mtime_record(1_700_000_000_123_456_789),
+            b"30 mtime=1700000000.123456789\n"
+        );
+        assert_eq!(pax_mtime_record(-1_500_000_000), b"22 mtime=-2.500000000\n");
+    }
+}

@@ -336,12 +336,15 @@ impl Archiver<'_> {
     fn entry(
         &self,
         dir: &Path,
-        name: &std::ffi::OsStr,
+        e: &fs::DirEntry,
         parent: Option<&Tree>,
         rules: &ignore::Rules,
     ) -> Result<Option<Node>> {
+        let name = e.file_name();
+        let name = name.as_os_str();
         let path = dir.join(name);
-        let m = match fs::symlink_metadata(&path) {
+        // fstatat relative to the open directory: no walk of the whole path per file.
+        let m = match e.metadata() {
             Ok(m) => m,
             Err(e) => {
                 self.note_unreadable(&path, e);
@@ -437,11 +440,11 @@ impl Archiver<'_> {
     /// Record one directory; returns its tree id.
     fn dir(&self, path: &Path, parent: Option<&Tree>, rules: &ignore::Rules) -> Result<ObjectId> {
         self.n.dirs.fetch_add(1, Ordering::Relaxed);
-        let mut names: Vec<std::ffi::OsString> = Vec::new();
+        let mut names: Vec<fs::DirEntry> = Vec::new();
         let cache = !self.include_caches && ignore::is_cache_dir(path);
         if !cache {
             for e in fs::read_dir(path).at(path)? {
-                names.push(e.at(path)?.file_name());
+                names.push(e.at(path)?);
             }
         }
         let rules = rules.enter(path, &mut |w| self.warnings.lock().unwrap().push(w));

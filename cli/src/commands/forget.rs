@@ -63,9 +63,9 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         yearly: a.keep_yearly,
         tags: a.keep_tags,
     };
-    // Forget only removes snapshot files; a concurrent snapshot or reader is unaffected,
-    // and prune (which frees the data) takes the repository to itself.
-    let repo = super::open_repo(g, LockMode::Shared)?;
+    // Deleting takes the repository to itself (the format's rule I4): no snapshot may be
+    // choosing its parent, and no reader listing snapshots, while files disappear.
+    let repo = super::open_repo(g, LockMode::Exclusive)?;
     let all = repo.snapshots()?;
     let decisions: Vec<Decision> = if !a.snapshots.is_empty() {
         if !policy.is_empty() {

@@ -261,3 +261,64 @@ fn prune_refuses_to_run_beside_another_command() {
     let err = fails(&src, &["prune"], 1);
     assert!(err.contains("locked by another pluto process"), "{err}");
 }
+
+#[test]
+fn prune_refuses_a_repository_it_cannot_fully_read_and_deletes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, states) = two_states(tmp.path());
+    ok(&src, &["forget", &states[0].0]);
+    // Damage the smallest pack: a tree pack, which the remaining snapshot needs.
+    let mut packs: Vec<PathBuf> = Vec::new();
+    for d in fs::read_dir(src.join(".pluto/packs")).unwrap().flatten() {
+        packs.extend(fs::read_dir(d.path()).unwrap().flatten().map(|f| f.path()));
+    }
+    packs.sort_by_key(|p| fs::metadata(p).unwrap().len());
+    let listing = |src: &Path| {
+        let mut v: Vec<String> = Vec::new();
+        for d in ["packs", "index"] {
+            let mut stack = vec![src.join(".pluto").join(d)];
+            while let Some(p) = stack.pop() {
+                for e in fs::read_dir(&p).unwrap().flatten() {
+                    if e.file_type().unwrap().is_dir() {
+                        stack.push(e.path());
+                    } else {
+                        v.push(e.file_name().to_string_lossy().into_owned());
+                    }
+                }
+            }
+        }
+        v.sort();
+        v
+    };
+    let mut bytes = fs::read(&packs[0]).unwrap();
+    bytes[60] ^= 0xff;
+    fs::write(&packs[0], &bytes).unwrap();
+    let before = listing(&src);
+    let err = fails(&src, &["prune", "--max-unused", "0"], 4);
+    assert!(err.contains("prune refused"), "{err}");
+    assert!(err.contains("run `pluto check`"), "{err}");
+    assert_eq!(listing(&src), before, "nothing deleted or written");
+}
+
+#[test]
+fn forget_by_id_removes_exactly_those_snapshots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("t");
+    write(&src.join("a.txt"), b"a");
+    ok(&src, &["init"]);
+    let a = snapshot_at(&src, "2024-01-01 10:00:00", &[]);
+    let b = snapshot_at(&src, "2024-01-02 10:00:00", &[]);
+    let c = snapshot_at(&src, "2024-01-03 10:00:00", &[]);
+    let v = json(&src, &["forget", &b[..10], "--json"]);
+    assert_eq!(v["remove"][0]["id"], b.as_str());
+    assert_eq!(
+        v["remove"][0]["reasons"],
+        serde_json::json!(["named on the command line"])
+    );
+    assert_eq!(log_ids(&src), [c.clone(), a.clone()]);
+    let err = fails(&src, &["forget", &a, "--keep-last", "1"], 1);
+    assert!(
+        err.contains("either snapshot ids or --keep-* rules"),
+        "{err}"
+    );
+}

@@ -126,6 +126,10 @@ fn tags_hosts_and_paths_select_snapshots_in_log() {
         ids(&["--path", other_canon.to_str().unwrap()]),
         std::slice::from_ref(&other_dir)
     );
+    assert_eq!(
+        ids(&["--path", "../other"]),
+        std::slice::from_ref(&other_dir)
+    );
     assert_eq!(ids(&["--tag", "nope"]), Vec::<String>::new());
 
     let oneline = ok(&src, &["log", "--oneline", "--tag", "release"]);
@@ -199,6 +203,32 @@ fn an_unknown_or_ambiguous_snapshot_is_named() {
     }
     let err = fails(&src, &["ls", "latest", "no/such/path"], 1);
     assert!(err.contains("\"no/such/path\" is not in snapshot"), "{err}");
+}
+
+#[test]
+fn no_progress_bar_or_chatter_when_output_is_not_a_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("t");
+    write(&src.join("big.bin"), &pseudo_random(20_000_000, 3));
+    ok(&src, &["init"]);
+    let out = tmp.path().join("out");
+    for args in [
+        &["snapshot"][..],
+        &["check", "--read-data"],
+        &["checkout", "latest", "--target", out.to_str().unwrap()],
+        &["prune"],
+    ] {
+        let o = pluto(&src, args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        assert_eq!(
+            stderr(&o),
+            "",
+            "{args:?} wrote to stderr without a terminal"
+        );
+    }
+    // --quiet: results only (none for a snapshot that succeeded).
+    let o = pluto(&src, &["snapshot", "--quiet"]);
+    assert_eq!((stdout(&o).as_str(), stderr(&o).as_str()), ("", ""));
 }
 
 #[test]

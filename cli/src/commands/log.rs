@@ -33,6 +33,12 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let all = repo.snapshots()?;
     let ids: Vec<&str> = all.iter().map(|s| s.id.as_str()).collect();
     let ab = abbrev_len(&ids);
+    // Snapshots record canonical paths; accept `--path .` or a relative path that exists.
+    let wanted_path: Option<String> = a
+        .path
+        .as_deref()
+        .and_then(|p| std::fs::canonicalize(p).ok())
+        .map(|p| p.to_string_lossy().into_owned());
     let chosen: Vec<_> = all
         .iter()
         .rev()
@@ -41,7 +47,10 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         .filter(|s| {
             a.path.as_ref().is_none_or(|p| {
                 let p = p.trim_end_matches('/');
-                s.snapshot.paths.iter().any(|sp| sp == p)
+                s.snapshot
+                    .paths
+                    .iter()
+                    .any(|sp| sp == p || Some(sp) == wanted_path.as_ref())
             })
         })
         .collect();

@@ -176,6 +176,8 @@ fn snapshot_json_describes_what_was_stored() {
     assert_eq!(again["parent"], v["id"]);
     let err = fails(&src, &["snapshot", "--time", "yesterday"], 1);
     assert!(err.contains("--time \"yesterday\""), "{err}");
+    let err = fails(&src, &["snapshot", "--time", "9999-01-01 00:00:00"], 1);
+    assert!(err.contains("outside the years"), "{err}");
 }
 
 #[test]

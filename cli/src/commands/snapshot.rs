@@ -69,7 +69,9 @@ fn parse_time(s: &str) -> Result<i64> {
             .ok_or_else(|| anyhow::anyhow!("--time {s:?} does not exist in the local time zone"))?
             .timestamp()
     };
-    Ok(at * 1_000_000_000)
+    // Snapshot times are i64 nanoseconds: years 1678 to 2262.
+    at.checked_mul(1_000_000_000)
+        .ok_or_else(|| anyhow::anyhow!("--time {s:?} is outside the years 1678 to 2262"))
 }
 
 pub fn run(g: &Global, a: Args) -> Result<u8> {

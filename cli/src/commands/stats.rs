@@ -71,7 +71,15 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         println!(
             "{}",
             line(
-                &format!("{} {}", s.short_id(), &time_short(s.snapshot.time_ns)[..10]),
+                &format!(
+                    "{} {}",
+                    s.short_id(),
+                    // The date only; a time outside chrono's range prints shorter.
+                    time_short(s.snapshot.time_ns)
+                        .chars()
+                        .take(10)
+                        .collect::<String>()
+                ),
                 u
             )
         );

@@ -322,3 +322,42 @@ fn forget_by_id_removes_exactly_those_snapshots() {
         "{err}"
     );
 }
+
+#[test]
+fn prune_killed_at_arbitrary_moments_leaves_a_valid_repository() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, states) = two_states(tmp.path());
+    ok(&src, &["forget", &states[0].0]);
+    let pristine = tmp.path().join("pristine.pluto");
+    copy_tree(&src.join(".pluto"), &pristine);
+    let mut killed = 0;
+    // Spread over the few tens of milliseconds prune takes here: reading trees, writing
+    // packs, swapping index files, deleting packs.
+    for delay_ms in [0u64, 3, 6, 10, 15, 20, 30, 45] {
+        let _ = fs::remove_dir_all(src.join(".pluto"));
+        copy_tree(&pristine, &src.join(".pluto"));
+        let mut child = pluto_cmd(&src)
+            .args(["prune", "--max-unused", "0"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        if status.signal() == Some(9) {
+            killed += 1;
+        }
+        let check = pluto(&src, &["check", "--read-data"]);
+        assert_eq!(
+            check.status.code(),
+            Some(0),
+            "after a kill at {delay_ms} ms: {}{}",
+            stdout(&check),
+            stderr(&check)
+        );
+        assert_snapshots_restore(&src, &states, tmp.path());
+    }
+    assert!(
+        killed > 0,
+        "no run was interrupted: the delays are too long"
+    );
+}

@@ -260,3 +260,49 @@ fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn diff_shows_a_kind_change_as_removed_then_added_and_a_new_link_target_as_modified() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("t");
+    write(&src.join("thing"), b"a file first");
+    std::os::unix::fs::symlink("one", src.join("link")).unwrap();
+    ok(&src, &["init"]);
+    let a = json(&src, &["snapshot", "--json"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fs::remove_file(src.join("thing")).unwrap();
+    write(&src.join("thing/inside.txt"), b"now a directory");
+    fs::remove_file(src.join("link")).unwrap();
+    std::os::unix::fs::symlink("two", src.join("link")).unwrap();
+    let b = json(&src, &["snapshot", "--json"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let d = json(&src, &["diff", &a, &b, "--json"]);
+    let got: Vec<(String, String, String)> = d["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["change"].as_str().unwrap().into(),
+                c["kind"].as_str().unwrap().into(),
+                c["path"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, String)> = [
+        ("modified", "symlink", "link"),
+        ("removed", "file", "thing"),
+        ("added", "dir", "thing"),
+        ("added", "file", "thing/inside.txt"),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(got, want);
+    assert_eq!(d["totals"]["bytes_removed"], 12);
+    assert_eq!(d["totals"]["bytes_added"], 15);
+}

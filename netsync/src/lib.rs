@@ -1,4 +1,5 @@
 //! Peer protocol, push/pull, hosting and the coordinator client (see the peer issue).
 
 pub mod coord_client;
+pub mod erasure;
 pub mod wire;

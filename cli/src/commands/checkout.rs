@@ -134,8 +134,11 @@ fn to_tar(
         });
         match res {
             Ok(s) => {
-                std::fs::rename(&tmp, dest)
-                    .with_context(|| format!("cannot move the archive to {}", dest.display()))?;
+                if let Err(e) = std::fs::rename(&tmp, dest) {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e)
+                        .with_context(|| format!("cannot move the archive to {}", dest.display()));
+                }
                 s
             }
             Err(e) => {

@@ -71,7 +71,10 @@ impl PlutoHooks {
         };
         let now = wire::now_ms() / 1000;
         let skew = wire::MAX_CLOCK_SKEW_MS / 1000;
-        if secs + skew < now || secs > now + skew || secs + 2 < self.0.not_before_secs {
+        if secs.saturating_add(skew) < now
+            || secs > now + skew
+            || secs.saturating_add(2) < self.0.not_before_secs
+        {
             tracing::warn!(%node, secs, now, "refused CONNECT: stale token");
             return AuthResult::BadUsernameOrPassword;
         }

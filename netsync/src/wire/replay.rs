@@ -43,8 +43,9 @@ impl ReplayGuard {
         timestamp_ms: u64,
         now_ms: u64,
     ) -> Result<(), WireError> {
-        if timestamp_ms + self.skew_ms < now_ms
-            || timestamp_ms > now_ms + self.skew_ms
+        // Saturating: the timestamp is the sender's, and u64::MAX must be refused, not overflow.
+        if timestamp_ms.saturating_add(self.skew_ms) < now_ms
+            || timestamp_ms > now_ms.saturating_add(self.skew_ms)
             || timestamp_ms < self.not_before_ms
         {
             return Err(WireError::Stale {

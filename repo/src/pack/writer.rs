@@ -15,6 +15,22 @@ pub struct PackWriter {
     entries: Vec<PackEntry>,
     len: u64,
     scratch: Vec<u8>,
+    /// Removes the temp file if the pack is dropped unfinished (an error mid-way, e.g. a
+    /// full disk): a failed snapshot must not leave the disk full of half-written packs.
+    cleanup: TmpGuard,
+}
+
+struct TmpGuard {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Drop for TmpGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// A pack that is complete on disk (fsynced) under a temp name, ready to be renamed.
@@ -33,6 +49,10 @@ impl PackWriter {
         random_bytes(&mut salt);
         let mut w = PackWriter {
             file: BufWriter::with_capacity(1 << 20, f),
+            cleanup: TmpGuard {
+                path: tmp_path.clone(),
+                armed: true,
+            },
             tmp_path,
             hasher: blake3::Hasher::new(),
             key: SubKey::derive(data_key, &salt),
@@ -47,6 +67,7 @@ impl PackWriter {
 
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.file.write_all(bytes).at(&self.tmp_path)?;
+        crate::fsutil::crash_point();
         self.hasher.update(bytes);
         self.len += bytes.len() as u64;
         Ok(())
@@ -100,6 +121,8 @@ impl PackWriter {
             .map_err(|e| e.into_error())
             .at(&self.tmp_path)?;
         file.sync_all().at(&self.tmp_path)?;
+        crate::fsutil::crash_point();
+        self.cleanup.armed = false;
         Ok(FinishedPack {
             id: PackId(*self.hasher.finalize().as_bytes()),
             tmp_path: self.tmp_path,
@@ -111,5 +134,26 @@ impl PackWriter {
     /// Drop an unfinished pack's temp file.
     pub fn abandon(self) {
         let _ = std::fs::remove_file(&self.tmp_path);
+    }
+}
+
+#[cfg(test)]
+mod cleanup_tests {
+    use super::*;
+
+    #[test]
+    fn a_pack_dropped_unfinished_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = PackWriter::create(dir.path(), &[3; 32]).unwrap();
+        w.add(ObjType::Chunk, 0, ObjectId([1; 32]), b"data", 4)
+            .unwrap();
+        drop(w);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let w = PackWriter::create(dir.path(), &[3; 32]).unwrap();
+        let f = w.finish().unwrap();
+        assert!(
+            f.tmp_path.exists(),
+            "a finished pack's temp file is kept for the rename"
+        );
     }
 }

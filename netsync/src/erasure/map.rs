@@ -58,6 +58,10 @@ pub enum MapError {
     DuplicateShare(ShareId),
     #[error("no share {0} in the share map")]
     UnknownShare(ShareId),
+    #[error("cannot rebuild: only {have} usable pieces of the {need} needed")]
+    NotRestorable { have: usize, need: usize },
+    #[error("share index {index} is out of range for this group")]
+    BadIndex { index: u8 },
     #[error("host {host:?} already holds share {index} of this group: the n shares go to n distinct hosts")]
     HostHoldsGroup { host: HostId, index: u8 },
 }
@@ -107,7 +111,84 @@ impl Health {
     }
 }
 
+/// How to rebuild one lost piece of a group without its owner: fetch `sources` (each
+/// share from the host given; on a bad or missing share, take the next of `spares`),
+/// rebuild share `index` with [`super::Decoder::for_group`], check it is `expected`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairPlan {
+    pub index: u8,
+    pub expected: ShareId,
+    pub len: u64,
+    /// `k` pieces: (share index, name, host) — data shares first, then by rank.
+    pub sources: Vec<(u8, ShareId, HostId)>,
+    /// Further usable pieces, best first.
+    pub spares: Vec<(u8, ShareId, HostId)>,
+}
+
 impl ShareGroup {
+    /// Whether `host` holds any piece of this group (a new host for a repair must not).
+    pub fn holds(&self, host: &HostId) -> bool {
+        self.hosts().any(|h| h == host)
+    }
+
+    /// Plans the rebuild of piece `index` from the others. `rank` scores a host that may be
+    /// used as a source (online, not excluded; higher is better), `None` for one that may
+    /// not. For copies, one source (the pack from the best holder) is enough.
+    pub fn repair_plan(
+        &self,
+        index: u8,
+        mut rank: impl FnMut(&HostId) -> Option<f64>,
+    ) -> Result<RepairPlan, MapError> {
+        let target = self
+            .shares
+            .get(usize::from(index))
+            .ok_or(MapError::BadIndex { index })?;
+        let k = usize::from(self.scheme.k());
+        // Best usable host per piece; for copies every holder is a candidate of piece 0.
+        let mut cands: Vec<(bool, f64, u8, ShareId, HostId)> = Vec::new();
+        for s in &self.shares {
+            let copies = matches!(self.scheme, Scheme::Copies(_));
+            if s.index == index && !copies {
+                continue;
+            }
+            let mut best: Option<(f64, HostId)> = None;
+            for h in &s.hosts {
+                if let Some(r) = rank(h) {
+                    if copies {
+                        cands.push((false, r, s.index, s.id, *h));
+                    } else if !matches!(best, Some((b, _)) if b >= r) {
+                        best = Some((r, *h));
+                    }
+                }
+            }
+            if let Some((r, h)) = best {
+                cands.push((s.index >= self.scheme.k(), r, s.index, s.id, h));
+            }
+        }
+        if cands.len() < k {
+            return Err(MapError::NotRestorable {
+                have: cands.len(),
+                need: k,
+            });
+        }
+        cands.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then(b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal))
+        });
+        let mut all: Vec<(u8, ShareId, HostId)> = cands
+            .into_iter()
+            .map(|(_, _, i, id, h)| (i, id, h))
+            .collect();
+        let spares = all.split_off(k);
+        Ok(RepairPlan {
+            index,
+            expected: target.id,
+            len: target.len,
+            sources: all,
+            spares,
+        })
+    }
+
     /// The group made by [`super::encode`]: `shares` must be all n shares of one group, in
     /// any order. No host yet.
     pub fn from_shares(shares: &[Share]) -> Result<ShareGroup, MapError> {

@@ -559,3 +559,49 @@ fn plan_groups_packs_small_ones_together() {
     assert_eq!(plan, vec![0..1, 1..3, 3..5, 5..6, 6..7]);
     assert_eq!(plan_groups(&[], 10), Vec::<std::ops::Range<usize>>::new());
 }
+
+#[test]
+fn repair_plan_picks_k_live_sources_data_first_and_rebuilds() {
+    let mut rng = Rng(16);
+    let pack = rng.bytes(40_000);
+    let shares = encode(p(4, 8), &[&pack]).unwrap();
+    let mut group = ShareGroup::from_shares(&shares).unwrap();
+    for (i, s) in group.shares.iter_mut().enumerate() {
+        s.hosts.push(host(i as u8));
+    }
+    // Host 2 is gone, host 1 is excluded, hosts score by their number.
+    let rank = |h: &HostId| match h.0[0] {
+        1 | 2 => None,
+        x => Some(f64::from(x)),
+    };
+    let plan = group.repair_plan(2, rank).unwrap();
+    assert_eq!(plan.expected, shares[2].id());
+    let idx: Vec<u8> = plan.sources.iter().map(|s| s.0).collect();
+    assert_eq!(idx, vec![3, 0, 7, 6]); // data shares 0 and 3 (by score), then the best parity
+    assert_eq!(
+        plan.spares.iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![5, 4]
+    );
+    assert!(group.holds(&host(5)) && !group.holds(&host(9)));
+    // The new host follows the plan with a decoder bound to the group.
+    let mut d = Decoder::for_group(&group);
+    for (i, id, _) in &plan.sources {
+        d.add(*id, shares[usize::from(*i)].as_bytes().to_vec())
+            .unwrap();
+    }
+    assert_eq!(d.rebuild(plan.index).unwrap().id(), plan.expected);
+    // Too few usable hosts.
+    assert_eq!(
+        group.repair_plan(0, |h| (h.0[0] < 4).then_some(1.0)),
+        Err(MapError::NotRestorable { have: 3, need: 4 })
+    );
+    assert_eq!(
+        group.repair_plan(8, |_| Some(1.0)),
+        Err(MapError::BadIndex { index: 8 })
+    );
+    // Copies: any usable holder is a source.
+    let mut c = ShareGroup::copies(2, PackId([7; 32]), 10).unwrap();
+    c.shares[0].hosts = vec![host(1), host(3)];
+    let plan = c.repair_plan(0, rank).unwrap();
+    assert_eq!(plan.sources, vec![(0, ShareId([7; 32]), host(3))]);
+}

@@ -2,4 +2,5 @@
 
 pub mod coord_client;
 pub mod erasure;
+pub mod peer;
 pub mod wire;

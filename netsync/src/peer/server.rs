@@ -1,0 +1,268 @@
+//! The hosting side: accept WebSocket connections, run the Noise handshake, then answer
+//! the authenticated owner's requests from the [`HostedStore`], scoped to that owner.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_tungstenite::WebSocketStream;
+
+use super::hosted::HostedStore;
+use super::noise::{self, SecureChannel};
+use super::proto::{self, refusal, Kind, RefusalCode, Request, Response};
+use super::{PeerError, Result};
+use crate::wire::NodeId;
+
+/// Settings of a hosting node.
+pub struct ServerConfig {
+    pub key: SigningKey,
+    pub store: Arc<HostedStore>,
+    pub handshake_timeout: Duration,
+    /// A connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl ServerConfig {
+    pub fn new(key: SigningKey, store: Arc<HostedStore>) -> Self {
+        ServerConfig {
+            key,
+            store,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 256,
+        }
+    }
+}
+
+/// A running server; dropping it does not stop it, [`Server::shutdown`] does.
+pub struct Server {
+    pub local_addr: std::net::SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Bind `addr` (e.g. `127.0.0.1:0`) and serve in the background.
+    pub async fn bind(addr: &str, cfg: ServerConfig) -> Result<Server> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| PeerError::Connect {
+                addr: addr.to_string(),
+                reason: format!("cannot listen: {e}"),
+            })?;
+        let local_addr = listener.local_addr().map_err(PeerError::io(addr))?;
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(listener, Arc::new(cfg), rx));
+        Ok(Server {
+            local_addr,
+            stop,
+            task,
+        })
+    }
+
+    /// The `ws://` address peers use.
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.local_addr)
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    cfg: Arc<ServerConfig>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            acc = listener.accept() => {
+                let Ok((tcp, peer)) = acc else { continue };
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, "too many peer connections, refusing one");
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                let cfg = cfg.clone();
+                conns.spawn(async move {
+                    let _permit = permit;
+                    let addr = peer.to_string();
+                    let ws = match tokio::time::timeout(
+                        cfg.handshake_timeout,
+                        tokio_tungstenite::accept_async_with_config(tcp, Some(noise::ws_config())),
+                    ).await {
+                        Ok(Ok(ws)) => ws,
+                        _ => return,
+                    };
+                    if let Err(e) = serve_ws(ws, &cfg, &addr).await {
+                        tracing::debug!(%addr, "peer connection ended: {e}");
+                    }
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    conns.abort_all();
+}
+
+/// Serve one WebSocket (direct, or a relayed one): handshake, then requests until it closes.
+pub async fn serve_ws<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    ws: WebSocketStream<S>,
+    cfg: &ServerConfig,
+    addr: &str,
+) -> Result<()> {
+    let mut ch = tokio::time::timeout(cfg.handshake_timeout, noise::respond(ws, &cfg.key, addr))
+        .await
+        .map_err(|_| PeerError::Timeout(cfg.handshake_timeout))??;
+    let owner = ch.remote();
+    let mut claims: HashSet<(Kind, [u8; 32])> = HashSet::new();
+    let res = serve_channel(&mut ch, cfg, owner, &mut claims).await;
+    for (k, n) in claims {
+        cfg.store.release(&owner, k, &n);
+    }
+    ch.close().await;
+    res
+}
+
+async fn serve_channel<S: AsyncRead + AsyncWrite + Unpin>(
+    ch: &mut SecureChannel<S>,
+    cfg: &ServerConfig,
+    owner: NodeId,
+    claims: &mut HashSet<(Kind, [u8; 32])>,
+) -> Result<()> {
+    loop {
+        let msg = match tokio::time::timeout(cfg.idle_timeout, ch.recv()).await {
+            Err(_) => return Err(PeerError::Timeout(cfg.idle_timeout)),
+            Ok(Err(PeerError::Closed)) => return Ok(()),
+            Ok(r) => r?,
+        };
+        let resp = match proto::decode::<Request>(&msg) {
+            Err(e) => {
+                // Tell the peer, then drop it: a malformed message means a broken or hostile peer.
+                let _ = ch
+                    .send(&proto::encode(&refusal(
+                        RefusalCode::BadRequest,
+                        e.to_string(),
+                    ))?)
+                    .await;
+                return Err(e);
+            }
+            Ok(req) => match req.validate() {
+                Err(why) => refusal(RefusalCode::BadRequest, why),
+                Ok(()) => handle(cfg, owner, req, claims).await,
+            },
+        };
+        ch.send(&proto::encode(&resp)?).await?;
+    }
+}
+
+async fn handle(
+    cfg: &ServerConfig,
+    owner: NodeId,
+    req: Request,
+    claims: &mut HashSet<(Kind, [u8; 32])>,
+) -> Response {
+    // Uploads: one connection per file at a time.
+    if let Request::PutBegin { kind, name, .. }
+    | Request::PutData { kind, name, .. }
+    | Request::PutEnd { kind, name } = &req
+    {
+        if !claims.contains(&(*kind, *name)) && !cfg.store.claim(&owner, *kind, name) {
+            return refusal(
+                RefusalCode::Busy,
+                "another connection is uploading this file",
+            );
+        }
+        claims.insert((*kind, *name));
+    }
+    let finished = match &req {
+        Request::PutEnd { kind, name } => Some((*kind, *name)),
+        _ => None,
+    };
+    let store = cfg.store.clone();
+    let resp = tokio::task::spawn_blocking(move || handle_blocking(&store, &owner, req))
+        .await
+        .unwrap_or_else(|_| refusal(RefusalCode::Internal, "request handler failed"));
+    if let Some((k, n)) = finished {
+        claims.remove(&(k, n));
+        cfg.store.release(&owner, k, &n);
+    }
+    resp
+}
+
+fn handle_blocking(store: &HostedStore, owner: &NodeId, req: Request) -> Response {
+    let r = |res: std::result::Result<Response, (RefusalCode, String)>| {
+        res.unwrap_or_else(|(c, m)| refusal(c, m))
+    };
+    match req {
+        Request::Status => r(store
+            .status(owner)
+            .map(|(quota, used)| Response::Status { quota, used })),
+        Request::PutBegin { kind, name, size } => r(store
+            .put_begin(owner, kind, &name, size)
+            .map(|(have, complete)| Response::PutReady { have, complete })),
+        Request::PutData {
+            kind,
+            name,
+            offset,
+            data,
+        } => r(store
+            .put_data(owner, kind, &name, offset, &data)
+            .map(|have| Response::PutAck { have })),
+        Request::PutEnd { kind, name } => {
+            r(store.put_end(owner, kind, &name).map(|()| Response::Stored))
+        }
+        Request::Get {
+            kind,
+            name,
+            offset,
+            len,
+        } => r(store
+            .get(owner, kind, &name, offset, len)
+            .map(Response::Data)),
+        Request::List { kind, after } => {
+            let (entries, more) = store.list(owner, kind, after);
+            Response::Listing { entries, more }
+        }
+        Request::Stat { kind, name } => r(store
+            .size(owner, kind, &name)
+            .map(|size| Response::Size { size })),
+        Request::Remove { kind, name } => {
+            r(store.remove(owner, kind, &name).map(|()| Response::Removed))
+        }
+        Request::Challenge {
+            pack,
+            nonce,
+            ranges,
+        } => r(store
+            .challenge(owner, &pack, &nonce, &ranges)
+            .map(|hash| Response::ChallengeAnswer { hash })),
+        Request::Prove { pack, ranges } => r(store
+            .prove(owner, &pack, &ranges)
+            .map(|encoded| Response::Proof { encoded })),
+    }
+}
+
+/// Answer a challenge relayed by the coordinator (payload = an encoded `Challenge` or
+/// `Prove` request; answer = an encoded [`Response`]).
+pub fn answer_relayed_challenge(store: &HostedStore, owner: &NodeId, payload: &[u8]) -> Vec<u8> {
+    let resp = match proto::decode::<Request>(payload) {
+        Ok(req @ (Request::Challenge { .. } | Request::Prove { .. })) => match req.validate() {
+            Ok(()) => handle_blocking(store, owner, req),
+            Err(why) => refusal(RefusalCode::BadRequest, why),
+        },
+        Ok(_) => refusal(RefusalCode::BadRequest, "only challenges are relayed"),
+        Err(e) => refusal(RefusalCode::BadRequest, e.to_string()),
+    };
+    proto::encode(&resp).unwrap_or_default()
+}

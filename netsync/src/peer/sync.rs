@@ -1,0 +1,843 @@
+//! Push, pull, challenge rounds and repair over a set of hosts, and the owner's local
+//! record of what each host holds (`.pluto/peers/state.json`, local: never pushed).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+
+use super::challenge;
+use super::client::{HostAddr, PeerClient};
+use super::proto::{Kind, RefusalCode};
+use super::{PeerError, Result};
+use crate::wire::NodeId;
+
+/// One file of the repository that peers hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub kind: Kind,
+    pub name: [u8; 32],
+    pub size: u64,
+    pub path: PathBuf,
+}
+
+impl Item {
+    pub fn key(&self) -> String {
+        item_key(self.kind, &self.name)
+    }
+}
+
+pub fn item_key(kind: Kind, name: &[u8; 32]) -> String {
+    format!("{}/{}", kind.dir(), hex::encode(name))
+}
+
+fn parse_key(k: &str) -> Option<(Kind, [u8; 32])> {
+    let (d, h) = k.split_once('/')?;
+    let kind = Kind::ALL.into_iter().find(|k| k.dir() == d)?;
+    let mut n = [0u8; 32];
+    hex::decode_to_slice(h, &mut n).ok()?;
+    Some((kind, n))
+}
+
+/// The outcome of the last challenge of a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChallengeRecord {
+    pub unix: u64,
+    pub pack: String,
+    pub proof: bool,
+    pub passed: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub url: String,
+    pub quota: u64,
+    /// Files the host confirmed stored: `<kind dir>/<name hex>` → size.
+    pub stored: BTreeMap<String, u64>,
+    /// Lost trust (failed a challenge, excluded): its copies do not count.
+    pub failed: bool,
+    pub last_challenge: Option<ChallengeRecord>,
+    pub challenges_passed: u64,
+    pub challenges_failed: u64,
+    pub last_push_unix: u64,
+}
+
+/// The owner's record of its hosts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerState {
+    pub hosts: BTreeMap<String, HostRecord>,
+}
+
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl PeerState {
+    pub fn path(repo_root: &Path) -> PathBuf {
+        repo_root.join("peers").join("state.json")
+    }
+
+    pub fn load(repo_root: &Path) -> Result<PeerState> {
+        let p = Self::path(repo_root);
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                PeerError::Protocol(format!("{}: malformed peer state: {e}", p.display()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PeerState::default()),
+            Err(e) => Err(PeerError::Io { path: p, source: e }),
+        }
+    }
+
+    pub fn save(&self, repo_root: &Path) -> Result<()> {
+        let dir = repo_root.join("peers");
+        std::fs::create_dir_all(&dir).map_err(PeerError::io(&dir))?;
+        let bytes = serde_json::to_vec_pretty(self).expect("state serializes");
+        pluto_repo::fsutil::write_atomic(
+            &repo_root.join("tmp"),
+            &Self::path(repo_root),
+            &bytes,
+            0o600,
+        )?;
+        Ok(())
+    }
+
+    pub fn host(&mut self, h: &HostAddr) -> &mut HostRecord {
+        let r = self.hosts.entry(h.node.to_hex()).or_default();
+        r.url = h.url.clone();
+        r
+    }
+
+    /// Hosts in good standing.
+    pub fn good_hosts(&self) -> Vec<HostAddr> {
+        self.hosts
+            .iter()
+            .filter(|(_, r)| !r.failed)
+            .filter_map(|(id, r)| {
+                Some(HostAddr {
+                    node: id.parse().ok()?,
+                    url: r.url.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// How many good hosts hold each item.
+    pub fn copies(&self, key: &str) -> usize {
+        self.hosts
+            .values()
+            .filter(|r| !r.failed && r.stored.contains_key(key))
+            .count()
+    }
+}
+
+/// Every file of the local repository that peers should hold.
+pub fn local_items(repo_root: &Path) -> Result<Vec<Item>> {
+    let mut out = Vec::new();
+    let cfg = repo_root.join("config");
+    let bytes = std::fs::read(&cfg).map_err(PeerError::io(&cfg))?;
+    out.push(Item {
+        kind: Kind::Config,
+        name: *blake3::hash(&bytes).as_bytes(),
+        size: bytes.len() as u64,
+        path: cfg,
+    });
+    let flat = |dir: PathBuf, kind: Kind, out: &mut Vec<Item>| -> Result<()> {
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(PeerError::Io {
+                    path: dir,
+                    source: e,
+                })
+            }
+        };
+        for e in rd {
+            let e = e.map_err(PeerError::io(&dir))?;
+            let Some(n) = e.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let mut name = [0u8; 32];
+            if n.len() == 64 && hex::decode_to_slice(&n, &mut name).is_ok() {
+                let size = e.metadata().map_err(PeerError::io(e.path()))?.len();
+                out.push(Item {
+                    kind,
+                    name,
+                    size,
+                    path: e.path(),
+                });
+            }
+        }
+        Ok(())
+    };
+    flat(repo_root.join("index"), Kind::Index, &mut out)?;
+    flat(repo_root.join("snapshots"), Kind::Snapshot, &mut out)?;
+    if let Ok(rd) = std::fs::read_dir(repo_root.join("packs")) {
+        for sub in rd.flatten() {
+            if sub.path().is_dir() {
+                flat(sub.path(), Kind::Pack, &mut out)?;
+            }
+        }
+    }
+    // Packs before index files before snapshots before config: a host never holds an
+    // index that names packs it does not have yet.
+    out.sort_by_key(|i| (i.kind, i.name));
+    Ok(out)
+}
+
+/// What a transfer reports as it goes.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// Bytes that will move in all (known once hosts were listed).
+    Total(u64),
+    Bytes(u64),
+    Done {
+        host: NodeId,
+        kind: Kind,
+        name: [u8; 32],
+    },
+    HostFailed {
+        host: NodeId,
+        error: String,
+    },
+}
+
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+pub fn no_progress() -> ProgressFn {
+    Arc::new(|_| {})
+}
+
+/// Settings of push and pull.
+#[derive(Clone)]
+pub struct SyncOptions {
+    /// Files in flight per host.
+    pub parallel: usize,
+    pub timeout: Duration,
+    /// Attempts per file (a cut transfer continues where it stopped).
+    pub attempts: usize,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            parallel: 4,
+            timeout: Duration::from_secs(30),
+            attempts: 4,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct PushReport {
+    pub uploaded: usize,
+    pub bytes: u64,
+    pub already: usize,
+    /// Hosts that failed, with why.
+    pub errors: Vec<(NodeId, String)>,
+    /// Items with fewer than k good copies after the push.
+    pub under_replicated: usize,
+}
+
+async fn list_host(
+    key: &SigningKey,
+    host: &HostAddr,
+    opts: &SyncOptions,
+) -> Result<HashMap<(Kind, [u8; 32]), u64>> {
+    let mut c = PeerClient::connect(key, host, opts.timeout).await?;
+    let mut out = HashMap::new();
+    for kind in Kind::ALL {
+        for (n, s) in c.list(kind).await? {
+            out.insert((kind, n), s);
+        }
+    }
+    c.close().await;
+    Ok(out)
+}
+
+/// Upload every item the host lacks; returns (uploaded, bytes, already there).
+async fn push_host(
+    key: Arc<SigningKey>,
+    host: HostAddr,
+    items: Arc<Vec<Item>>,
+    opts: SyncOptions,
+    progress: ProgressFn,
+    record: Arc<Mutex<HostRecord>>,
+) -> Result<(usize, u64, usize)> {
+    let listed = list_host(&key, &host, &opts).await?;
+    let mut already = 0;
+    let mut todo = VecDeque::new();
+    {
+        let mut rec = record.lock().unwrap_or_else(|e| e.into_inner());
+        // What the host lists is what it holds: forget what it lost.
+        rec.stored
+            .retain(|k, _| parse_key(k).is_some_and(|(kind, n)| listed.contains_key(&(kind, n))));
+        for it in items.iter() {
+            if listed.get(&(it.kind, it.name)) == Some(&it.size) {
+                rec.stored.insert(it.key(), it.size);
+                already += 1;
+            } else {
+                todo.push_back(it.clone());
+            }
+        }
+    }
+    progress(Progress::Total(todo.iter().map(|i| i.size).sum()));
+    // Packs go first and in parallel; index files, snapshots and config after all packs.
+    let (packs, rest): (VecDeque<Item>, VecDeque<Item>) =
+        todo.into_iter().partition(|i| i.kind == Kind::Pack);
+    let mut uploaded = 0;
+    let mut bytes = 0;
+    for batch in [packs, rest] {
+        let queue = Arc::new(Mutex::new(batch));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..opts.parallel.max(1) {
+            let (key, host, queue, opts, progress, record) = (
+                key.clone(),
+                host.clone(),
+                queue.clone(),
+                opts.clone(),
+                progress.clone(),
+                record.clone(),
+            );
+            tasks.spawn(async move {
+                push_worker(&key, &host, &queue, &opts, &progress, &record).await
+            });
+        }
+        let mut first_err = None;
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(Ok((n, b))) => {
+                    uploaded += n;
+                    bytes += b;
+                }
+                Ok(Err(e)) => first_err = first_err.or(Some(e)),
+                Err(e) => {
+                    first_err = first_err.or(Some(PeerError::Protocol(format!(
+                        "upload task failed: {e}"
+                    ))))
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+    }
+    Ok((uploaded, bytes, already))
+}
+
+async fn push_worker(
+    key: &SigningKey,
+    host: &HostAddr,
+    queue: &Mutex<VecDeque<Item>>,
+    opts: &SyncOptions,
+    progress: &ProgressFn,
+    record: &Mutex<HostRecord>,
+) -> Result<(usize, u64)> {
+    let mut conn: Option<PeerClient> = None;
+    let (mut n, mut total) = (0, 0);
+    loop {
+        let Some(item) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else {
+            break;
+        };
+        let bytes = tokio::fs::read(&item.path)
+            .await
+            .map_err(PeerError::io(&item.path))?;
+        if bytes.len() as u64 != item.size || blake3::hash(&bytes).as_bytes() != &item.name {
+            if item.kind == Kind::Config {
+                continue; // rewritten since listed; the next push sends it
+            }
+            return Err(PeerError::BadData {
+                what: "local file",
+                name: item.path.display().to_string(),
+            });
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let res = async {
+                if conn.is_none() {
+                    conn = Some(PeerClient::connect(key, host, opts.timeout).await?);
+                }
+                let c = conn.as_mut().expect("connected");
+                c.put(item.kind, &bytes, &mut |b| progress(Progress::Bytes(b)))
+                    .await
+            }
+            .await;
+            match res {
+                Ok(()) => break,
+                Err(e @ PeerError::Refused(_)) => {
+                    let busy = matches!(&e, PeerError::Refused(r) if r.code == RefusalCode::Busy);
+                    if !busy || attempt >= opts.attempts {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
+                }
+                Err(e) => {
+                    conn = None;
+                    if attempt >= opts.attempts {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
+                }
+            }
+        }
+        record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stored
+            .insert(item.key(), item.size);
+        progress(Progress::Done {
+            host: host.node,
+            kind: item.kind,
+            name: item.name,
+        });
+        n += 1;
+        total += item.size;
+    }
+    if let Some(c) = conn {
+        c.close().await;
+    }
+    Ok((n, total))
+}
+
+/// Replicate the repository at `repo_root` to `hosts` (all of them, concurrently), and
+/// record what each holds in the peer state. A host that fails is reported, not fatal.
+pub async fn push(
+    key: &SigningKey,
+    repo_root: &Path,
+    hosts: &[HostAddr],
+    k: usize,
+    opts: &SyncOptions,
+    progress: ProgressFn,
+) -> Result<PushReport> {
+    let items = Arc::new(local_items(repo_root)?);
+    let mut state = PeerState::load(repo_root)?;
+    let key = Arc::new(key.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut records = Vec::new();
+    for h in hosts {
+        let rec = Arc::new(Mutex::new(state.host(h).clone()));
+        records.push((h.clone(), rec.clone()));
+        let (key, h2, items, opts, progress) = (
+            key.clone(),
+            h.clone(),
+            items.clone(),
+            opts.clone(),
+            progress.clone(),
+        );
+        tasks.spawn(async move {
+            (
+                h2.node,
+                push_host(key, h2, items, opts, progress, rec).await,
+            )
+        });
+    }
+    let mut report = PushReport::default();
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok((_, Ok((n, b, a)))) => {
+                report.uploaded += n;
+                report.bytes += b;
+                report.already += a;
+            }
+            Ok((node, Err(e))) => {
+                progress(Progress::HostFailed {
+                    host: node,
+                    error: e.to_string(),
+                });
+                report.errors.push((node, e.to_string()));
+            }
+            Err(e) => report
+                .errors
+                .push((NodeId([0; 32]), format!("push task failed: {e}"))),
+        }
+    }
+    for (h, rec) in records {
+        let mut rec = rec.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        rec.last_push_unix = now_unix();
+        *state.host(&h) = rec;
+        state.host(&h).url = h.url.clone();
+    }
+    report.under_replicated = items.iter().filter(|i| state.copies(&i.key()) < k).count();
+    state.save(repo_root)?;
+    Ok(report)
+}
+
+/// Which packs a pull fetches.
+#[derive(Debug, Clone)]
+pub enum PackSelection {
+    All,
+    None,
+    Only(Vec<[u8; 32]>),
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct PullReport {
+    pub fetched: usize,
+    pub bytes: u64,
+    /// The repository's config was taken from the peers (a recovered repository).
+    pub config_replaced: bool,
+    /// Files no host could give back.
+    pub missing: Vec<String>,
+    pub errors: Vec<(NodeId, String)>,
+}
+
+fn dest_of(repo_root: &Path, kind: Kind, name: &[u8; 32]) -> PathBuf {
+    let h = hex::encode(name);
+    match kind {
+        Kind::Pack => repo_root.join("packs").join(&h[..2]).join(h),
+        Kind::Index => repo_root.join("index").join(h),
+        Kind::Snapshot => repo_root.join("snapshots").join(h),
+        Kind::Config => repo_root.join("config"),
+    }
+}
+
+/// Fetch one file from the first host that has it and gives the right bytes; move it in place.
+#[allow(clippy::too_many_arguments)]
+async fn fetch_one(
+    key: &SigningKey,
+    repo_root: &Path,
+    kind: Kind,
+    name: &[u8; 32],
+    size: u64,
+    sources: &[HostAddr],
+    opts: &SyncOptions,
+    progress: &ProgressFn,
+    errors: &Mutex<Vec<(NodeId, String)>>,
+) -> Result<bool> {
+    let partial = repo_root.join("peers").join("partial");
+    std::fs::create_dir_all(&partial).map_err(PeerError::io(&partial))?;
+    let part = partial.join(format!("{}-{}", kind.dir(), hex::encode(name)));
+    for h in sources {
+        for attempt in 1..=opts.attempts {
+            let res = async {
+                let mut c = PeerClient::connect(key, h, opts.timeout).await?;
+                let b = c
+                    .download(kind, name, size, &part, &mut |n| {
+                        progress(Progress::Bytes(n))
+                    })
+                    .await;
+                c.close().await;
+                b
+            }
+            .await;
+            match res {
+                Ok(_) => {
+                    let dest = dest_of(repo_root, kind, name);
+                    let dir = dest.parent().expect("has a parent");
+                    std::fs::create_dir_all(dir).map_err(PeerError::io(dir))?;
+                    std::fs::File::open(&part)
+                        .and_then(|f| f.sync_all())
+                        .map_err(PeerError::io(&part))?;
+                    std::fs::rename(&part, &dest).map_err(PeerError::io(&dest))?;
+                    pluto_repo::fsutil::sync_dir(dir)?;
+                    progress(Progress::Done {
+                        host: h.node,
+                        kind,
+                        name: *name,
+                    });
+                    return Ok(true);
+                }
+                Err(e @ (PeerError::BadData { .. } | PeerError::Refused(_))) => {
+                    errors
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((h.node, e.to_string()));
+                    break; // this host cannot give it: next host
+                }
+                Err(e) => {
+                    if attempt == opts.attempts {
+                        errors
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((h.node, e.to_string()));
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
+                    }
+                }
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Bring back from `hosts`: config (only into a repository with no index and no snapshots
+/// yet), index files and snapshots, then the selected packs. Downloads are resumable
+/// (`.pluto/peers/partial/`), checked against their names, and moved in atomically.
+pub async fn pull(
+    key: &SigningKey,
+    repo_root: &Path,
+    hosts: &[HostAddr],
+    packs: PackSelection,
+    opts: &SyncOptions,
+    progress: ProgressFn,
+) -> Result<PullReport> {
+    let mut report = PullReport::default();
+    // Who has what.
+    let mut have: BTreeMap<(Kind, [u8; 32]), (u64, Vec<HostAddr>)> = BTreeMap::new();
+    let mut state = PeerState::load(repo_root)?;
+    for h in hosts {
+        match list_host(key, h, opts).await {
+            Ok(l) => {
+                let rec = state.host(h);
+                rec.stored = l.iter().map(|((k, n), s)| (item_key(*k, n), *s)).collect();
+                for ((k, n), s) in l {
+                    have.entry((k, n))
+                        .or_insert((s, Vec::new()))
+                        .1
+                        .push(h.clone());
+                }
+            }
+            Err(e) => report.errors.push((h.node, e.to_string())),
+        }
+    }
+    let local: std::collections::HashSet<(Kind, [u8; 32])> = local_items(repo_root)?
+        .into_iter()
+        .map(|i| (i.kind, i.name))
+        .collect();
+    let fresh = !local
+        .iter()
+        .any(|(k, _)| matches!(k, Kind::Index | Kind::Snapshot));
+    let wanted_packs: Option<std::collections::HashSet<[u8; 32]>> = match &packs {
+        PackSelection::All => None,
+        PackSelection::None => Some(Default::default()),
+        PackSelection::Only(v) => Some(v.iter().copied().collect()),
+    };
+    let mut todo: Vec<(Kind, [u8; 32], u64, Vec<HostAddr>)> = Vec::new();
+    for ((kind, name), (size, srcs)) in &have {
+        if local.contains(&(*kind, *name)) {
+            continue;
+        }
+        let want = match kind {
+            Kind::Config => fresh,
+            Kind::Index | Kind::Snapshot => true,
+            Kind::Pack => wanted_packs.as_ref().is_none_or(|w| w.contains(name)),
+        };
+        if want {
+            todo.push((*kind, *name, *size, srcs.clone()));
+        }
+    }
+    if let PackSelection::Only(v) = &packs {
+        for n in v {
+            if !have.contains_key(&(Kind::Pack, *n)) && !local.contains(&(Kind::Pack, *n)) {
+                report.missing.push(item_key(Kind::Pack, n));
+            }
+        }
+    }
+    progress(Progress::Total(todo.iter().map(|t| t.2).sum()));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let key = Arc::new(key.clone());
+    // config, index, snapshots first (in that order), then packs in parallel.
+    todo.sort_by_key(|t| match t.0 {
+        Kind::Config => 0,
+        Kind::Index => 1,
+        Kind::Snapshot => 2,
+        Kind::Pack => 3,
+    });
+    let (meta, packs_todo): (Vec<_>, Vec<_>) = todo.into_iter().partition(|t| t.0 != Kind::Pack);
+    for (kind, name, size, srcs) in meta {
+        if fetch_one(
+            &key, repo_root, kind, &name, size, &srcs, opts, &progress, &errors,
+        )
+        .await?
+        {
+            report.fetched += 1;
+            report.bytes += size;
+            if kind == Kind::Config {
+                report.config_replaced = true;
+            }
+        } else {
+            report.missing.push(item_key(kind, &name));
+        }
+    }
+    let queue = Arc::new(Mutex::new(VecDeque::from(packs_todo)));
+    let done = Arc::new(Mutex::new((0usize, 0u64, Vec::new())));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..opts.parallel.max(1) {
+        let (key, root, queue, opts, progress, errors, done) = (
+            key.clone(),
+            repo_root.to_path_buf(),
+            queue.clone(),
+            opts.clone(),
+            progress.clone(),
+            errors.clone(),
+            done.clone(),
+        );
+        tasks.spawn(async move {
+            loop {
+                let Some((kind, name, size, srcs)) =
+                    queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+                else {
+                    return Ok::<(), PeerError>(());
+                };
+                let ok = fetch_one(
+                    &key, &root, kind, &name, size, &srcs, &opts, &progress, &errors,
+                )
+                .await?;
+                let mut d = done.lock().unwrap_or_else(|e| e.into_inner());
+                if ok {
+                    d.0 += 1;
+                    d.1 += size;
+                } else {
+                    d.2.push(item_key(kind, &name));
+                }
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.map_err(|e| PeerError::Protocol(format!("download task failed: {e}")))??;
+    }
+    let d = done.lock().unwrap_or_else(|e| e.into_inner());
+    report.fetched += d.0;
+    report.bytes += d.1;
+    report.missing.extend(d.2.iter().cloned());
+    report
+        .errors
+        .extend(errors.lock().unwrap_or_else(|e| e.into_inner()).drain(..));
+    state.save(repo_root)?;
+    Ok(report)
+}
+
+/// Result of challenging a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Passed,
+    /// Evidence the host does not hold the data.
+    Failed(String),
+    /// No evidence either way (unreachable, timeout).
+    Unreachable(String),
+    /// Nothing to challenge (the host holds no pack of ours).
+    Nothing,
+}
+
+/// Challenge `host` on a random pack it holds: a keyed challenge checked against the local
+/// copy when there is one, otherwise (or with `proof`) a bao-tree proof checked against the
+/// pack's name and size. The result is recorded in the peer state.
+pub async fn challenge_host(
+    key: &SigningKey,
+    repo_root: &Path,
+    host: &HostAddr,
+    proof: bool,
+    timeout: Duration,
+) -> Result<Verdict> {
+    let mut state = PeerState::load(repo_root)?;
+    let rec = state.host(host).clone();
+    let packs: Vec<([u8; 32], u64)> = rec
+        .stored
+        .iter()
+        .filter_map(|(k, s)| {
+            parse_key(k)
+                .filter(|(kind, _)| *kind == Kind::Pack)
+                .map(|(_, n)| (n, *s))
+        })
+        .collect();
+    if packs.is_empty() {
+        return Ok(Verdict::Nothing);
+    }
+    let (pack, size) =
+        packs[(rand_core::RngCore::next_u64(&mut rand_core::OsRng) % packs.len() as u64) as usize];
+    let ranges = challenge::pick_ranges(
+        size,
+        challenge::DEFAULT_RANGES,
+        challenge::DEFAULT_RANGE_LEN,
+    );
+    let local = dest_of(repo_root, Kind::Pack, &pack);
+    let use_proof = proof || !local.exists();
+    let outcome = async {
+        let mut c = PeerClient::connect(key, host, timeout).await?;
+        let v = if use_proof {
+            let enc = c.prove(&pack, &ranges).await;
+            match enc {
+                Ok(enc) => match challenge::verify_proof(&pack, size, &ranges, &enc) {
+                    Ok(_) => Verdict::Passed,
+                    Err(why) => Verdict::Failed(why),
+                },
+                Err(PeerError::Refused(r)) => Verdict::Failed(format!("host refused: {r}")),
+                Err(e) => return Err(e),
+            }
+        } else {
+            let nonce = challenge::fresh_nonce();
+            match c.challenge(&pack, &nonce, &ranges).await {
+                Ok(ans) => {
+                    let f = std::fs::File::open(&local).map_err(PeerError::io(&local))?;
+                    let bytes = challenge::read_ranges(&ranges, |off, len| {
+                        let mut b = vec![0u8; len as usize];
+                        std::os::unix::fs::FileExt::read_exact_at(&f, &mut b, off).map(|_| b)
+                    })
+                    .map_err(PeerError::io(&local))?;
+                    if challenge::keyed_answer(&nonce, &pack, &ranges, &bytes) == ans {
+                        Verdict::Passed
+                    } else {
+                        Verdict::Failed("wrong answer to a keyed challenge".into())
+                    }
+                }
+                Err(PeerError::Refused(r)) => Verdict::Failed(format!("host refused: {r}")),
+                Err(e) => return Err(e),
+            }
+        };
+        c.close().await;
+        Ok(v)
+    }
+    .await;
+    let verdict = match outcome {
+        Ok(v) => v,
+        Err(e) => Verdict::Unreachable(e.to_string()),
+    };
+    let rec = state.host(host);
+    let (passed, detail) = match &verdict {
+        Verdict::Passed => (true, String::new()),
+        Verdict::Failed(w) => (false, w.clone()),
+        Verdict::Unreachable(w) => (false, format!("unreachable: {w}")),
+        Verdict::Nothing => (true, String::new()),
+    };
+    rec.last_challenge = Some(ChallengeRecord {
+        unix: now_unix(),
+        pack: hex::encode(pack),
+        proof: use_proof,
+        passed,
+        detail,
+    });
+    match verdict {
+        Verdict::Passed => rec.challenges_passed += 1,
+        Verdict::Failed(_) => {
+            rec.challenges_failed += 1;
+            // Evidence: its copies no longer count; repair moves them elsewhere.
+            rec.failed = true;
+        }
+        _ => {}
+    }
+    state.save(repo_root)?;
+    Ok(verdict)
+}
+
+/// Make k good copies stand again: the good hosts first, then `candidates` (new hosts
+/// from the coordinator) until k hosts are in use; push to them all.
+pub async fn repair(
+    key: &SigningKey,
+    repo_root: &Path,
+    candidates: &[HostAddr],
+    k: usize,
+    opts: &SyncOptions,
+    progress: ProgressFn,
+) -> Result<PushReport> {
+    let state = PeerState::load(repo_root)?;
+    let mut use_hosts = state.good_hosts();
+    use_hosts.truncate(k);
+    for c in candidates {
+        if use_hosts.len() >= k {
+            break;
+        }
+        let failed = state.hosts.get(&c.node.to_hex()).is_some_and(|r| r.failed);
+        if !failed && !use_hosts.iter().any(|h| h.node == c.node) {
+            use_hosts.push(c.clone());
+        }
+    }
+    push(key, repo_root, &use_hosts, k, opts, progress).await
+}

@@ -48,6 +48,14 @@ enum Command {
     Prune(commands::prune::Args),
     Check(commands::check::Args),
     Stats(commands::stats::Args),
+    /// Run the node: host matched peers' data, answer challenges, push and challenge on a schedule.
+    Serve(commands::serve::Args),
+    /// Replicate new packs, index files and snapshots to k hosts.
+    Push(commands::push::Args),
+    /// Fetch index, snapshots and packs back from the hosts.
+    Pull(commands::pull::Args),
+    /// Hosts, copies, challenge results, hosting.
+    Status(commands::status::Args),
     /// Print shell completions.
     #[command(
         after_help = "Example:\n  pluto completions bash > ~/.local/share/bash-completion/completions/pluto"
@@ -79,6 +87,10 @@ fn main() -> ExitCode {
         Command::Prune(a) => commands::prune::run(&g, a),
         Command::Check(a) => commands::check::run(&g, a),
         Command::Stats(a) => commands::stats::run(&g, a),
+        Command::Serve(a) => commands::serve::run(&g, a),
+        Command::Push(a) => commands::push::run(&g, a),
+        Command::Pull(a) => commands::pull::run(&g, a),
+        Command::Status(a) => commands::status::run(&g, a),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "pluto", &mut std::io::stdout());
             Ok(exit::OK)

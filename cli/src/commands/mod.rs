@@ -6,8 +6,12 @@ pub mod init;
 pub mod log;
 pub mod ls;
 pub mod prune;
+pub mod pull;
+pub mod push;
+pub mod serve;
 pub mod snapshot;
 pub mod stats;
+pub mod status;
 
 use crate::Global;
 use anyhow::{Context, Result};

@@ -1,0 +1,207 @@
+//! `pluto push`: replicate packs, index files, snapshots and config to k hosts. Also the
+//! pieces the other peer commands share: finding hosts (coordinator or `--host`), progress.
+
+use crate::{exit, Global};
+use anyhow::{bail, Context, Result};
+use pluto_netsync::coord_client::{ClientConfig, CoordClient};
+use pluto_netsync::peer::client::HostAddr;
+use pluto_netsync::peer::sync::{
+    self, PeerState, Progress as PeerProgress, ProgressFn, SyncOptions,
+};
+use pluto_netsync::wire::{NodeId, RelationState};
+use pluto_repo::progress::Progress;
+use pluto_repo::repository::LockMode;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Where the hosts come from.
+#[derive(clap::Args, Clone, Default)]
+pub struct PeerArgs {
+    /// The coordinator (mqtt://HOST:PORT); remembered in the repository after first use.
+    #[arg(long, env = "PLUTO_COORDINATOR", value_name = "URL")]
+    pub coordinator: Option<String>,
+    /// A host to use directly, as NODEID@ws://HOST:PORT (repeatable; friends without a coordinator).
+    #[arg(long = "host", value_name = "NODEID@URL")]
+    pub hosts: Vec<String>,
+}
+
+pub fn parse_host(s: &str) -> Result<HostAddr> {
+    let (id, url) = s
+        .split_once('@')
+        .context("a host is NODEID@ws://HOST:PORT")?;
+    let node: NodeId = id
+        .parse()
+        .map_err(|e| anyhow::anyhow!("host {id:?}: {e}"))?;
+    pluto_netsync::peer::client::dial_addr(url)?;
+    Ok(HostAddr {
+        node,
+        url: url.to_string(),
+    })
+}
+
+/// The coordinator URL: given (and then remembered), or remembered (`.pluto/peers/coordinator`, local).
+pub fn coordinator_url(root: &Path, given: &Option<String>) -> Result<Option<String>> {
+    let file = root.join("peers").join("coordinator");
+    if let Some(u) = given {
+        std::fs::create_dir_all(root.join("peers"))?;
+        std::fs::write(&file, u).with_context(|| format!("cannot write {}", file.display()))?;
+        return Ok(Some(u.clone()));
+    }
+    Ok(std::fs::read_to_string(&file)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty()))
+}
+
+/// Connect to the coordinator, pinning its key on first contact (`.pluto/peers/coordinator-key`).
+pub async fn connect_coordinator(
+    root: &Path,
+    url: &str,
+    key: &ed25519_dalek::SigningKey,
+    suffix: Option<&str>,
+) -> Result<(
+    CoordClient,
+    tokio::sync::mpsc::Receiver<pluto_netsync::coord_client::CoordEvent>,
+)> {
+    let pin = root.join("peers").join("coordinator-key");
+    let mut cfg = ClientConfig::new(url, key.clone());
+    cfg.client_suffix = suffix.map(str::to_string);
+    if let Ok(h) = std::fs::read_to_string(&pin) {
+        let mut b = [0u8; 32];
+        hex::decode_to_slice(h.trim(), &mut b).context("pinned coordinator key is malformed")?;
+        cfg.coordinator_key = Some(
+            ed25519_dalek::VerifyingKey::from_bytes(&b)
+                .context("pinned coordinator key is invalid")?,
+        );
+    }
+    let (c, ev) = CoordClient::connect(cfg)
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {url}"))?;
+    if let Some(k) = c.coordinator_key() {
+        if !pin.exists() {
+            std::fs::create_dir_all(root.join("peers"))?;
+            std::fs::write(&pin, hex::encode(k.as_bytes()))?;
+        }
+    }
+    Ok((c, ev))
+}
+
+/// The hosts of this owner: `--host`s, the coordinator's active relationships, and the hosts
+/// in the local record that are in good standing.
+pub async fn owner_hosts(
+    root: &Path,
+    key: &ed25519_dalek::SigningKey,
+    a: &PeerArgs,
+    suffix: &str,
+) -> Result<Vec<HostAddr>> {
+    let mut out: Vec<HostAddr> = a
+        .hosts
+        .iter()
+        .map(|h| parse_host(h))
+        .collect::<Result<_>>()?;
+    if let Some(url) = coordinator_url(root, &a.coordinator)? {
+        let (c, _ev) = connect_coordinator(root, &url, key, Some(suffix)).await?;
+        let (mine, _) = c
+            .relationships()
+            .await
+            .context("cannot list relationships")?;
+        for r in mine
+            .into_iter()
+            .filter(|r| r.state == RelationState::Active)
+        {
+            if let Some(url) = r.peer_addrs.iter().find(|u| u.starts_with("ws://")) {
+                out.push(HostAddr {
+                    node: r.host,
+                    url: url.clone(),
+                });
+            }
+        }
+        let _ = c.close().await;
+    }
+    for h in PeerState::load(root)?.good_hosts() {
+        out.push(h);
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|h| seen.insert(h.node));
+    Ok(out)
+}
+
+/// Feed peer progress into the CLI's progress bar.
+pub fn progress_fn(p: Arc<Progress>) -> ProgressFn {
+    Arc::new(move |e| match e {
+        PeerProgress::Total(b) => p.add_total(0, b),
+        PeerProgress::Bytes(b) => p.add_done(0, b),
+        PeerProgress::Done { .. } => p.add_done(1, 0),
+        PeerProgress::HostFailed { .. } => {}
+    })
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// Replicate every pack, index file, snapshot and the config not yet on k hosts.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:
+  pluto push                                   # hosts from the coordinator
+  pluto push --host 3f2a…@ws://203.0.113.5:7447 --host 9c1d…@ws://198.51.100.7:7447")]
+pub struct Args {
+    #[command(flatten)]
+    peers: PeerArgs,
+    /// Copies wanted (k).
+    #[arg(long, short = 'k', default_value_t = 2)]
+    copies: usize,
+    /// Files in flight per host.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+}
+
+pub fn run(g: &Global, a: Args) -> Result<u8> {
+    let repo = super::open_repo(g, LockMode::Shared)?;
+    let root = repo.root().to_path_buf();
+    let key = repo.keys().node.clone();
+    let rt = runtime()?;
+    let hosts = rt.block_on(owner_hosts(&root, &key, &a.peers, "push"))?;
+    if hosts.is_empty() {
+        bail!("no hosts: pass --coordinator URL (or --host NODEID@ws://HOST:PORT)");
+    }
+    let hosts: Vec<HostAddr> = hosts.into_iter().take(a.copies.max(1)).collect();
+    let progress = Arc::new(Progress::default());
+    let bar = crate::progress::Bar::start(progress.clone(), "push", g.quiet);
+    let opts = SyncOptions {
+        parallel: a.parallel.max(1),
+        ..Default::default()
+    };
+    let rep = rt.block_on(sync::push(
+        &key,
+        &root,
+        &hosts,
+        a.copies,
+        &opts,
+        progress_fn(progress),
+    ))?;
+    drop(bar);
+    for (h, e) in &rep.errors {
+        eprintln!("pluto: host {}: {e}", &h.to_hex()[..16]);
+    }
+    if !g.quiet {
+        println!(
+            "Pushed {} file(s), {} bytes, to {} host(s); {} already there.",
+            rep.uploaded,
+            rep.bytes,
+            hosts.len(),
+            rep.already
+        );
+    }
+    if rep.under_replicated > 0 {
+        eprintln!(
+            "pluto: {} file(s) have fewer than {} copies; push again later",
+            rep.under_replicated, a.copies
+        );
+        return Ok(exit::ERROR);
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,238 @@
+//! `pluto serve`: the node. Hosts matched owners' files (under `.pluto/hosted/`, local),
+//! answers challenges, and — on a schedule — pushes its own new data and challenges its hosts.
+//! Runs in the foreground until Ctrl-C or SIGTERM.
+
+use super::push::{
+    connect_coordinator, coordinator_url, owner_hosts, parse_host, runtime, PeerArgs,
+};
+use crate::{exit, Global};
+use anyhow::{bail, Context, Result};
+use pluto_netsync::coord_client::CoordEvent;
+use pluto_netsync::peer::challenge;
+use pluto_netsync::peer::hosted::{AllowList, HostedStore};
+use pluto_netsync::peer::proto::{self, Request, Response};
+use pluto_netsync::peer::server::{answer_relayed_challenge, Server, ServerConfig};
+use pluto_netsync::peer::sync::{self, PeerState, SyncOptions, Verdict};
+use pluto_netsync::wire::{Announce, CoordMsg, NodeId, PeerMode};
+use pluto_repo::repository::LockMode;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+#[command(after_help = "Examples:
+  pluto serve --coordinator mqtt://coord.example:1883 --offer 100G
+  pluto serve --listen 0.0.0.0:7447 --allow 3f2a…=10G     # host a friend without a coordinator")]
+pub struct Args {
+    #[command(flatten)]
+    peers: PeerArgs,
+    /// Address of the peer port.
+    #[arg(long, default_value = "0.0.0.0:7447")]
+    listen: String,
+    /// Address peers use to reach this node (default: ws://<listen>).
+    #[arg(long, value_name = "ws://HOST:PORT")]
+    public_addr: Option<String>,
+    /// Disk given to others (e.g. 50G, 512M).
+    #[arg(long, default_value = "10G", value_parser = parse_size)]
+    offer: u64,
+    /// Also host this owner without the coordinator: NODEID=SIZE (repeatable).
+    #[arg(long = "allow", value_name = "NODEID=SIZE")]
+    allow: Vec<String>,
+    /// Copies wanted of this node's own data.
+    #[arg(long, short = 'k', default_value_t = 2)]
+    copies: u8,
+    /// Push this node's new data this often (seconds; 0 = never).
+    #[arg(long, default_value_t = 3600)]
+    push_every: u64,
+    /// Challenge this node's hosts this often (seconds; 0 = never).
+    #[arg(long, default_value_t = 600)]
+    challenge_every: u64,
+}
+
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let m = match s[i..]
+                .to_ascii_uppercase()
+                .trim_end_matches("IB")
+                .trim_end_matches('B')
+            {
+                "" => 1u64,
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                "T" => 1 << 40,
+                u => return Err(format!("unknown size unit {u:?}")),
+            };
+            (&s[..i], m)
+        }
+        None => (s, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .map_err(|e| format!("{s:?}: {e}"))?
+        .checked_mul(mult)
+        .ok_or_else(|| "size too large".into())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+    }
+}
+
+pub fn run(g: &Global, a: Args) -> Result<u8> {
+    let repo = super::open_repo(g, LockMode::Shared)?;
+    let root = repo.root().to_path_buf();
+    let keys = repo.keys();
+    let key = keys.node.clone();
+    let allow = Arc::new(AllowList::new());
+    for s in &a.allow {
+        let (id, size) = s.split_once('=').context("--allow takes NODEID=SIZE")?;
+        let id: NodeId = id.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+        allow.set(id, parse_size(size).map_err(anyhow::Error::msg)?);
+    }
+    let store = Arc::new(
+        HostedStore::open(root.join("hosted"), &keys.host, allow.clone())
+            .context("cannot open the hosted store")?,
+    );
+    let rt = runtime()?;
+    let quiet = g.quiet;
+    let res: Result<()> = rt.block_on(async {
+        let server = Server::bind(&a.listen, ServerConfig::new(key.clone(), store.clone())).await?;
+        let public = a.public_addr.clone().unwrap_or_else(|| server.url());
+        if !quiet {
+            println!("node {} serving peers on {} (offering {} bytes)", NodeId::of(&key), server.url(), a.offer);
+        }
+        let coord = match coordinator_url(&root, &a.peers.coordinator)? {
+            Some(url) => {
+                let (c, ev) = connect_coordinator(&root, &url, &key, None).await?;
+                let want = sync::local_items(&root)?.iter().map(|i| i.size).sum();
+                c.announce(Announce { addrs: vec![public.clone()], offer_bytes: a.offer, want_bytes: want, copies: a.copies, mode: PeerMode::Mixed })
+                    .await
+                    .context("announce refused")?;
+                let (_, as_host) = c.relationships().await?;
+                for r in as_host {
+                    allow.set(r.owner, r.quota_bytes);
+                }
+                if !quiet {
+                    println!("connected to the coordinator at {url}");
+                }
+                Some((c, ev))
+            }
+            None => None,
+        };
+        let (client, mut events) = match coord {
+            Some((c, e)) => (Some(c), Some(e)),
+            None => (None, None),
+        };
+        let opts = SyncOptions::default();
+        let mut push_tick = tokio::time::interval(Duration::from_secs(a.push_every.max(1)));
+        let mut chal_tick = tokio::time::interval(Duration::from_secs(a.challenge_every.max(1)));
+        push_tick.tick().await;
+        chal_tick.tick().await;
+        // challenge id → (host, pack, size, ranges) of proof challenges relayed by the coordinator
+        let mut pending: HashMap<u64, ([u8; 32], u64, Vec<proto::Range>)> = HashMap::new();
+        let stop = shutdown_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = push_tick.tick(), if a.push_every > 0 => {
+                    match owner_hosts(&root, &key, &PeerArgs { coordinator: None, hosts: a.peers.hosts.clone() }, "serve").await {
+                        Ok(h) if !h.is_empty() => {
+                            let h: Vec<_> = h.into_iter().take(a.copies as usize).collect();
+                            match sync::push(&key, &root, &h, a.copies as usize, &opts, sync::no_progress()).await {
+                                Ok(r) if !quiet && r.uploaded > 0 => println!("pushed {} file(s)", r.uploaded),
+                                Ok(_) => {}
+                                Err(e) => eprintln!("pluto: push: {e}"),
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => eprintln!("pluto: push: {e:#}"),
+                    }
+                }
+                _ = chal_tick.tick(), if a.challenge_every > 0 => {
+                    for h in PeerState::load(&root).map(|s| s.good_hosts()).unwrap_or_default() {
+                        match sync::challenge_host(&key, &root, &h, false, opts.timeout).await {
+                            Ok(Verdict::Failed(why)) => {
+                                eprintln!("pluto: host {} failed a challenge: {why}; repairing", &h.node.to_hex()[..16]);
+                                let cands: Vec<_> = a.peers.hosts.iter().filter_map(|s| parse_host(s).ok()).collect();
+                                if let Err(e) = sync::repair(&key, &root, &cands, a.copies as usize, &opts, sync::no_progress()).await {
+                                    eprintln!("pluto: repair: {e}");
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => eprintln!("pluto: challenge: {e}"),
+                        }
+                    }
+                }
+                ev = async { match events.as_mut() { Some(e) => e.recv().await, None => std::future::pending().await } } => {
+                    let Some(ev) = ev else { events = None; continue };
+                    let Some(c) = client.as_ref() else { continue };
+                    match ev {
+                        CoordEvent::Message(CoordMsg::NewOwner { owner, quota_bytes, .. }) => allow.set(owner, quota_bytes),
+                        CoordEvent::Message(CoordMsg::Challenge { challenge_id, owner, payload, .. }) => {
+                            let st = store.clone();
+                            let ans = tokio::task::spawn_blocking(move || answer_relayed_challenge(&st, &owner, &payload)).await.unwrap_or_default();
+                            let _ = c.answer_challenge(challenge_id, ans).await;
+                        }
+                        CoordEvent::Message(CoordMsg::ChallengeDue { host }) => {
+                            let st = PeerState::load(&root).unwrap_or_default();
+                            let packs: Vec<([u8; 32], u64)> = st.hosts.get(&host.to_hex()).map(|r| r.stored.iter().filter_map(|(k, s)| {
+                                let h = k.strip_prefix("packs/")?;
+                                let mut n = [0u8; 32];
+                                hex::decode_to_slice(h, &mut n).ok().map(|_| (n, *s))
+                            }).collect()).unwrap_or_default();
+                            if let Some(&(pack, size)) = packs.get(challenge::fresh_nonce()[0] as usize % packs.len().max(1)) {
+                                let ranges = challenge::pick_ranges(size, challenge::DEFAULT_RANGES, challenge::DEFAULT_RANGE_LEN);
+                                if let Ok(payload) = proto::encode(&Request::Prove { pack, ranges: ranges.clone() }) {
+                                    if let Ok(id) = c.send_challenge(host, payload).await {
+                                        pending.insert(id, (pack, size, ranges));
+                                    }
+                                }
+                            }
+                        }
+                        CoordEvent::Message(CoordMsg::ChallengeAnswer { challenge_id, payload, .. }) => {
+                            if let Some((pack, size, ranges)) = pending.remove(&challenge_id) {
+                                let passed = matches!(proto::decode::<Response>(&payload), Ok(Response::Proof { encoded })
+                                    if challenge::verify_proof(&pack, size, &ranges, &encoded).is_ok());
+                                let _ = c.report_challenge(challenge_id, passed).await;
+                            }
+                        }
+                        CoordEvent::Message(CoordMsg::MoveCopies { host, reason }) => {
+                            eprintln!("pluto: coordinator: move copies off {}: {reason}", &host.to_hex()[..16]);
+                            if let Ok(mut st) = PeerState::load(&root) {
+                                if let Some(r) = st.hosts.get_mut(&host.to_hex()) { r.failed = true; }
+                                let _ = st.save(&root);
+                            }
+                            if let Ok((hosts, _)) = c.request_matches().await {
+                                let cands: Vec<_> = hosts.iter().filter_map(|r| r.peer_addrs.iter().find(|u| u.starts_with("ws://")).map(|u| pluto_netsync::peer::client::HostAddr { node: r.host, url: u.clone() })).collect();
+                                if let Err(e) = sync::repair(&key, &root, &cands, a.copies as usize, &opts, sync::no_progress()).await {
+                                    eprintln!("pluto: repair: {e}");
+                                }
+                            }
+                        }
+                        CoordEvent::Message(CoordMsg::Excluded { reason }) => eprintln!("pluto: this node was excluded by the coordinator: {reason}"),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if !quiet {
+            println!("stopping");
+        }
+        server.shutdown().await;
+        if let Some(c) = client {
+            let _ = c.close().await;
+        }
+        Ok(())
+    });
+    if let Err(e) = res {
+        bail!(e);
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,130 @@
+//! `pluto status`: hosts holding my data, copies per snapshot, last challenge per host,
+//! and what this node hosts for others. Reads only local records; works offline.
+
+use crate::{exit, Global};
+use anyhow::Result;
+use pluto_netsync::peer::sync::{self, PeerState};
+use pluto_repo::repository::LockMode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(serde::Serialize)]
+struct HostedOwner {
+    owner: String,
+    files: u64,
+    bytes: u64,
+}
+
+pub fn run(g: &Global, a: Args) -> Result<u8> {
+    let repo = super::open_repo(g, LockMode::Shared)?;
+    let root = repo.root().to_path_buf();
+    let state = PeerState::load(&root)?;
+    let items = sync::local_items(&root)?;
+    let snaps: Vec<(String, usize)> = items
+        .iter()
+        .filter(|i| i.kind == pluto_netsync::peer::proto::Kind::Snapshot)
+        .map(|i| (hex::encode(i.name), state.copies(&i.key())))
+        .collect();
+    let min_copies = items
+        .iter()
+        .map(|i| state.copies(&i.key()))
+        .min()
+        .unwrap_or(0);
+    let mut hosted = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(root.join("hosted")) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.len() != 64 {
+                continue;
+            }
+            let (mut files, mut bytes) = (0, 0);
+            for sub in ["packs", "index", "snapshots", "config"] {
+                for f in std::fs::read_dir(e.path().join(sub))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    if !f.file_name().to_string_lossy().ends_with(".obao") {
+                        files += 1;
+                        bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
+                    }
+                }
+            }
+            hosted.push(HostedOwner {
+                owner: name,
+                files,
+                bytes,
+            });
+        }
+    }
+    if a.json {
+        let v = serde_json::json!({
+            "node": repo.keys().node_id_hex(),
+            "files": items.len(),
+            "min_copies": min_copies,
+            "snapshots": snaps.iter().map(|(s, c)| serde_json::json!({"id": s, "copies": c})).collect::<Vec<_>>(),
+            "hosts": state.hosts,
+            "hosting": hosted,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(exit::OK);
+    }
+    println!("node {}", repo.keys().node_id_hex());
+    println!(
+        "{} file(s) to replicate; fewest copies of any: {min_copies}",
+        items.len()
+    );
+    if state.hosts.is_empty() {
+        println!("no hosts yet: `pluto push --coordinator URL`");
+    }
+    for (id, h) in &state.hosts {
+        let bytes: u64 = h.stored.values().sum();
+        let last = match &h.last_challenge {
+            Some(c) => format!(
+                "last challenge {} ({}{})",
+                if c.passed { "passed" } else { "FAILED" },
+                if c.proof { "proof" } else { "keyed" },
+                if c.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", c.detail)
+                }
+            ),
+            None => "not challenged yet".into(),
+        };
+        println!(
+            "host {} {} {} file(s), {bytes} bytes, {}/{} challenges passed, {last}{}",
+            &id[..16],
+            h.url,
+            h.stored.len(),
+            h.challenges_passed,
+            h.challenges_passed + h.challenges_failed,
+            if h.failed {
+                " — not trusted, copies moved"
+            } else {
+                ""
+            }
+        );
+    }
+    for (s, c) in &snaps {
+        println!(
+            "snapshot {} {c} cop{}",
+            &s[..8],
+            if *c == 1 { "y" } else { "ies" }
+        );
+    }
+    for h in &hosted {
+        println!(
+            "hosting for {}: {} file(s), {} bytes",
+            &h.owner[..16],
+            h.files,
+            h.bytes
+        );
+    }
+    Ok(exit::OK)
+}

@@ -596,7 +596,7 @@ impl Core {
                 used_nets.extend(networks(&r.peer_addrs));
             }
             let mut cands = Vec::new();
-            for h in self.store.all_nodes()? {
+            for h in self.store.candidate_nodes(&owner, 64)? {
                 if h.id == owner
                     || h.excluded.is_some()
                     || !h.online

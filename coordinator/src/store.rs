@@ -182,6 +182,21 @@ impl Store {
         Ok(rows)
     }
 
+    /// Up to `limit` random online, non-excluded nodes other than `owner`, plus all of `owner`'s friends.
+    pub fn candidate_nodes(&self, owner: &NodeId, limit: usize) -> Result<Vec<NodeRow>, Error> {
+        let cols = "id, addrs, offer_bytes, want_bytes, copies, mode, online, excluded_reason, audit_alpha, audit_beta,
+                    audits_passed, audits_failed, speed_bps, last_seen";
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT {cols} FROM nodes WHERE online = 1 AND excluded_reason IS NULL AND id != ?1
+             AND id IN (SELECT id FROM nodes WHERE online = 1 ORDER BY random() LIMIT ?2)
+             UNION SELECT {cols} FROM nodes WHERE id IN (SELECT b FROM friends WHERE a = ?1)"
+        ))?;
+        let rows = st
+            .query_map(params![owner.to_hex(), limit as i64], row_to_node)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     pub fn upsert_announce(&self, id: &NodeId, a: &Announce, now: u64) -> Result<(), Error> {
         let addrs = serde_json::to_string(&a.addrs).unwrap_or_else(|_| "[]".into());
         let alpha = self.initial_alpha()?;

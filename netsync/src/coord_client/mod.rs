@@ -245,6 +245,17 @@ impl CoordClient {
                     }
                     return Err(err);
                 }
+                Err(ClientError::AuthRefused(_)) if mode == Mode::Token => {
+                    // Tokens must be strictly newer than this node's previous one (1 s
+                    // resolution): another connection of this node may have used this second.
+                    let wait = 1000 - wire::now_ms() % 1000 + 50;
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    match Self::try_mode(&cfg, &host, port, mode, &mut last_secs).await {
+                        Ok(x) => return Ok(x),
+                        Err(e @ ClientError::AuthRefused(_)) => last_err = e,
+                        Err(e) => return Err(e),
+                    }
+                }
                 Err(e @ ClientError::AuthRefused(_)) => last_err = e,
                 Err(e) => return Err(e),
             }

@@ -1,0 +1,200 @@
+//! Load benchmark of the coordinator (not a test): N simulated nodes on loopback, each connecting
+//! with its own MQTT connection and signed token, announcing, and asking for k = 2 hosts.
+//!
+//! ```text
+//! cargo run --release -p pluto-coordinator --bin coordinator-load -- --nodes 1000
+//! ```
+//!
+//! The coordinator runs as a separate process (the `pluto-coordinator` binary next to this one),
+//! so its peak memory (VmHWM) is measured alone. Reports connections held, matches per second,
+//! reply latency percentiles.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use pluto_netsync::coord_client::{ClientConfig, CoordClient};
+use pluto_netsync::wire::{Announce, PeerMode};
+use rand_core::OsRng;
+use tokio::sync::Semaphore;
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn vm(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let n = arg("--nodes", 1000) as usize;
+    let conc = arg("--concurrency", 200) as usize;
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let exe = std::env::current_exe()?.with_file_name("pluto-coordinator");
+    let mut child = Command::new(&exe)
+        .args([
+            "--data",
+            dir.path().to_str().unwrap_or("."),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--ping-interval", "3600", "--challenge-interval", "86400"])
+        .env("PLUTO_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot start {}: {e} (build it: cargo build --release -p pluto-coordinator)",
+                exe.display()
+            )
+        })?;
+    let pid = child.id();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut ck = String::new();
+    for l in lines.by_ref() {
+        let l = l?;
+        if let Some(k) = l.strip_prefix("coordinator key ") {
+            ck = k.to_string();
+        }
+        if l.starts_with("mqtt ") {
+            break;
+        }
+    }
+    let ckey = ed25519_dalek::VerifyingKey::from_bytes(
+        &hex::decode(&ck)?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("key"))?,
+    )?;
+    let url = format!("mqtt://127.0.0.1:{port}");
+    println!("coordinator pid {pid}, {n} nodes, concurrency {conc}");
+
+    let sem = Arc::new(Semaphore::new(conc));
+    let t0 = Instant::now();
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        let (sem, url) = (sem.clone(), url.clone());
+        handles.push(tokio::spawn(async move {
+            let _p = sem.acquire_owned().await.ok()?;
+            let mut cfg = ClientConfig::new(url, SigningKey::generate(&mut OsRng));
+            cfg.coordinator_key = Some(ckey);
+            cfg.request_timeout = Duration::from_secs(60);
+            cfg.connect_timeout = Duration::from_secs(60);
+            cfg.keepalive = Duration::from_secs(120);
+            let (c, rx) = CoordClient::connect(cfg)
+                .await
+                .map_err(|e| eprintln!("connect {i}: {e}"))
+                .ok()?;
+            Some((c, rx))
+        }));
+    }
+    let mut clients = Vec::with_capacity(n);
+    for h in handles {
+        if let Ok(Some(c)) = h.await {
+            clients.push(c);
+        }
+    }
+    let connect_s = t0.elapsed().as_secs_f64();
+    println!(
+        "connected {} / {n} in {connect_s:.1} s ({:.0} conn/s)",
+        clients.len(),
+        clients.len() as f64 / connect_s
+    );
+
+    let run = |phase: &'static str, matches: bool| {
+        let clients: Vec<CoordClient> = clients.iter().map(|(c, _)| c.clone()).collect();
+        let sem = sem.clone();
+        async move {
+            let t = Instant::now();
+            let mut hs = Vec::new();
+            for (i, c) in clients.into_iter().enumerate() {
+                let sem = sem.clone();
+                hs.push(tokio::spawn(async move {
+                    let _p = sem.acquire_owned().await.ok()?;
+                    let s = Instant::now();
+                    let made = if matches {
+                        c.request_matches()
+                            .await
+                            .map(|(h, _)| h.len())
+                            .map_err(|e| eprintln!("{phase} {i}: {e}"))
+                            .ok()?
+                    } else {
+                        let a = Announce {
+                            addrs: vec![format!(
+                                "ws://10.{}.{}.{}:7447",
+                                (i >> 16) & 255,
+                                (i >> 8) & 255,
+                                i & 255
+                            )],
+                            offer_bytes: 10 << 30,
+                            want_bytes: 1 << 30,
+                            copies: 2,
+                            mode: PeerMode::Mixed,
+                        };
+                        c.announce(a)
+                            .await
+                            .map_err(|e| eprintln!("{phase} {i}: {e}"))
+                            .ok()?;
+                        0
+                    };
+                    Some((s.elapsed(), made))
+                }));
+            }
+            let mut lat = Vec::new();
+            let mut made = 0;
+            for h in hs {
+                if let Ok(Some((d, m))) = h.await {
+                    lat.push(d);
+                    made += m;
+                }
+            }
+            let secs = t.elapsed().as_secs_f64();
+            lat.sort();
+            println!(
+                "{phase}: {} replies in {secs:.2} s = {:.0}/s; latency p50 {:?} p99 {:?} max {:?}{}",
+                lat.len(),
+                lat.len() as f64 / secs,
+                pct(&lat, 0.5),
+                pct(&lat, 0.99),
+                pct(&lat, 1.0),
+                if matches { format!("; {made} host assignments, {:.0} matches/s", lat.len() as f64 / secs) } else { String::new() }
+            );
+        }
+    };
+    run("announce", false).await;
+    run("request_matches", true).await;
+    println!(
+        "connections held {}; coordinator process peak RSS {} MiB (now {} MiB)",
+        clients.len(),
+        vm(pid, "VmHWM:") / 1024,
+        vm(pid, "VmRSS:") / 1024
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(())
+}

@@ -106,6 +106,10 @@ pub struct Index {
     pack_sizes: Vec<u64>,
     pack_pos: HashMap<PackId, u32>,
     recs: Vec<Rec>,
+    /// `starts[p]`: the first record whose id's top `bucket_bits` bits are ≥ p. Ids are
+    /// uniformly random, so a lookup binary-searches only ~8 records instead of all.
+    starts: Vec<u32>,
+    bucket_bits: u32,
     large: HashMap<ObjectId, Location>,
     sorted: bool,
 }
@@ -151,6 +155,7 @@ impl Index {
             self.recs.push(Rec(r));
         }
         self.sorted = false;
+        self.starts.clear();
     }
 
     pub fn finish(&mut self) {
@@ -158,13 +163,52 @@ impl Index {
             self.recs.sort_unstable_by(|a, b| a.id().cmp(b.id()));
             self.recs.dedup_by(|a, b| a.id() == b.id());
             self.recs.shrink_to_fit();
+            self.build_starts();
             self.sorted = true;
         }
     }
 
+    fn build_starts(&mut self) {
+        // About one bucket per 8 records: half a byte per entry.
+        let bits = (usize::BITS - (self.recs.len() / 8).leading_zeros()).min(24);
+        self.bucket_bits = bits;
+        let buckets = 1usize << bits;
+        let mut starts = Vec::with_capacity(buckets + 1);
+        let mut i = 0usize;
+        for b in 0..buckets {
+            while i < self.recs.len() && (Self::prefix(self.recs[i].id(), bits) as usize) < b {
+                i += 1;
+            }
+            starts.push(i as u32);
+        }
+        starts.push(self.recs.len() as u32);
+        self.starts = starts;
+    }
+
+    fn prefix(id: &[u8; 32], bits: u32) -> u32 {
+        if bits == 0 {
+            return 0;
+        }
+        u32::from_be_bytes(id[..4].try_into().unwrap()) >> (32 - bits)
+    }
+
+    /// Position of `id` among the packed records.
+    fn find(&self, id: &[u8; 32]) -> Option<usize> {
+        let (lo, hi) = if self.starts.is_empty() {
+            (0, self.recs.len())
+        } else {
+            let p = Self::prefix(id, self.bucket_bits) as usize;
+            (self.starts[p] as usize, self.starts[p + 1] as usize)
+        };
+        self.recs[lo..hi]
+            .binary_search_by(|r| r.id().cmp(id))
+            .ok()
+            .map(|i| lo + i)
+    }
+
     pub fn get(&self, id: &ObjectId) -> Option<Location> {
         debug_assert!(self.sorted);
-        if let Ok(i) = self.recs.binary_search_by(|r| r.id().cmp(&id.0)) {
+        if let Some(i) = self.find(&id.0) {
             let r = &self.recs[i].0;
             let ty = ObjType::from_u8(r[45] >> 4)?;
             return Some(Location {
@@ -180,7 +224,7 @@ impl Index {
     }
 
     pub fn contains(&self, id: &ObjectId) -> bool {
-        self.recs.binary_search_by(|r| r.id().cmp(&id.0)).is_ok() || self.large.contains_key(id)
+        self.find(&id.0).is_some() || self.large.contains_key(id)
     }
 
     pub fn len(&self) -> usize {
@@ -217,6 +261,7 @@ impl Index {
     /// Memory held by the object table, for the bytes-per-entry figure.
     pub fn heap_bytes(&self) -> usize {
         self.recs.capacity() * REC
+            + self.starts.capacity() * 4
             + self.large.capacity() * (32 + std::mem::size_of::<Location>() + 8)
     }
 }
@@ -268,6 +313,40 @@ mod tests {
             );
         }
         assert!(idx.get(&ObjectId([200; 32])).is_none());
+        assert!(idx.heap_bytes() / idx.len() < 48);
+    }
+
+    #[test]
+    fn bucketed_lookups_find_every_object_of_a_large_index() {
+        let mut idx = Index::new();
+        let ids: Vec<ObjectId> = (0..20_000u32)
+            .map(|i| ObjectId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
+            .collect();
+        for (p, group) in ids.chunks(1000).enumerate() {
+            idx.add_pack(&IndexedPack {
+                id: PackId([p as u8; 32]),
+                size: 1 << 30,
+                entries: group
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| PackEntry {
+                        id: *id,
+                        offset: 40 + i as u32,
+                        ..entry(0, ObjType::Chunk)
+                    })
+                    .collect(),
+            });
+        }
+        idx.finish();
+        for (i, id) in ids.iter().enumerate() {
+            let l = idx.get(id).unwrap();
+            assert_eq!(l.pack, PackId([(i / 1000) as u8; 32]));
+            assert_eq!(l.offset, 40 + (i % 1000) as u32);
+        }
+        for i in 20_000u32..21_000 {
+            assert!(!idx.contains(&ObjectId(*blake3::hash(&i.to_le_bytes()).as_bytes())));
+        }
+        assert!(idx.contains(&ObjectId(*blake3::hash(&0u32.to_le_bytes()).as_bytes())));
         assert!(idx.heap_bytes() / idx.len() < 48);
     }
 

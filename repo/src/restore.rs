@@ -472,7 +472,8 @@ fn write_files(repo: &Repository, writes: &[(&Path, &Node)], opts: &RestoreOptio
 /// Mode, owner (as root) and times of a written file, through its open handle.
 fn set_file_meta(f: &fs::File, path: &Path, n: &Node) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    if unsafe { libc::geteuid() } == 0 {
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *ROOT.get_or_init(|| unsafe { libc::geteuid() } == 0) {
         let _ = std::os::unix::fs::fchown(f, Some(n.uid), Some(n.gid));
     }
     f.set_permissions(fs::Permissions::from_mode(n.mode))

@@ -67,10 +67,26 @@ pub fn maybe_compress(plain: &[u8], level: i32) -> (u8, std::borrow::Cow<'_, [u8
     }
 }
 
+/// Largest output buffer allocated from a recorded length alone (chunks are at most 16 MiB).
+const PREALLOC_LIMIT: usize = 64 << 20;
+
 /// Undo `maybe_compress`; `plain_len` is the recorded length (bounds the allocation).
 pub fn decompress(flags: u8, bytes: Vec<u8>, plain_len: usize) -> Option<Vec<u8>> {
     if flags & FLAG_ZSTD == 0 {
         return Some(bytes);
+    }
+    // The recorded length sizes the output buffer up front: beyond any real chunk size,
+    // decode into a buffer that grows with the output instead, so a lying length cannot
+    // allocate gigabytes by itself (found by fuzzing: book/src/fuzzing.md).
+    if plain_len > PREALLOC_LIMIT {
+        use std::io::Read;
+        let mut out = Vec::new();
+        zstd::stream::read::Decoder::new(&bytes[..])
+            .ok()?
+            .take(plain_len as u64 + 1)
+            .read_to_end(&mut out)
+            .ok()?;
+        return (out.len() == plain_len).then_some(out);
     }
     let out = DCTX.with(|d| {
         let mut d = d.borrow_mut();
@@ -85,6 +101,16 @@ pub fn decompress(flags: u8, bytes: Vec<u8>, plain_len: usize) -> Option<Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lying_recorded_length_is_refused_without_allocating_it() {
+        let text = b"abc".repeat(100);
+        let (f, c) = maybe_compress(&text, DEFAULT_LEVEL);
+        assert_eq!(f, FLAG_ZSTD);
+        assert!(decompress(f, c.to_vec(), 4_143_972_652).is_none());
+        assert!(decompress(f, c.to_vec(), PREALLOC_LIMIT + 1).is_none());
+        assert_eq!(decompress(f, c.into_owned(), text.len()).unwrap(), text);
+    }
 
     #[test]
     fn text_is_compressed_and_random_is_not() {

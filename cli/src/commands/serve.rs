@@ -129,7 +129,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             Some((c, e)) => (Some(c), Some(e)),
             None => (None, None),
         };
-        let opts = SyncOptions::default();
+        let opts = SyncOptions { relay: client.clone(), ..Default::default() };
         let mut push_tick = tokio::time::interval(Duration::from_secs(a.push_every.max(1)));
         let mut chal_tick = tokio::time::interval(Duration::from_secs(a.challenge_every.max(1)));
         push_tick.tick().await;
@@ -215,6 +215,14 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                                     eprintln!("pluto: repair: {e}");
                                 }
                             }
+                        }
+                        CoordEvent::Message(CoordMsg::RelayOffer { url, token, .. }) => {
+                            let cfg = ServerConfig::new(key.clone(), store.clone());
+                            tokio::spawn(async move {
+                                if let Err(e) = pluto_netsync::peer::server::serve_relay_offer(&cfg, &url, &token).await {
+                                    eprintln!("pluto: relayed session: {e}");
+                                }
+                            });
                         }
                         CoordEvent::Message(CoordMsg::Excluded { reason }) => eprintln!("pluto: this node was excluded by the coordinator: {reason}"),
                         _ => {}

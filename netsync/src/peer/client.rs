@@ -44,7 +44,80 @@ pub struct PeerClient {
     timeout: Duration,
 }
 
+/// Open a WebSocket to `url` (a peer or the coordinator's relay), bounded by `timeout`.
+async fn dial_ws(
+    url: &str,
+    timeout: Duration,
+) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>> {
+    let dial = dial_addr(url)?;
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect(&dial))
+        .await
+        .map_err(|_| PeerError::Connect {
+            addr: url.into(),
+            reason: format!("no connection within {timeout:?}"),
+        })?
+        .map_err(|e| PeerError::Connect {
+            addr: url.into(),
+            reason: e.to_string(),
+        })?;
+    let _ = tcp.set_nodelay(true);
+    let (ws, _) = tokio::time::timeout(
+        timeout,
+        tokio_tungstenite::client_async_with_config(url, tcp, Some(noise::ws_config())),
+    )
+    .await
+    .map_err(|_| PeerError::Timeout(timeout))?
+    .map_err(|e| PeerError::Handshake {
+        addr: url.into(),
+        reason: format!("websocket: {e}"),
+    })?;
+    Ok(ws)
+}
+
+/// Join a relay session: send the one-time `token` (from the coordinator's `RelayTicket` or
+/// `RelayOffer`) as the first text message and wait for `paired`. The returned WebSocket
+/// then carries the usual Noise handshake and messages, end to end.
+pub async fn join_relay(
+    url: &str,
+    token: &str,
+    timeout: Duration,
+) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut ws = dial_ws(url, timeout).await?;
+    ws.send(Message::Text(token.to_string().into()))
+        .await
+        .map_err(|e| PeerError::Protocol(format!("relay: {e}")))?;
+    match tokio::time::timeout(timeout, ws.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "paired" => Ok(ws),
+        Ok(Some(Ok(Message::Text(t)))) => Err(PeerError::Connect {
+            addr: url.into(),
+            reason: format!("relay: {}", t.chars().take(120).collect::<String>()),
+        }),
+        Ok(_) => Err(PeerError::Connect {
+            addr: url.into(),
+            reason: "relay closed before pairing".into(),
+        }),
+        Err(_) => Err(PeerError::Timeout(timeout)),
+    }
+}
+
 impl PeerClient {
+    /// Reach `host` through the coordinator's relay (a ticket from `CoordClient::relay_ticket`).
+    pub async fn connect_relayed(
+        key: &SigningKey,
+        host: &NodeId,
+        relay_url: &str,
+        token: &str,
+        timeout: Duration,
+    ) -> Result<PeerClient> {
+        let ws = join_relay(relay_url, token, timeout).await?;
+        let ch = tokio::time::timeout(timeout, noise::initiate(ws, key, Some(*host), relay_url))
+            .await
+            .map_err(|_| PeerError::Timeout(timeout))??;
+        Ok(PeerClient { ch, timeout })
+    }
+
     /// Dial `host.url`, run the handshake, and check the peer is `host.node`.
     pub async fn connect(
         key: &SigningKey,

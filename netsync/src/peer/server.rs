@@ -266,3 +266,10 @@ pub fn answer_relayed_challenge(store: &HostedStore, owner: &NodeId, payload: &[
     };
     proto::encode(&resp).unwrap_or_default()
 }
+
+/// Host side of a relayed session (`CoordMsg::RelayOffer`): join the relay with the token,
+/// then serve the peer exactly as on a direct connection (Noise handshake first).
+pub async fn serve_relay_offer(cfg: &ServerConfig, url: &str, token: &str) -> Result<()> {
+    let ws = super::client::join_relay(url, token, cfg.handshake_timeout).await?;
+    serve_ws(ws, cfg, url).await
+}

@@ -223,6 +223,32 @@ pub struct SyncOptions {
     pub timeout: Duration,
     /// Attempts per file (a cut transfer continues where it stopped).
     pub attempts: usize,
+    /// When set, a host whose direct address fails is reached through the coordinator's relay.
+    pub relay: Option<crate::coord_client::CoordClient>,
+}
+
+/// Dial a host directly; if that fails and a coordinator is at hand, through its relay.
+pub async fn connect(key: &SigningKey, host: &HostAddr, opts: &SyncOptions) -> Result<PeerClient> {
+    match PeerClient::connect(key, host, opts.timeout).await {
+        Ok(c) => Ok(c),
+        Err(
+            e @ (PeerError::Connect { .. } | PeerError::Timeout(_) | PeerError::Handshake { .. }),
+        ) => {
+            let Some(coord) = &opts.relay else {
+                return Err(e);
+            };
+            let (url, token) =
+                coord
+                    .relay_ticket(host.node)
+                    .await
+                    .map_err(|ce| PeerError::Connect {
+                        addr: host.url.clone(),
+                        reason: format!("{e}; relay refused: {ce}"),
+                    })?;
+            PeerClient::connect_relayed(key, &host.node, &url, &token, opts.timeout).await
+        }
+        Err(e) => Err(e),
+    }
 }
 
 impl Default for SyncOptions {
@@ -231,6 +257,7 @@ impl Default for SyncOptions {
             parallel: 4,
             timeout: Duration::from_secs(30),
             attempts: 4,
+            relay: None,
         }
     }
 }
@@ -251,7 +278,7 @@ async fn list_host(
     host: &HostAddr,
     opts: &SyncOptions,
 ) -> Result<HashMap<(Kind, [u8; 32]), u64>> {
-    let mut c = PeerClient::connect(key, host, opts.timeout).await?;
+    let mut c = connect(key, host, opts).await?;
     let mut out = HashMap::new();
     for kind in Kind::ALL {
         for (n, s) in c.list(kind).await? {
@@ -363,7 +390,7 @@ async fn push_worker(
             attempt += 1;
             let res = async {
                 if conn.is_none() {
-                    conn = Some(PeerClient::connect(key, host, opts.timeout).await?);
+                    conn = Some(connect(key, host, opts).await?);
                 }
                 let c = conn.as_mut().expect("connected");
                 c.put(item.kind, &bytes, &mut |b| progress(Progress::Bytes(b)))
@@ -518,7 +545,7 @@ async fn fetch_one(
     for h in sources {
         for attempt in 1..=opts.attempts {
             let res = async {
-                let mut c = PeerClient::connect(key, h, opts.timeout).await?;
+                let mut c = connect(key, h, opts).await?;
                 let b = c
                     .download(kind, name, size, &part, &mut |n| {
                         progress(Progress::Bytes(n))

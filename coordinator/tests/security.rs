@@ -444,6 +444,14 @@ async fn a_flooding_node_is_rate_limited_and_others_are_served() {
         }
     }
     assert!(limited, "no rate-limit refusal");
+    // Keep the flooder's event loop turning: rumqttc's publish waits on a bounded queue
+    // that only `poll` empties, so an unpolled loop would block the flood task forever.
+    let drain = tokio::spawn(async move {
+        while tokio::time::timeout(Duration::from_secs(5), el.poll())
+            .await
+            .is_ok_and(|r| r.is_ok())
+        {}
+    });
     // meanwhile a calm node is answered promptly
     let t = std::time::Instant::now();
     calm.relationships().await.unwrap();
@@ -452,9 +460,11 @@ async fn a_flooding_node_is_rate_limited_and_others_are_served() {
         "calm node waited {:?}",
         t.elapsed()
     );
-    let _ = flood.await;
     assert!(coord.stats().rate_limited > 0);
-    let _ = el;
+    flood.abort();
+    let _ = flood.await;
+    drain.abort();
+    let _ = drain.await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

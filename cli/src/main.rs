@@ -56,6 +56,8 @@ enum Command {
     Pull(commands::pull::Args),
     /// Hosts, copies, challenge results, hosting.
     Status(commands::status::Args),
+    /// Pair with a friend through the coordinator (friends are matched first).
+    Friend(commands::friend::Args),
     /// Print shell completions.
     #[command(
         after_help = "Example:\n  pluto completions bash > ~/.local/share/bash-completion/completions/pluto"
@@ -91,6 +93,7 @@ fn main() -> ExitCode {
         Command::Push(a) => commands::push::run(&g, a),
         Command::Pull(a) => commands::pull::run(&g, a),
         Command::Status(a) => commands::status::run(&g, a),
+        Command::Friend(a) => commands::friend::run(&g, a),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "pluto", &mut std::io::stdout());
             Ok(exit::OK)

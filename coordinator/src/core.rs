@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use pluto_netsync::wire::{
     self, topics, topics::CoordTopic, Announce, CoordMsg, Envelope, NodeId, NodeMsg, PeerMode,
-    Refusal, RefusalCode, RelationState, ReplayGuard, Reply, WireError, MAX_CHALLENGE_PAYLOAD,
+    Refusal, RefusalCode, RelationState, ReplayGuard, Reply, WireError, MAX_CHALLENGE_ANSWER,
+    MAX_CHALLENGE_PAYLOAD,
 };
 use rand::Rng;
 
@@ -446,7 +447,7 @@ impl Core {
                 challenge_id,
                 payload,
             } => {
-                if payload.len() > MAX_CHALLENGE_PAYLOAD {
+                if payload.len() > MAX_CHALLENGE_ANSWER {
                     return Ok(Err(refusal(
                         RefusalCode::TooLarge,
                         "challenge answer too large",
@@ -507,6 +508,25 @@ impl Core {
                 self.store.set_online(&node, false, now)?;
                 self.pings.remove(&node);
                 Ok(Reply::Ok)
+            }
+            NodeMsg::ReleaseHost { host, reason } => {
+                if reason.len() > 256 {
+                    Err(refusal(
+                        RefusalCode::TooLarge,
+                        "reason longer than 256 bytes",
+                    ))
+                } else if self.store.release_relationship(&node, &host, &reason)? {
+                    tracing::info!(owner = %node, %host, %reason, "owner released a host");
+                    // The owner's own challenge is evidence as good as a relayed one (the
+                    // owner judges those too): it costs the host one failed audit.
+                    self.audit(host, false, now, out)?;
+                    Ok(Reply::Ok)
+                } else {
+                    Err(refusal(
+                        RefusalCode::NotMatched,
+                        format!("{host} holds no active copy of this node's data"),
+                    ))
+                }
             }
             NodeMsg::Pong { .. } | NodeMsg::Will | NodeMsg::Enroll { .. } => Err(refusal(
                 RefusalCode::BadRequest,

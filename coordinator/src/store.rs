@@ -351,6 +351,20 @@ impl Store {
         }))
     }
 
+    /// The owner stops using `host`: an active relationship turns Moving. False if there was none.
+    pub fn release_relationship(
+        &self,
+        owner: &NodeId,
+        host: &NodeId,
+        reason: &str,
+    ) -> Result<bool, Error> {
+        let n = self.conn.execute(
+            "UPDATE relationships SET state = 1, reason = ?3 WHERE owner = ?1 AND host = ?2 AND state = 0",
+            params![owner.to_hex(), host.to_hex(), format!("released by the owner: {reason}")],
+        )?;
+        Ok(n == 1)
+    }
+
     pub fn set_used(&self, owner: &NodeId, host: &NodeId, used: u64) -> Result<bool, Error> {
         let n = self.conn.execute(
             "UPDATE relationships SET used_bytes = ?3 WHERE owner = ?1 AND host = ?2",

@@ -2,6 +2,7 @@ pub mod check;
 pub mod checkout;
 pub mod diff;
 pub mod forget;
+pub mod friend;
 pub mod init;
 pub mod log;
 pub mod ls;

@@ -29,7 +29,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let root = repo.root().to_path_buf();
     let key = repo.keys().node.clone();
     let rt = runtime()?;
-    let hosts = rt.block_on(owner_hosts(&root, &key, &a.peers, "pull"))?;
+    let (hosts, coordinator) = rt.block_on(owner_hosts(&root, &key, &a.peers, "pull", None))?;
     if hosts.is_empty() {
         bail!("no hosts: pass --coordinator URL (or --host NODEID@ws://HOST:PORT)");
     }
@@ -37,6 +37,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let bar = crate::progress::Bar::start(progress.clone(), "pull", g.quiet);
     let opts = SyncOptions {
         parallel: a.parallel.max(1),
+        relay: coordinator.clone(),
         ..Default::default()
     };
     let sel = if a.no_packs {
@@ -54,6 +55,9 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     ))?;
     drop(bar);
     drop(repo);
+    if let Some(c) = coordinator {
+        let _ = rt.block_on(c.close());
+    }
     for (h, e) in &rep.errors {
         eprintln!("pluto: host {}: {e}", &h.to_hex()[..16]);
     }

@@ -8,7 +8,7 @@ use pluto_netsync::peer::client::HostAddr;
 use pluto_netsync::peer::sync::{
     self, PeerState, Progress as PeerProgress, ProgressFn, SyncOptions,
 };
-use pluto_netsync::wire::{NodeId, RelationState};
+use pluto_netsync::wire::{NodeId, RelationState, Relationship};
 use pluto_repo::progress::Progress;
 use pluto_repo::repository::LockMode;
 use std::path::Path;
@@ -86,44 +86,73 @@ pub async fn connect_coordinator(
     Ok((c, ev))
 }
 
-/// The hosts of this owner: `--host`s, the coordinator's active relationships, and the hosts
-/// in the local record that are in good standing.
+/// The owner's active hosts as the coordinator records them. With `ask_copies`, first ask
+/// the coordinator for new hosts when fewer than that many stand (a first push, or a host
+/// that was excluded).
+pub async fn matched_hosts(c: &CoordClient, ask_copies: Option<usize>) -> Result<Vec<HostAddr>> {
+    let (mine, _) = c
+        .relationships()
+        .await
+        .context("cannot list this node's hosts at the coordinator")?;
+    let mut active: Vec<Relationship> = mine
+        .into_iter()
+        .filter(|r| r.state == RelationState::Active)
+        .collect();
+    if let Some(k) = ask_copies {
+        if active.len() < k {
+            match c.request_matches().await {
+                Ok((hosts, missing)) => {
+                    if missing > 0 {
+                        eprintln!(
+                            "pluto: the coordinator found only {} of {k} hosts; the rest later",
+                            hosts.len()
+                        );
+                    }
+                    active = hosts;
+                }
+                Err(e) => eprintln!("pluto: the coordinator matched no new hosts: {e}"),
+            }
+        }
+    }
+    Ok(active
+        .into_iter()
+        .filter(|r| r.state == RelationState::Active)
+        .filter_map(|r| {
+            let url = r.peer_addrs.iter().find(|u| u.starts_with("ws://"))?;
+            Some(HostAddr {
+                node: r.host,
+                url: url.clone(),
+            })
+        })
+        .collect())
+}
+
+/// The hosts of this owner: `--host`s, the coordinator's active relationships (asking it
+/// for new ones when `ask_copies` are not yet matched), and the hosts in the local record
+/// that are in good standing. The coordinator connection is handed back so transfers can
+/// fall back to its relay.
 pub async fn owner_hosts(
     root: &Path,
     key: &ed25519_dalek::SigningKey,
     a: &PeerArgs,
     suffix: &str,
-) -> Result<Vec<HostAddr>> {
+    ask_copies: Option<usize>,
+) -> Result<(Vec<HostAddr>, Option<CoordClient>)> {
     let mut out: Vec<HostAddr> = a
         .hosts
         .iter()
         .map(|h| parse_host(h))
         .collect::<Result<_>>()?;
+    let mut client = None;
     if let Some(url) = coordinator_url(root, &a.coordinator)? {
         let (c, _ev) = connect_coordinator(root, &url, key, Some(suffix)).await?;
-        let (mine, _) = c
-            .relationships()
-            .await
-            .context("cannot list relationships")?;
-        for r in mine
-            .into_iter()
-            .filter(|r| r.state == RelationState::Active)
-        {
-            if let Some(url) = r.peer_addrs.iter().find(|u| u.starts_with("ws://")) {
-                out.push(HostAddr {
-                    node: r.host,
-                    url: url.clone(),
-                });
-            }
-        }
-        let _ = c.close().await;
+        out.extend(matched_hosts(&c, ask_copies).await?);
+        client = Some(c);
     }
-    for h in PeerState::load(root)?.good_hosts() {
-        out.push(h);
-    }
+    out.extend(PeerState::load(root)?.good_hosts());
     let mut seen = std::collections::HashSet::new();
     out.retain(|h| seen.insert(h.node));
-    Ok(out)
+    Ok((out, client))
 }
 
 /// Feed peer progress into the CLI's progress bar.
@@ -164,7 +193,8 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let root = repo.root().to_path_buf();
     let key = repo.keys().node.clone();
     let rt = runtime()?;
-    let hosts = rt.block_on(owner_hosts(&root, &key, &a.peers, "push"))?;
+    let (hosts, coordinator) =
+        rt.block_on(owner_hosts(&root, &key, &a.peers, "push", Some(a.copies)))?;
     if hosts.is_empty() {
         bail!("no hosts: pass --coordinator URL (or --host NODEID@ws://HOST:PORT)");
     }
@@ -173,6 +203,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let bar = crate::progress::Bar::start(progress.clone(), "push", g.quiet);
     let opts = SyncOptions {
         parallel: a.parallel.max(1),
+        relay: coordinator.clone(),
         ..Default::default()
     };
     let rep = rt.block_on(sync::push(
@@ -184,6 +215,9 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         progress_fn(progress),
     ))?;
     drop(bar);
+    if let Some(c) = coordinator {
+        let _ = rt.block_on(c.close());
+    }
     for (h, e) in &rep.errors {
         eprintln!("pluto: host {}: {e}", &h.to_hex()[..16]);
     }

@@ -3,7 +3,7 @@
 //! Runs in the foreground until Ctrl-C or SIGTERM.
 
 use super::push::{
-    connect_coordinator, coordinator_url, owner_hosts, parse_host, runtime, PeerArgs,
+    connect_coordinator, coordinator_url, matched_hosts, parse_host, runtime, PeerArgs,
 };
 use crate::{exit, Global};
 use anyhow::{bail, Context, Result};
@@ -41,6 +41,10 @@ pub struct Args {
     /// Copies wanted of this node's own data.
     #[arg(long, short = 'k', default_value_t = 2)]
     copies: u8,
+    /// Space to reserve for this node's own data on each host (default: four times what
+    /// the repository holds, at least 256M, at most what the offer balances: offer / copies).
+    #[arg(long, value_parser = parse_size)]
+    want: Option<u64>,
     /// Push this node's new data this often (seconds; 0 = never).
     #[arg(long, default_value_t = 3600)]
     push_every: u64,
@@ -74,6 +78,27 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .map_err(|e| format!("{s:?}: {e}"))?
         .checked_mul(mult)
         .ok_or_else(|| "size too large".into())
+}
+
+/// Hosts for this node's own data: `--host`s, the coordinator's matches (asking for more
+/// when fewer than `copies` stand), and the local record's hosts in good standing.
+async fn candidate_hosts(
+    root: &std::path::Path,
+    given: &[String],
+    coordinator: Option<&pluto_netsync::coord_client::CoordClient>,
+    copies: usize,
+) -> Result<Vec<pluto_netsync::peer::client::HostAddr>> {
+    let mut out: Vec<_> = given.iter().map(|s| parse_host(s)).collect::<Result<_>>()?;
+    if let Some(c) = coordinator {
+        out.extend(matched_hosts(c, Some(copies)).await?);
+    }
+    let state = PeerState::load(root)?;
+    out.extend(state.good_hosts());
+    // a host this node caught failing stays out, even while the coordinator still lists it
+    out.retain(|h| !state.hosts.get(&h.node.to_hex()).is_some_and(|r| r.failed));
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|h| seen.insert(h.node));
+    Ok(out)
 }
 
 async fn shutdown_signal() {
@@ -110,7 +135,14 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         let coord = match coordinator_url(&root, &a.peers.coordinator)? {
             Some(url) => {
                 let (c, ev) = connect_coordinator(&root, &url, &key, None).await?;
-                let want = sync::local_items(&root)?.iter().map(|i| i.size).sum();
+                let items = sync::local_items(&root)?;
+                let have: u64 = items.iter().map(|i| i.size).sum();
+                let has_snapshot = items.iter().any(|i| i.kind == proto::Kind::Snapshot);
+                let balanced = a.offer / u64::from(a.copies.max(1));
+                let want = a.want.unwrap_or_else(|| have.saturating_mul(4).max(256 << 20).min(balanced));
+                if have > want {
+                    eprintln!("pluto: this repository holds {have} bytes but --want reserves {want} on each host; offer more");
+                }
                 c.announce(Announce { addrs: vec![public.clone()], offer_bytes: a.offer, want_bytes: want, copies: a.copies, mode: PeerMode::Mixed })
                     .await
                     .context("announce refused")?;
@@ -120,6 +152,13 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                 }
                 if !quiet {
                     println!("connected to the coordinator at {url}");
+                }
+                // Nothing to back up before the first snapshot: no hosts to reserve yet.
+                if want > 0 && has_snapshot {
+                    let hosts = matched_hosts(&c, Some(a.copies.into())).await?;
+                    if !quiet {
+                        println!("{} host(s) matched for this node's data", hosts.len());
+                    }
                 }
                 Some((c, ev))
             }
@@ -142,7 +181,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             tokio::select! {
                 _ = &mut stop => break,
                 _ = push_tick.tick(), if a.push_every > 0 => {
-                    match owner_hosts(&root, &key, &PeerArgs { coordinator: None, hosts: a.peers.hosts.clone() }, "serve").await {
+                    match candidate_hosts(&root, &a.peers.hosts, client.as_ref(), a.copies.into()).await {
                         Ok(h) if !h.is_empty() => {
                             let h: Vec<_> = h.into_iter().take(a.copies as usize).collect();
                             match sync::push(&key, &root, &h, a.copies as usize, &opts, sync::no_progress()).await {
@@ -160,7 +199,12 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                         match sync::challenge_host(&key, &root, &h, false, opts.timeout).await {
                             Ok(Verdict::Failed(why)) => {
                                 eprintln!("pluto: host {} failed a challenge: {why}; repairing", &h.node.to_hex()[..16]);
-                                let cands: Vec<_> = a.peers.hosts.iter().filter_map(|s| parse_host(s).ok()).collect();
+                                if let Some(c) = client.as_ref() {
+                                    if let Err(e) = c.release_host(h.node, &why).await {
+                                        eprintln!("pluto: coordinator: cannot release the host: {e}");
+                                    }
+                                }
+                                let cands = candidate_hosts(&root, &a.peers.hosts, client.as_ref(), a.copies.into()).await.unwrap_or_default();
                                 if let Err(e) = sync::repair(&key, &root, &cands, a.copies as usize, &opts, sync::no_progress()).await {
                                     eprintln!("pluto: repair: {e}");
                                 }
@@ -178,7 +222,9 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                         CoordEvent::Message(CoordMsg::Challenge { challenge_id, owner, payload, .. }) => {
                             let st = store.clone();
                             let ans = tokio::task::spawn_blocking(move || answer_relayed_challenge(&st, &owner, &payload)).await.unwrap_or_default();
-                            let _ = c.answer_challenge(challenge_id, ans).await;
+                            if let Err(e) = c.answer_challenge(challenge_id, ans).await {
+                                eprintln!("pluto: cannot answer challenge {challenge_id}: {e}");
+                            }
                         }
                         CoordEvent::Message(CoordMsg::ChallengeDue { host }) => {
                             let st = PeerState::load(&root).unwrap_or_default();
@@ -188,10 +234,11 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                                 hex::decode_to_slice(h, &mut n).ok().map(|_| (n, *s))
                             }).collect()).unwrap_or_default();
                             if let Some(&(pack, size)) = packs.get(challenge::fresh_nonce()[0] as usize % packs.len().max(1)) {
-                                let ranges = challenge::pick_ranges(size, challenge::DEFAULT_RANGES, challenge::DEFAULT_RANGE_LEN);
+                                let ranges = challenge::pick_ranges(size, challenge::RELAYED_RANGES, challenge::DEFAULT_RANGE_LEN);
                                 if let Ok(payload) = proto::encode(&Request::Prove { pack, ranges: ranges.clone() }) {
-                                    if let Ok(id) = c.send_challenge(host, payload).await {
-                                        pending.insert(id, (pack, size, ranges));
+                                    match c.send_challenge(host, payload).await {
+                                        Ok(id) => { pending.insert(id, (pack, size, ranges)); }
+                                        Err(e) => eprintln!("pluto: cannot challenge host {}: {e}", &host.to_hex()[..16]),
                                     }
                                 }
                             }
@@ -200,7 +247,12 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                             if let Some((pack, size, ranges)) = pending.remove(&challenge_id) {
                                 let passed = matches!(proto::decode::<Response>(&payload), Ok(Response::Proof { encoded })
                                     if challenge::verify_proof(&pack, size, &ranges, &encoded).is_ok());
-                                let _ = c.report_challenge(challenge_id, passed).await;
+                                if !passed {
+                                    eprintln!("pluto: host failed relayed challenge {challenge_id}");
+                                }
+                                if let Err(e) = c.report_challenge(challenge_id, passed).await {
+                                    eprintln!("pluto: cannot report challenge {challenge_id}: {e}");
+                                }
                             }
                         }
                         CoordEvent::Message(CoordMsg::MoveCopies { host, reason }) => {

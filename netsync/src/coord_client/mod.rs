@@ -145,6 +145,8 @@ pub struct CoordClient {
     shared: Arc<Shared>,
     ready: watch::Receiver<bool>,
     request_timeout: Duration,
+    /// No client suffix: this session's goodbye means the node goes offline.
+    main_session: bool,
     _task: Arc<TaskGuard>,
 }
 
@@ -179,10 +181,14 @@ fn options(
     o.set_clean_session(true);
     o.set_max_packet_size(wire::MAX_FRAME_BYTES + 1024, wire::MAX_FRAME_BYTES + 1024);
     o.set_request_channel_capacity(64);
-    let will_topic = topics::will(&node);
-    let will =
-        wire::seal(&cfg.key, &will_topic, 0, wire::now_ms(), &NodeMsg::Will).unwrap_or_default();
-    o.set_last_will(LastWill::new(will_topic, will, QoS::AtLeastOnce, false));
+    // Only the node's main session speaks for its liveness: a short-lived side session
+    // (`push`, `status`, with a client suffix) that ends, even killed, says nothing of it.
+    if cfg.client_suffix.is_none() {
+        let will_topic = topics::will(&node);
+        let will = wire::seal(&cfg.key, &will_topic, 0, wire::now_ms(), &NodeMsg::Will)
+            .unwrap_or_default();
+        o.set_last_will(LastWill::new(will_topic, will, QoS::AtLeastOnce, false));
+    }
     match mode {
         Mode::Token => {
             let secs = now_secs().max(*last_secs + 1);
@@ -343,6 +349,7 @@ impl CoordClient {
                 shared,
                 ready: ready_rx,
                 request_timeout: cfg.request_timeout,
+                main_session: cfg.client_suffix.is_none(),
                 _task: Arc::new(TaskGuard(task)),
             },
             ev_rx,
@@ -481,6 +488,15 @@ impl CoordClient {
         .await
     }
 
+    /// Stop using `host` for this node's data; the next [`Self::request_matches`] replaces it.
+    pub async fn release_host(&self, host: NodeId, reason: &str) -> Result<(), ClientError> {
+        let mut reason = reason.to_string();
+        while reason.len() > 256 {
+            reason.pop();
+        }
+        self.expect_ok(NodeMsg::ReleaseHost { host, reason }).await
+    }
+
     pub async fn report_usage(&self, host: NodeId, used_bytes: u64) -> Result<(), ClientError> {
         self.expect_ok(NodeMsg::ReportUsage { host, used_bytes })
             .await
@@ -517,8 +533,14 @@ impl CoordClient {
     }
 
     /// Say goodbye (so the coordinator records a clean leave) and disconnect.
+    /// End the session. The main session says goodbye first (the node goes offline); a side
+    /// session only disconnects.
     pub async fn close(self) -> Result<(), ClientError> {
-        let r = self.expect_ok(NodeMsg::Goodbye).await;
+        let r = if self.main_session {
+            self.expect_ok(NodeMsg::Goodbye).await
+        } else {
+            Ok(())
+        };
         let _ = self.mqtt.disconnect().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         r

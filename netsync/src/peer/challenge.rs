@@ -26,6 +26,10 @@ pub const CHALLENGE_CONTEXT: &[u8] = b"pluto v1 challenge\0";
 /// Default: ranges per challenge and their length.
 pub const DEFAULT_RANGES: usize = 16;
 pub const DEFAULT_RANGE_LEN: u32 = 1024;
+/// Ranges of a proof challenge relayed by the coordinator: each costs up to two 16 KiB chunk
+/// groups in the answer, and the answer must fit one MQTT frame
+/// ([`crate::wire::MAX_CHALLENGE_ANSWER`]). Relayed rounds repeat, so coverage comes over time.
+pub const RELAYED_RANGES: usize = 1;
 
 /// The keyed answer over the bytes of `ranges` (given in the same order).
 pub fn keyed_answer(

@@ -102,6 +102,13 @@ pub enum NodeMsg {
     Enroll {
         broker_password: String,
     },
+    /// Owner stops using `host` (it failed a challenge the owner ran itself, or lost data):
+    /// the relationship turns `Moving`, its quota is freed, the host is charged one failed
+    /// audit, and the next `RequestMatches` finds a replacement. `reason` ≤ 256 bytes.
+    ReleaseHost {
+        host: NodeId,
+        reason: String,
+    },
 }
 
 /// Why a request was refused.

@@ -36,6 +36,10 @@ pub const WIRE_VERSION: u16 = 1;
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// Largest opaque challenge payload relayed by the coordinator.
 pub const MAX_CHALLENGE_PAYLOAD: usize = 32 * 1024;
+/// Largest relayed challenge answer: a proof of one 1 KiB range is up to two 16 KiB chunk
+/// groups plus their hashes (< 34 KiB), so answers get more room than questions while the
+/// whole frame stays under [`MAX_FRAME_BYTES`].
+pub const MAX_CHALLENGE_ANSWER: usize = 48 * 1024;
 /// Allowed difference between a message's timestamp and the receiver's clock.
 pub const MAX_CLOCK_SKEW_MS: u64 = 120_000;
 /// Magic prefix of every frame.

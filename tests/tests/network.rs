@@ -1,0 +1,392 @@
+//! The peer story with the real binaries: a `pluto-coordinator` and four `pluto serve`
+//! nodes on 127.0.0.1, each in its own directory. The owner pushes a ≥ 50 MiB tree with
+//! k = 2; one host's stored packs rot on its disk; the owner's challenge catches it, the
+//! host's reputation drops and the data is repaired onto the fourth node; then the owner's
+//! disk "dies" and the 24 words, `pull` and `checkout` bring back a byte-identical tree.
+//!
+//! Every wait is bounded; every child process is killed when the test ends, pass or fail.
+
+use pluto_e2e::*;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A long-running child (coordinator or `pluto serve`): its stdout lines arrive on a
+/// channel; it is killed on drop.
+struct Daemon {
+    name: String,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Daemon {
+    fn spawn(name: &str, mut cmd: Command) -> Daemon {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for l in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(l).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Daemon {
+            name: name.to_string(),
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first output line (stdout or stderr) that starts with `prefix`.
+    fn wait_line(&mut self, prefix: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        if let Some(l) = self.seen.iter().find(|l| l.starts_with(prefix)) {
+            return l.clone();
+        }
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.starts_with(prefix) {
+                        return l;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "{}: no line starting with {prefix:?} within {within:?}; it printed:\n{}",
+            self.name,
+            self.seen.join("\n")
+        );
+    }
+
+    fn drain(&mut self) -> String {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+        self.seen.join("\n")
+    }
+
+    /// SIGTERM, and the exit status within `within`.
+    fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() >= deadline {
+                let out = self.drain();
+                panic!(
+                    "{} did not stop on SIGTERM within {within:?}:\n{out}",
+                    self.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn coordinator_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("PLUTO_COORDINATOR_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = pluto_bin().with_file_name("pluto-coordinator");
+    assert!(
+        p.exists(),
+        "{} is missing: build it (cargo build -p pluto-coordinator) or set PLUTO_COORDINATOR_BIN",
+        p.display()
+    );
+    p
+}
+
+fn serve(name: &str, dir: &Path, coordinator: &str, extra: &[&str]) -> Daemon {
+    let mut c = Command::new(pluto_bin());
+    c.current_dir(dir).env_remove("PLUTO_REPO").args([
+        "serve",
+        "--coordinator",
+        coordinator,
+        "--listen",
+        "127.0.0.1:0",
+        "--offer",
+        "1G",
+    ]);
+    c.args(extra);
+    let mut d = Daemon::spawn(name, c);
+    d.wait_line("connected to the coordinator", Duration::from_secs(30));
+    d
+}
+
+fn status_json(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&ok(dir, &["status", "--json"])).expect("status --json")
+}
+
+fn node_id(dir: &Path) -> String {
+    status_json(dir)["node"].as_str().unwrap().to_string()
+}
+
+/// Files of `owner` a host keeps on its disk (obfuscated packs, without their outboards).
+fn hosted_packs(host_dir: &Path, owner: &str) -> Vec<PathBuf> {
+    let d = host_dir.join(".pluto/hosted").join(owner).join("packs");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(d)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_none())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Poll `f` until it holds; on timeout, fail with what the daemons printed.
+fn wait_until(what: &str, within: Duration, logs: &mut [&mut Daemon], mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        if Instant::now() >= deadline {
+            let out: Vec<String> = logs
+                .iter_mut()
+                .map(|d| {
+                    let out = d.drain();
+                    format!("--- {}:\n{out}", d.name)
+                })
+                .collect();
+            panic!("{what}: not within {within:?}\n{}", out.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The host's audit record at the coordinator: (passed, failed) challenges.
+fn audits(coord_dir: &Path, host: &str) -> (i64, i64) {
+    let db = rusqlite::Connection::open_with_flags(
+        coord_dir.join("coordinator.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open the coordinator's database");
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.query_row(
+        "SELECT COALESCE(SUM(passed = 1), 0), COALESCE(SUM(passed = 0), 0) FROM challenges WHERE host = ?1",
+        [host],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .expect("read challenges")
+}
+
+fn audit_beta(coord_dir: &Path, host: &str) -> f64 {
+    let db = rusqlite::Connection::open_with_flags(
+        coord_dir.join("coordinator.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.query_row("SELECT audit_beta FROM nodes WHERE id = ?1", [host], |r| {
+        r.get(0)
+    })
+    .unwrap()
+}
+
+#[test]
+fn push_challenge_corrupt_repair_then_restore_on_a_new_machine_from_the_words() {
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+
+    // The coordinator: embedded broker and relay on free loopback ports, challenges every second.
+    let cdir = base.join("coordinator");
+    let mut c = Command::new(coordinator_bin());
+    c.env("PLUTO_LOG", "info,rmqtt=warn").args([
+        "--data",
+        cdir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--relay-listen",
+        "127.0.0.1:0",
+        "--challenge-interval",
+        "1",
+        "--ping-interval",
+        "3600",
+    ]);
+    let mut coord = Daemon::spawn("coordinator", c);
+    let url = coord
+        .wait_line("mqtt ", Duration::from_secs(30))
+        .trim_start_matches("mqtt ")
+        .trim()
+        .to_string();
+    assert!(url.starts_with("mqtt://127.0.0.1:"), "{url}");
+
+    // Three hosts with empty repositories of their own.
+    let mut hosts = Vec::new();
+    for name in ["b", "c", "d"] {
+        let dir = base.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        ok(&dir, &["init"]);
+        let d = serve(
+            name,
+            &dir,
+            &url,
+            &["--push-every", "0", "--challenge-every", "0"],
+        );
+        hosts.push((name, dir.clone(), node_id(&dir), d));
+    }
+
+    // The owner: ≥ 50 MiB with the tricky files, one snapshot, then its node.
+    let a = base.join("a");
+    tricky_tree(&a, 50);
+    let words = words_from_init(&ok(&a, &["init"]));
+    ok(&a, &["snapshot", "-m", "before the network"]);
+    let a_id = node_id(&a);
+    let mut a_serve = serve(
+        "a",
+        &a,
+        &url,
+        &["--push-every", "0", "--challenge-every", "2"],
+    );
+    a_serve.wait_line("2 host(s) matched", Duration::from_secs(20));
+
+    eprintln!("[{:?}] owner matched", t0.elapsed());
+    // `pluto push` on its own, beside the running serve: two copies on two matched hosts.
+    let out = ok(&a, &["push"]);
+    assert!(out.contains("to 2 host(s)"), "{out}");
+    let holders: Vec<usize> = (0..3)
+        .filter(|&i| !hosted_packs(&hosts[i].1, &a_id).is_empty())
+        .collect();
+    assert_eq!(holders.len(), 2, "packs on exactly two hosts");
+    let spare = (0..3).find(|i| !holders.contains(i)).unwrap();
+    let st = status_json(&a);
+    assert_eq!(st["min_copies"], 2, "{st}");
+
+    eprintln!("[{:?}] pushed", t0.elapsed());
+    // Challenges pass while the data is intact (relayed by the coordinator, and direct).
+    let victim = holders[0];
+    let victim_id = hosts[victim].2.clone();
+    wait_until(
+        "a relayed challenge of each host passes",
+        Duration::from_secs(30),
+        &mut [&mut coord, &mut a_serve],
+        || holders.iter().all(|&i| audits(&cdir, &hosts[i].2).0 > 0),
+    );
+    assert_eq!(audits(&cdir, &victim_id).1, 0);
+
+    // The victim's disk rots: every pack of A it holds is garbage past its first 4 KiB
+    // (sizes unchanged, so only reading the bytes can tell).
+    eprintln!("[{:?}] corrupting the victim's packs", t0.elapsed());
+    for p in hosted_packs(&hosts[victim].1, &a_id) {
+        let mut bytes = std::fs::read(&p).unwrap();
+        for b in bytes.iter_mut().skip(4096) {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&p, bytes).unwrap();
+    }
+
+    // A's challenge catches it, the victim's reputation drops, and A repairs onto the spare.
+    let spare_dir = hosts[spare].1.clone();
+    wait_until(
+        "the spare host receives A's packs",
+        Duration::from_secs(60),
+        &mut [&mut coord, &mut a_serve],
+        || !hosted_packs(&spare_dir, &a_id).is_empty(),
+    );
+    assert!(
+        audit_beta(&cdir, &victim_id) > 0.0,
+        "the victim's failed audits are recorded"
+    );
+    wait_until(
+        "A counts two good copies again",
+        Duration::from_secs(60),
+        &mut [&mut coord, &mut a_serve],
+        || {
+            let st = status_json(&a);
+            st["min_copies"].as_u64() == Some(2)
+                && st["hosts"][&victim_id]["failed"].as_bool() == Some(true)
+        },
+    );
+    let log = a_serve.drain();
+    assert!(log.contains("failed a challenge"), "{log}");
+
+    eprintln!("[{:?}] repaired", t0.elapsed());
+    // Ctrl-C / SIGTERM stops the node cleanly.
+    let st = a_serve.terminate(Duration::from_secs(20));
+    assert!(st.success(), "serve exit {st:?}:\n{}", a_serve.drain());
+
+    // The disk dies: A's repository is gone. A new machine has only the 24 words.
+    std::fs::remove_dir_all(a.join(".pluto")).unwrap();
+    let fresh = base.join("new-machine");
+    std::fs::create_dir_all(&fresh).unwrap();
+    let repo = fresh.join(".pluto-new");
+    let rec = pluto_env(
+        &fresh,
+        &["init", "--recover", "--repo", repo.to_str().unwrap()],
+        &[],
+        Some(&words),
+    );
+    assert!(rec.status.success(), "{}", stderr(&rec));
+    let recovered_id = {
+        let o = ok(
+            &fresh,
+            &["--repo", repo.to_str().unwrap(), "status", "--json"],
+        );
+        serde_json::from_str::<serde_json::Value>(&o).unwrap()["node"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(recovered_id, a_id, "the words give the same node identity");
+    let out = ok(
+        &fresh,
+        &[
+            "--repo",
+            repo.to_str().unwrap(),
+            "pull",
+            "--coordinator",
+            &url,
+        ],
+    );
+    assert!(out.contains("Pulled"), "{out}");
+    let restored = base.join("restored");
+    ok(
+        &fresh,
+        &[
+            "--repo",
+            repo.to_str().unwrap(),
+            "checkout",
+            "latest",
+            "--target",
+            restored.to_str().unwrap(),
+        ],
+    );
+    assert_same_tree(&a, &restored);
+    eprintln!("[{:?}] restored on the new machine", t0.elapsed());
+    let check = pluto(
+        &fresh,
+        &["--repo", repo.to_str().unwrap(), "check", "--read-data"],
+    );
+    assert!(check.status.success(), "{}", stderr(&check));
+
+    for (_, _, _, d) in hosts.iter_mut() {
+        let _ = d.terminate(Duration::from_secs(20));
+    }
+    let _ = coord.terminate(Duration::from_secs(20));
+}

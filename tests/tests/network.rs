@@ -390,3 +390,55 @@ fn push_challenge_corrupt_repair_then_restore_on_a_new_machine_from_the_words() 
     }
     let _ = coord.terminate(Duration::from_secs(20));
 }
+
+#[test]
+fn two_nodes_become_friends_by_invite_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let cdir = base.join("coordinator");
+    let mut c = Command::new(coordinator_bin());
+    c.args(["--data", cdir.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    let mut coord = Daemon::spawn("coordinator", c);
+    let url = coord
+        .wait_line("mqtt ", Duration::from_secs(30))
+        .trim_start_matches("mqtt ")
+        .trim()
+        .to_string();
+    let (alice, bob) = (base.join("alice"), base.join("bob"));
+    for d in [&alice, &bob] {
+        std::fs::create_dir_all(d).unwrap();
+        ok(d, &["init"]);
+    }
+    // A node the coordinator has never seen is told what to do first.
+    let early = pluto(&alice, &["friend", "invite", "--coordinator", &url]);
+    assert_eq!(early.status.code(), Some(1));
+    assert!(
+        stderr(&early).contains("run `pluto serve`"),
+        "{}",
+        stderr(&early)
+    );
+
+    let mut a = serve(
+        "alice",
+        &alice,
+        &url,
+        &["--push-every", "0", "--challenge-every", "0"],
+    );
+    let mut b = serve(
+        "bob",
+        &bob,
+        &url,
+        &["--push-every", "0", "--challenge-every", "0"],
+    );
+    // The coordinator URL was remembered by the first use.
+    let code = ok(&alice, &["friend", "invite"]).trim().to_string();
+    assert!(!code.is_empty() && code.len() <= 32, "{code:?}");
+    let out = ok(&bob, &["friend", "add", &code]);
+    assert!(out.contains(&node_id(&alice)), "{out}");
+    // A code works once.
+    let again = pluto(&bob, &["friend", "add", &code]);
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+    let _ = a.terminate(Duration::from_secs(20));
+    let _ = b.terminate(Duration::from_secs(20));
+    let _ = coord.terminate(Duration::from_secs(20));
+}

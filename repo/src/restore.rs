@@ -7,12 +7,13 @@
 
 use crate::crypto::{ObjType, ObjectId};
 use crate::error::{Error, IoContext, Result};
+use crate::pack::PackId;
 use crate::progress::Progress;
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
 use crate::tree::{Kind, Node, Tree};
 use rayon::prelude::*;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -91,6 +92,66 @@ fn plan_node(repo: &Repository, n: Node, path: PathBuf, plan: &mut Plan) -> Resu
     Ok(())
 }
 
+/// The plan of a restore of `paths` (everything when empty) of `snapshot`, rooted at `target`.
+fn plan_paths(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    snapshot_id: &str,
+    paths: &[String],
+    target: &Path,
+) -> Result<Plan> {
+    let mut plan = Plan::default();
+    if paths.is_empty() {
+        plan_tree(repo, &repo.read_tree(&snapshot.tree)?, target, &mut plan)?;
+        return Ok(plan);
+    }
+    for p in paths {
+        let node = lookup(repo, &snapshot.tree, p)?.ok_or_else(|| Error::PathNotInSnapshot {
+            path: p.clone(),
+            snapshot: snapshot_id[..8.min(snapshot_id.len())].to_string(),
+        })?;
+        let rel: PathBuf = p
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
+        plan_node(repo, node, target.join(rel), &mut plan)?;
+    }
+    Ok(plan)
+}
+
+/// Packs that hold tree objects: what walking any snapshot reads (small: trees and chunks
+/// go to separate packs).
+pub fn tree_packs(repo: &Repository) -> Result<BTreeSet<PackId>> {
+    Ok(repo
+        .index()?
+        .iter()
+        .filter(|(_, loc)| loc.ty == ObjType::Tree)
+        .map(|(_, loc)| loc.pack)
+        .collect())
+}
+
+/// Packs holding the file contents a restore of `paths` (everything when empty) of
+/// `snapshot` reads. The snapshot's trees must be readable (see [`tree_packs`]).
+pub fn packs_needed(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    snapshot_id: &str,
+    paths: &[String],
+) -> Result<BTreeSet<PackId>> {
+    let plan = plan_paths(repo, snapshot, snapshot_id, paths, Path::new(""))?;
+    let index = repo.index()?;
+    let mut packs = BTreeSet::new();
+    for (_, n) in &plan.files {
+        for c in &n.chunks {
+            let loc = index
+                .get(c)
+                .ok_or_else(|| Error::ObjectMissing { id: c.hex() })?;
+            packs.insert(loc.pack);
+        }
+    }
+    Ok(packs)
+}
+
 fn is_nonempty_dir(p: &Path) -> Result<bool> {
     match fs::read_dir(p) {
         Ok(mut rd) => Ok(rd.next().is_some()),
@@ -116,25 +177,15 @@ pub fn restore(
         )));
     }
     fs::create_dir_all(target).at(target)?;
-    let mut plan = Plan::default();
-    if opts.paths.is_empty() {
-        plan_tree(repo, &repo.read_tree(&snapshot.tree)?, target, &mut plan)?;
-    } else {
-        for p in &opts.paths {
-            let node =
-                lookup(repo, &snapshot.tree, p)?.ok_or_else(|| Error::PathNotInSnapshot {
-                    path: p.clone(),
-                    snapshot: snapshot_id[..8.min(snapshot_id.len())].to_string(),
-                })?;
-            let rel: PathBuf = p
-                .split('/')
-                .filter(|c| !c.is_empty() && *c != ".")
-                .collect();
-            let dest = target.join(rel);
-            if let Some(parent) = dest.parent() {
-                fs::create_dir_all(parent).at(parent)?;
-            }
-            plan_node(repo, node, dest, &mut plan)?;
+    let plan = plan_paths(repo, snapshot, snapshot_id, &opts.paths, target)?;
+    // each path lands at target/<path>: its parents must exist
+    for p in &opts.paths {
+        let rel: PathBuf = p
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
+        if let Some(parent) = target.join(rel).parent() {
+            fs::create_dir_all(parent).at(parent)?;
         }
     }
     write_plan(repo, &plan, opts)

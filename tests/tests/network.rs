@@ -354,16 +354,36 @@ fn push_challenge_corrupt_repair_then_restore_on_a_new_machine_from_the_words() 
             .to_string()
     };
     assert_eq!(recovered_id, a_id, "the words give the same node identity");
+    let r = repo.to_str().unwrap();
+    // First only what one directory needs: index and snapshots, then its packs on demand.
     let out = ok(
+        &fresh,
+        &["--repo", r, "pull", "--no-packs", "--coordinator", &url],
+    );
+    assert!(out.contains("Pulled"), "{out}");
+    let partial = base.join("partial");
+    ok(
         &fresh,
         &[
             "--repo",
-            repo.to_str().unwrap(),
-            "pull",
-            "--coordinator",
-            &url,
+            r,
+            "checkout",
+            "latest",
+            "--target",
+            partial.to_str().unwrap(),
+            "--from-peers",
+            "names",
         ],
     );
+    assert_same_tree(&a.join("names"), &partial.join("names"));
+    assert!(
+        du(&repo) < 20 << 20,
+        "--from-peers fetched {} bytes for a few small files",
+        du(&repo)
+    );
+    eprintln!("[{:?}] one directory fetched on demand", t0.elapsed());
+    // Then everything.
+    let out = ok(&fresh, &["--repo", r, "pull"]);
     assert!(out.contains("Pulled"), "{out}");
     let restored = base.join("restored");
     ok(
@@ -440,5 +460,98 @@ fn two_nodes_become_friends_by_invite_code() {
     assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
     let _ = a.terminate(Duration::from_secs(20));
     let _ = b.terminate(Duration::from_secs(20));
+    let _ = coord.terminate(Duration::from_secs(20));
+}
+
+/// The coordinator is down: `push` retries it with backoff, then goes on with the hosts the
+/// node already knows; `serve` keeps serving peers and joins the coordinator once it is up.
+#[test]
+fn an_unreachable_coordinator_stops_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let (a, b) = (base.join("a"), base.join("b"));
+    std::fs::create_dir_all(&b).unwrap();
+    tricky_tree(&a, 1);
+    ok(&a, &["init"]);
+    ok(&b, &["init"]);
+    ok(&a, &["snapshot"]);
+    let a_id = node_id(&a);
+
+    // A free loopback port where no coordinator runs yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("mqtt://127.0.0.1:{port}");
+
+    // B hosts A as a friend on the LAN and points at the (absent) coordinator.
+    let mut c = Command::new(pluto_bin());
+    c.current_dir(&b).env_remove("PLUTO_REPO").args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--push-every",
+        "0",
+        "--challenge-every",
+        "0",
+        "--coordinator",
+        &url,
+        "--allow",
+        &format!("{a_id}=1G"),
+    ]);
+    let mut b_serve = Daemon::spawn("b", c);
+    let line = b_serve.wait_line("node ", Duration::from_secs(30));
+    let b_url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("ws://"))
+        .unwrap()
+        .to_string();
+    b_serve.wait_line("pluto: ", Duration::from_secs(30)); // the coordinator error, and a retry
+    let host = format!("{}@{b_url}", node_id(&b));
+
+    // A knows B from a first push by address.
+    let out = ok(&a, &["push", "-k", "1", "--host", &host]);
+    assert!(out.contains("to 1 host(s)"), "{out}");
+    // A new snapshot, the coordinator still down: push waits a little, then uses B.
+    std::fs::write(a.join("new file"), b"after the first push").unwrap();
+    ok(&a, &["snapshot"]);
+    let t = Instant::now();
+    let o = pluto(
+        &a,
+        &[
+            "push",
+            "-k",
+            "1",
+            "--coordinator",
+            &url,
+            "--coordinator-wait",
+            "3",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("going on with the hosts this node knows"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("to 1 host(s)"));
+    assert!(t.elapsed() < Duration::from_secs(60));
+    assert_eq!(status_json(&a)["min_copies"], 1);
+
+    // The coordinator comes up on that port; B joins it by itself.
+    let cdir = base.join("coordinator");
+    let mut c = Command::new(coordinator_bin());
+    c.args([
+        "--data",
+        cdir.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    let mut coord = Daemon::spawn("coordinator", c);
+    coord.wait_line("mqtt ", Duration::from_secs(30));
+    b_serve.wait_line("connected to the coordinator", Duration::from_secs(60));
+    let st = b_serve.terminate(Duration::from_secs(20));
+    assert!(st.success(), "{st:?}");
     let _ = coord.terminate(Duration::from_secs(20));
 }

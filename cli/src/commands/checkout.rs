@@ -1,10 +1,15 @@
+use super::push::{owner_hosts, progress_fn, runtime, PeerArgs};
 use crate::output::bytes;
 use crate::{exit, Global};
 use anyhow::{bail, Context, Result};
+use pluto_netsync::peer::sync::{self, PackSelection, SyncOptions};
+use pluto_repo::pack::store::PackStore;
+use pluto_repo::pack::PackId;
 use pluto_repo::progress::Progress;
 use pluto_repo::repository::LockMode;
-use pluto_repo::restore::{restore, RestoreOptions};
+use pluto_repo::restore::{self, restore, RestoreOptions};
 use pluto_repo::tar::{write_tar, TarOptions};
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +21,8 @@ use std::sync::Arc;
   pluto checkout 1a2b3c4d --target /tmp/r docs/a.txt     # lands in /tmp/r/docs/a.txt
   pluto checkout latest --target ~/Documents --force      # over existing files
   pluto checkout latest --tar backup.tar                  # tar -xf backup.tar gives the same tree
-  pluto checkout latest --tar - docs | ssh host tar -x    # to stdout")]
+  pluto checkout latest --tar - docs | ssh host tar -x    # to stdout
+  pluto checkout latest --target ~/r --from-peers docs/   # after `pull --no-packs`: fetch only what docs/ needs")]
 pub struct Args {
     /// Snapshot id (any unique prefix) or `latest`.
     snapshot: String,
@@ -31,9 +37,18 @@ pub struct Args {
     /// Write a tar archive to FILE (`-` for standard output) instead of restoring files.
     #[arg(long, value_name = "FILE")]
     tar: Option<PathBuf>,
+    /// First fetch from this node's hosts the packs this checkout reads that are not here
+    /// (trees, then only the contents of the paths asked for).
+    #[arg(long)]
+    from_peers: bool,
+    #[command(flatten)]
+    peers: PeerArgs,
 }
 
 pub fn run(g: &Global, a: Args) -> Result<u8> {
+    if a.from_peers {
+        fetch_from_peers(g, &a)?;
+    }
     let repo = super::open_repo(g, LockMode::Shared)?;
     let snap = repo.find_snapshot(&a.snapshot)?;
     if let Some(tar) = &a.tar {
@@ -78,6 +93,85 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         );
     }
     Ok(exit::OK)
+}
+
+/// Fetch the packs a checkout of `a.paths` of `a.snapshot` reads and this repository lacks:
+/// the tree packs first (to walk the snapshot at all), then the packs of the files' chunks.
+fn fetch_from_peers(g: &Global, a: &Args) -> Result<()> {
+    let repo = super::open_repo(g, LockMode::Shared)?;
+    let root = repo.root().to_path_buf();
+    let key = repo.keys().node.clone();
+    let snap = repo.find_snapshot(&a.snapshot)?;
+    let here: HashSet<PackId> = repo
+        .store()
+        .list()
+        .context("cannot list the local packs")?
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    let rt = runtime()?;
+    let (hosts, coordinator) = rt.block_on(owner_hosts(&root, &key, &a.peers, "checkout", None))?;
+    if hosts.is_empty() {
+        bail!("--from-peers: no hosts: pass --coordinator URL (or --host NODEID@ws://HOST:PORT)");
+    }
+    let opts = SyncOptions {
+        relay: coordinator.clone(),
+        ..Default::default()
+    };
+    let progress = Arc::new(Progress::default());
+    let bar = crate::progress::Bar::start(progress.clone(), "fetch", g.quiet);
+    let mut fetched = (0usize, 0u64);
+    let mut fetch = |packs: Vec<[u8; 32]>| -> Result<()> {
+        if packs.is_empty() {
+            return Ok(());
+        }
+        let rep = rt.block_on(sync::pull(
+            &key,
+            &root,
+            &hosts,
+            PackSelection::Only(packs),
+            &opts,
+            progress_fn(progress.clone()),
+        ))?;
+        fetched.0 += rep.fetched;
+        fetched.1 += rep.bytes;
+        if !rep.missing.is_empty() {
+            bail!(
+                "{} file(s) this checkout needs are on none of the hosts: {}",
+                rep.missing.len(),
+                rep.missing.join(", ")
+            );
+        }
+        Ok(())
+    };
+    let trees = restore::tree_packs(&repo)?;
+    fetch(
+        trees
+            .iter()
+            .filter(|p| !here.contains(p))
+            .map(|p| p.0)
+            .collect(),
+    )?;
+    let needed = restore::packs_needed(&repo, &snap.snapshot, &snap.id, &a.paths)?;
+    fetch(
+        needed
+            .iter()
+            .filter(|p| !here.contains(p))
+            .map(|p| p.0)
+            .collect(),
+    )?;
+    drop(bar);
+    if let Some(c) = coordinator {
+        let _ = rt.block_on(c.close());
+    }
+    if !g.quiet {
+        eprintln!(
+            "fetched {} file(s), {} from the hosts",
+            fetched.0,
+            bytes(fetched.1)
+        );
+    }
+    Ok(())
 }
 
 fn to_tar(

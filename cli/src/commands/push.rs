@@ -3,7 +3,7 @@
 
 use crate::{exit, Global};
 use anyhow::{bail, Context, Result};
-use pluto_netsync::coord_client::{ClientConfig, CoordClient};
+use pluto_netsync::coord_client::{ClientConfig, ClientError, CoordClient};
 use pluto_netsync::peer::client::HostAddr;
 use pluto_netsync::peer::sync::{
     self, PeerState, Progress as PeerProgress, ProgressFn, SyncOptions,
@@ -23,6 +23,10 @@ pub struct PeerArgs {
     /// A host to use directly, as NODEID@ws://HOST:PORT (repeatable; friends without a coordinator).
     #[arg(long = "host", value_name = "NODEID@URL")]
     pub hosts: Vec<String>,
+    /// How long to keep retrying (with backoff) an unreachable coordinator before going on
+    /// with the hosts this node already knows.
+    #[arg(long, value_name = "SECS", default_value_t = 20)]
+    pub coordinator_wait: u64,
 }
 
 pub fn parse_host(s: &str) -> Result<HostAddr> {
@@ -86,6 +90,41 @@ pub async fn connect_coordinator(
     Ok((c, ev))
 }
 
+/// Connect, retrying with exponential backoff (1 s, 2 s, 4 s, … at most 30 s apart) until
+/// `wait` has passed. A coordinator that answers but refuses is not retried.
+pub async fn connect_with_backoff(
+    root: &Path,
+    url: &str,
+    key: &ed25519_dalek::SigningKey,
+    suffix: &str,
+    wait: std::time::Duration,
+) -> Result<CoordClient> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut delay = std::time::Duration::from_secs(1);
+    loop {
+        match connect_coordinator(root, url, key, Some(suffix)).await {
+            Ok((c, _ev)) => return Ok(c),
+            Err(e) => {
+                let retryable = e.chain().any(|c| {
+                    matches!(
+                        c.downcast_ref::<ClientError>(),
+                        Some(
+                            ClientError::Connect(_) | ClientError::Timeout(_) | ClientError::Closed
+                        )
+                    )
+                });
+                let now = tokio::time::Instant::now();
+                if !retryable || now + delay > deadline {
+                    return Err(e);
+                }
+                eprintln!("pluto: {e:#}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(30));
+            }
+        }
+    }
+}
+
 /// The owner's active hosts as the coordinator records them. With `ask_copies`, first ask
 /// the coordinator for new hosts when fewer than that many stand (a first push, or a host
 /// that was excluded).
@@ -145,9 +184,15 @@ pub async fn owner_hosts(
         .collect::<Result<_>>()?;
     let mut client = None;
     if let Some(url) = coordinator_url(root, &a.coordinator)? {
-        let (c, _ev) = connect_coordinator(root, &url, key, Some(suffix)).await?;
-        out.extend(matched_hosts(&c, ask_copies).await?);
-        client = Some(c);
+        let wait = std::time::Duration::from_secs(a.coordinator_wait);
+        match connect_with_backoff(root, &url, key, suffix, wait).await {
+            Ok(c) => {
+                out.extend(matched_hosts(&c, ask_copies).await?);
+                client = Some(c);
+            }
+            // Local work never depends on the coordinator: go on with the hosts we know.
+            Err(e) => eprintln!("pluto: {e:#}; going on with the hosts this node knows"),
+        }
     }
     out.extend(PeerState::load(root)?.good_hosts());
     let mut seen = std::collections::HashSet::new();

@@ -80,6 +80,57 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| "size too large".into())
 }
 
+/// Connect as the node's main session, announce, learn the owners this node hosts, and —
+/// once there is something to back up — ask for hosts until `copies` stand.
+async fn join_coordinator(
+    root: &std::path::Path,
+    url: &str,
+    key: &ed25519_dalek::SigningKey,
+    public: &str,
+    a: &Args,
+    allow: &AllowList,
+    quiet: bool,
+) -> Result<(
+    pluto_netsync::coord_client::CoordClient,
+    tokio::sync::mpsc::Receiver<CoordEvent>,
+)> {
+    let (c, ev) = connect_coordinator(root, url, key, None).await?;
+    let items = sync::local_items(root)?;
+    let have: u64 = items.iter().map(|i| i.size).sum();
+    let has_snapshot = items.iter().any(|i| i.kind == proto::Kind::Snapshot);
+    let balanced = a.offer / u64::from(a.copies.max(1));
+    let want = a
+        .want
+        .unwrap_or_else(|| have.saturating_mul(4).max(256 << 20).min(balanced));
+    if have > want {
+        eprintln!("pluto: this repository holds {have} bytes but --want reserves {want} on each host; offer more");
+    }
+    c.announce(Announce {
+        addrs: vec![public.to_string()],
+        offer_bytes: a.offer,
+        want_bytes: want,
+        copies: a.copies,
+        mode: PeerMode::Mixed,
+    })
+    .await
+    .context("announce refused")?;
+    let (_, as_host) = c.relationships().await?;
+    for r in as_host {
+        allow.set(r.owner, r.quota_bytes);
+    }
+    if !quiet {
+        println!("connected to the coordinator at {url}");
+    }
+    // Nothing to back up before the first snapshot: no hosts to reserve yet.
+    if want > 0 && has_snapshot {
+        let hosts = matched_hosts(&c, Some(a.copies.into())).await?;
+        if !quiet {
+            println!("{} host(s) matched for this node's data", hosts.len());
+        }
+    }
+    Ok((c, ev))
+}
+
 /// Hosts for this node's own data: `--host`s, the coordinator's matches (asking for more
 /// when fewer than `copies` stand), and the local record's hosts in good standing.
 async fn candidate_hosts(
@@ -132,43 +183,22 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         if !quiet {
             println!("node {} serving peers on {} (offering {} bytes)", NodeId::of(&key), server.url(), a.offer);
         }
-        let coord = match coordinator_url(&root, &a.peers.coordinator)? {
-            Some(url) => {
-                let (c, ev) = connect_coordinator(&root, &url, &key, None).await?;
-                let items = sync::local_items(&root)?;
-                let have: u64 = items.iter().map(|i| i.size).sum();
-                let has_snapshot = items.iter().any(|i| i.kind == proto::Kind::Snapshot);
-                let balanced = a.offer / u64::from(a.copies.max(1));
-                let want = a.want.unwrap_or_else(|| have.saturating_mul(4).max(256 << 20).min(balanced));
-                if have > want {
-                    eprintln!("pluto: this repository holds {have} bytes but --want reserves {want} on each host; offer more");
+        let url = coordinator_url(&root, &a.peers.coordinator)?;
+        let (mut client, mut events) = (None, None);
+        // The node serves its peers whether or not the coordinator is reachable; it retries
+        // the coordinator with exponential backoff (1 s … 5 min) until it answers.
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        let mut backoff = Duration::from_secs(1);
+        if let Some(u) = &url {
+            match join_coordinator(&root, u, &key, &public, &a, &allow, quiet).await {
+                Ok((c, e)) => (client, events) = (Some(c), Some(e)),
+                Err(e) => {
+                    eprintln!("pluto: {e:#}; serving peers meanwhile, retrying in {backoff:?}");
+                    retry_at = Some(tokio::time::Instant::now() + backoff);
                 }
-                c.announce(Announce { addrs: vec![public.clone()], offer_bytes: a.offer, want_bytes: want, copies: a.copies, mode: PeerMode::Mixed })
-                    .await
-                    .context("announce refused")?;
-                let (_, as_host) = c.relationships().await?;
-                for r in as_host {
-                    allow.set(r.owner, r.quota_bytes);
-                }
-                if !quiet {
-                    println!("connected to the coordinator at {url}");
-                }
-                // Nothing to back up before the first snapshot: no hosts to reserve yet.
-                if want > 0 && has_snapshot {
-                    let hosts = matched_hosts(&c, Some(a.copies.into())).await?;
-                    if !quiet {
-                        println!("{} host(s) matched for this node's data", hosts.len());
-                    }
-                }
-                Some((c, ev))
             }
-            None => None,
-        };
-        let (client, mut events) = match coord {
-            Some((c, e)) => (Some(c), Some(e)),
-            None => (None, None),
-        };
-        let opts = SyncOptions { relay: client.clone(), ..Default::default() };
+        }
+        let mut opts = SyncOptions { relay: client.clone(), ..Default::default() };
         let mut push_tick = tokio::time::interval(Duration::from_secs(a.push_every.max(1)));
         let mut chal_tick = tokio::time::interval(Duration::from_secs(a.challenge_every.max(1)));
         push_tick.tick().await;
@@ -180,6 +210,22 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         loop {
             tokio::select! {
                 _ = &mut stop => break,
+                _ = async { match retry_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
+                    let Some(u) = &url else { retry_at = None; continue };
+                    match join_coordinator(&root, u, &key, &public, &a, &allow, quiet).await {
+                        Ok((c, e)) => {
+                            opts.relay = Some(c.clone());
+                            (client, events) = (Some(c), Some(e));
+                            retry_at = None;
+                            backoff = Duration::from_secs(1);
+                        }
+                        Err(e) => {
+                            backoff = (backoff * 2).min(Duration::from_secs(300));
+                            eprintln!("pluto: {e:#}; retrying in {backoff:?}");
+                            retry_at = Some(tokio::time::Instant::now() + backoff);
+                        }
+                    }
+                }
                 _ = push_tick.tick(), if a.push_every > 0 => {
                     match candidate_hosts(&root, &a.peers.hosts, client.as_ref(), a.copies.into()).await {
                         Ok(h) if !h.is_empty() => {
@@ -215,7 +261,16 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                     }
                 }
                 ev = async { match events.as_mut() { Some(e) => e.recv().await, None => std::future::pending().await } } => {
-                    let Some(ev) = ev else { events = None; continue };
+                    let Some(ev) = ev else {
+                        // the session ended: keep serving peers, and get it back
+                        eprintln!("pluto: lost the coordinator; reconnecting");
+                        (client, events) = (None, None);
+                        opts.relay = None;
+                        if url.is_some() {
+                            retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                        }
+                        continue;
+                    };
                     let Some(c) = client.as_ref() else { continue };
                     match ev {
                         CoordEvent::Message(CoordMsg::NewOwner { owner, quota_bytes, .. }) => allow.set(owner, quota_bytes),

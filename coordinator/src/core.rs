@@ -751,6 +751,13 @@ impl Core {
                 format!("{peer} is not matched with this node"),
             )));
         }
+        if !self.store.node(&peer)?.is_some_and(|n| n.online) {
+            // The peer would never join: say so now instead of letting the node time out.
+            return Ok(Err(refusal(
+                RefusalCode::PeerOffline,
+                format!("{peer} is offline"),
+            )));
+        }
         let (mine, theirs) = table
             .lock()
             .map_err(|_| Error::Invariant("relay table poisoned"))?

@@ -555,3 +555,131 @@ fn an_unreachable_coordinator_stops_nothing() {
     assert!(st.success(), "{st:?}");
     let _ = coord.terminate(Duration::from_secs(20));
 }
+
+/// 4-of-8 erasure coding: every pack as 8 shares on 8 distinct hosts; four hosts die with
+/// their disks, and the owner — whose own disk died too — gets everything back from the
+/// other four.
+#[test]
+fn four_of_eight_shares_restore_after_four_hosts_and_the_owner_die() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let cdir = base.join("coordinator");
+    let mut c = Command::new(coordinator_bin());
+    c.args([
+        "--data",
+        cdir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--relay-listen",
+        "127.0.0.1:0",
+    ]);
+    let mut coord = Daemon::spawn("coordinator", c);
+    let url = coord
+        .wait_line("mqtt ", Duration::from_secs(30))
+        .trim_start_matches("mqtt ")
+        .trim()
+        .to_string();
+    let quiet = ["--push-every", "0", "--challenge-every", "0"];
+    let mut hosts = Vec::new();
+    for i in 0..8 {
+        let dir = base.join(format!("host{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        ok(&dir, &["init"]);
+        let d = serve(&format!("host{i}"), &dir, &url, &quiet);
+        hosts.push((dir, d));
+    }
+    let a = base.join("a");
+    tricky_tree(&a, 12);
+    let words = words_from_init(&ok(&a, &["init"]));
+    ok(&a, &["snapshot"]);
+    let a_id = node_id(&a);
+    let mut a_serve = serve(
+        "a",
+        &a,
+        &url,
+        &["-k", "8", "--push-every", "0", "--challenge-every", "0"],
+    );
+    a_serve.wait_line("8 host(s) matched", Duration::from_secs(20));
+
+    let out = ok(&a, &["push", "--scheme", "4/8"]);
+    assert!(out.contains("as 4/8 shares to 8 host(s)"), "{out}");
+    // Each host holds one share of every pack, and no whole pack.
+    let packs = std::fs::read_dir(a.join(".pluto/packs"))
+        .unwrap()
+        .flatten()
+        .map(|d| std::fs::read_dir(d.path()).unwrap().count())
+        .sum::<usize>();
+    assert!(packs >= 2, "{packs} packs");
+    let mut all_shares = std::collections::HashSet::new();
+    for (dir, _) in &hosts {
+        let owner = dir.join(".pluto/hosted").join(&a_id);
+        let shares: Vec<_> = std::fs::read_dir(owner.join("shares"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            shares.len(),
+            packs,
+            "one share of each pack on {}",
+            dir.display()
+        );
+        assert!(
+            hosted_packs(dir, &a_id).is_empty(),
+            "no whole pack on a host"
+        );
+        all_shares.extend(shares);
+    }
+    assert_eq!(all_shares.len(), packs * 8, "every share is distinct");
+    // Pushing again sends nothing new.
+    let again = ok(&a, &["push"]);
+    assert!(again.contains("Pushed 0 file(s)"), "{again}");
+
+    // Four hosts go for good, with their disks.
+    for (dir, d) in hosts.iter_mut().take(4) {
+        let _ = d.terminate(Duration::from_secs(20));
+        std::fs::remove_dir_all(dir.join(".pluto/hosted")).unwrap();
+    }
+    let st = a_serve.terminate(Duration::from_secs(20));
+    assert!(st.success());
+    std::fs::remove_dir_all(a.join(".pluto")).unwrap();
+
+    // A new machine with only the words.
+    let fresh = base.join("new-machine");
+    std::fs::create_dir_all(&fresh).unwrap();
+    let repo = fresh.join(".pluto");
+    let r = repo.to_str().unwrap();
+    let rec = pluto_env(
+        &fresh,
+        &["init", "--recover", "--repo", r],
+        &[],
+        Some(&words),
+    );
+    assert!(rec.status.success(), "{}", stderr(&rec));
+    let o = pluto(&fresh, &["--repo", r, "pull", "--coordinator", &url]);
+    assert!(
+        o.status.success(),
+        "pull: {}\n{}",
+        stderr(&o),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let restored = base.join("restored");
+    ok(
+        &fresh,
+        &[
+            "--repo",
+            r,
+            "checkout",
+            "latest",
+            "--target",
+            restored.to_str().unwrap(),
+        ],
+    );
+    assert_same_tree(&a, &restored);
+    let check = pluto(&fresh, &["--repo", r, "check", "--read-data"]);
+    assert!(check.status.success(), "{}", stderr(&check));
+    for (_, d) in hosts.iter_mut().skip(4) {
+        let _ = d.terminate(Duration::from_secs(20));
+    }
+    let _ = coord.terminate(Duration::from_secs(20));
+}

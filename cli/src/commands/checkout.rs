@@ -2,6 +2,7 @@ use super::push::{owner_hosts, progress_fn, runtime, PeerArgs};
 use crate::output::bytes;
 use crate::{exit, Global};
 use anyhow::{bail, Context, Result};
+use pluto_netsync::peer::shares;
 use pluto_netsync::peer::sync::{self, PackSelection, SyncOptions};
 use pluto_repo::pack::store::PackStore;
 use pluto_repo::pack::PackId;
@@ -121,11 +122,13 @@ fn fetch_from_peers(g: &Global, a: &Args) -> Result<()> {
     let progress = Arc::new(Progress::default());
     let bar = crate::progress::Bar::start(progress.clone(), "fetch", g.quiet);
     let mut fetched = (0usize, 0u64);
+    let store = repo.store();
     let mut fetch = |packs: Vec<[u8; 32]>| -> Result<()> {
         if packs.is_empty() {
             return Ok(());
         }
-        let rep = rt.block_on(sync::pull(
+        let wanted: HashSet<[u8; 32]> = packs.iter().copied().collect();
+        let mut rep = rt.block_on(sync::pull(
             &key,
             &root,
             &hosts,
@@ -133,6 +136,24 @@ fn fetch_from_peers(g: &Global, a: &Args) -> Result<()> {
             &opts,
             progress_fn(progress.clone()),
         ))?;
+        if !rep.missing.is_empty() {
+            // not held whole anywhere: maybe as erasure-coded shares
+            let more = rt.block_on(shares::pull_shares(
+                &key,
+                &root,
+                &hosts,
+                Some(&wanted),
+                &opts,
+                progress_fn(progress.clone()),
+            ))?;
+            rep.fetched += more.fetched;
+            rep.bytes += more.bytes;
+            rep.missing = wanted
+                .iter()
+                .filter(|p| !store.path_of(&PackId(**p)).exists())
+                .map(|p| format!("packs/{}", hex::encode(p)))
+                .collect();
+        }
         fetched.0 += rep.fetched;
         fetched.1 += rep.bytes;
         if !rep.missing.is_empty() {

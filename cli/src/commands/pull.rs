@@ -3,6 +3,7 @@
 use super::push::{owner_hosts, progress_fn, runtime, PeerArgs};
 use crate::{exit, Global};
 use anyhow::{bail, Result};
+use pluto_netsync::peer::shares;
 use pluto_netsync::peer::sync::{self, PackSelection, SyncOptions};
 use pluto_repo::progress::Progress;
 use pluto_repo::repository::LockMode;
@@ -45,14 +46,16 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     } else {
         PackSelection::All
     };
-    let rep = rt.block_on(sync::pull(
-        &key,
-        &root,
-        &hosts,
-        sel,
-        &opts,
-        progress_fn(progress),
-    ))?;
+    let pf = progress_fn(progress);
+    let mut rep = rt.block_on(sync::pull(&key, &root, &hosts, sel, &opts, pf.clone()))?;
+    if !a.no_packs {
+        // Packs placed as erasure-coded shares: any k hosts' shares of each bring it back.
+        let more = rt.block_on(shares::pull_shares(&key, &root, &hosts, None, &opts, pf))?;
+        rep.fetched += more.fetched;
+        rep.bytes += more.bytes;
+        rep.missing.extend(more.missing);
+        rep.errors.extend(more.errors);
+    }
     drop(bar);
     drop(repo);
     if let Some(c) = coordinator {

@@ -4,7 +4,9 @@
 use crate::{exit, Global};
 use anyhow::{bail, Context, Result};
 use pluto_netsync::coord_client::{ClientConfig, ClientError, CoordClient};
+use pluto_netsync::erasure::{Params, Scheme};
 use pluto_netsync::peer::client::HostAddr;
+use pluto_netsync::peer::shares;
 use pluto_netsync::peer::sync::{
     self, PeerState, Progress as PeerProgress, ProgressFn, SyncOptions,
 };
@@ -200,6 +202,71 @@ pub async fn owner_hosts(
     Ok((out, client))
 }
 
+/// `push` with erasure coding: N hosts, each pack as N shares.
+fn push_erasure(
+    g: &Global,
+    rt: &tokio::runtime::Runtime,
+    root: &Path,
+    key: &ed25519_dalek::SigningKey,
+    a: &Args,
+    params: Params,
+) -> Result<u8> {
+    let n = usize::from(params.n());
+    let (hosts, coordinator) = rt.block_on(owner_hosts(root, key, &a.peers, "push", Some(n)))?;
+    if hosts.len() < n {
+        eprintln!(
+            "pluto: {} host(s) for a {}/{} scheme: shares without a host wait for the next push",
+            hosts.len(),
+            params.k(),
+            n
+        );
+    }
+    if hosts.is_empty() {
+        bail!("no hosts: pass --coordinator URL (or --host NODEID@ws://HOST:PORT)");
+    }
+    let progress = Arc::new(Progress::default());
+    let bar = crate::progress::Bar::start(progress.clone(), "push", g.quiet);
+    let opts = SyncOptions {
+        parallel: a.parallel.max(1),
+        relay: coordinator.clone(),
+        ..Default::default()
+    };
+    let rep = rt.block_on(shares::push_shares(
+        key,
+        root,
+        &hosts,
+        params,
+        &opts,
+        progress_fn(progress),
+    ))?;
+    drop(bar);
+    if let Some(c) = coordinator {
+        let _ = rt.block_on(c.close());
+    }
+    for (h, e) in &rep.errors {
+        eprintln!("pluto: host {}: {e}", &h.to_hex()[..16]);
+    }
+    if !g.quiet {
+        println!(
+            "Pushed {} file(s), {} bytes, as {}/{} shares to {} host(s); {} already there.",
+            rep.uploaded,
+            rep.bytes,
+            params.k(),
+            n,
+            hosts.len(),
+            rep.already
+        );
+    }
+    if rep.under_replicated > 0 {
+        eprintln!(
+            "pluto: {} pack(s) or file(s) are not fully placed yet; push again later",
+            rep.under_replicated
+        );
+        return Ok(exit::ERROR);
+    }
+    Ok(exit::OK)
+}
+
 /// Feed peer progress into the CLI's progress bar.
 pub fn progress_fn(p: Arc<Progress>) -> ProgressFn {
     Arc::new(move |e| match e {
@@ -228,9 +295,33 @@ pub struct Args {
     /// Copies wanted (k).
     #[arg(long, short = 'k', default_value_t = 2)]
     copies: usize,
+    /// Placement: `K/N` erasure coding (each pack as N shares on N distinct hosts, any K
+    /// restore it; e.g. 4/8), or `copies:C` full copies. Remembered in the repository
+    /// (`.pluto/peers/scheme`); without it, `-k` full copies.
+    #[arg(long, value_name = "K/N|copies:C")]
+    scheme: Option<Scheme>,
     /// Files in flight per host.
     #[arg(long, default_value_t = 4)]
     parallel: usize,
+}
+
+/// The placement scheme: given (and then remembered), or remembered.
+pub fn scheme_of(root: &Path, given: Option<Scheme>) -> Result<Option<Scheme>> {
+    let file = root.join("peers").join("scheme");
+    if let Some(s) = given {
+        std::fs::create_dir_all(root.join("peers"))?;
+        std::fs::write(&file, s.to_string())
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        return Ok(Some(s));
+    }
+    match std::fs::read_to_string(&file) {
+        Ok(s) => Ok(Some(
+            s.trim()
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,
+        )),
+        Err(_) => Ok(None),
+    }
 }
 
 pub fn run(g: &Global, a: Args) -> Result<u8> {
@@ -238,6 +329,12 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let root = repo.root().to_path_buf();
     let key = repo.keys().node.clone();
     let rt = runtime()?;
+    let scheme = scheme_of(&root, a.scheme)?;
+    if let Some(params) = scheme.as_ref().and_then(|s| s.params()) {
+        return push_erasure(g, &rt, &root, &key, &a, params);
+    }
+    let copies = scheme.map(|s| usize::from(s.n())).unwrap_or(a.copies);
+    let a = Args { copies, ..a };
     let (hosts, coordinator) =
         rt.block_on(owner_hosts(&root, &key, &a.peers, "push", Some(a.copies)))?;
     if hosts.is_empty() {

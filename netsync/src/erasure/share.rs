@@ -180,6 +180,34 @@ impl ShareHeader {
     /// Parses and checks the header at the start of `bytes`, and that `bytes` is exactly
     /// one share long. Never panics.
     pub fn parse(bytes: &[u8]) -> Result<ShareHeader, ShareError> {
+        let header = Self::parse_prefix(bytes)?;
+        if bytes.len() as u64 != header.share_len() {
+            return Err(ShareError::WrongLength {
+                got: bytes.len(),
+                expected: header.share_len(),
+            });
+        }
+        if header.is_data() {
+            // Bytes of this data shard beyond the end of the group must be zero.
+            let header_len = FIXED_HEADER_LEN + PACK_ENTRY_LEN * header.packs.len();
+            let start = u64::from(header.index) * header.shard_size;
+            let used = header
+                .original_len
+                .saturating_sub(start)
+                .min(header.shard_size) as usize;
+            if bytes[header_len + used..].iter().any(|&b| b != 0) {
+                return Err(ShareError::NonZeroPadding {
+                    index: header.index,
+                });
+            }
+        }
+        Ok(header)
+    }
+
+    /// The header alone, from the first bytes of a share (at least the header's length):
+    /// what a host's listing needs to group shares by pack before fetching them whole.
+    /// [`ShareHeader::parse`] on the whole share checks the rest.
+    pub fn parse_prefix(bytes: &[u8]) -> Result<ShareHeader, ShareError> {
         if bytes.len() < FIXED_HEADER_LEN {
             return Err(ShareError::TooShort { len: bytes.len() });
         }
@@ -243,28 +271,13 @@ impl ShareHeader {
                 k,
             });
         }
-        let header = ShareHeader {
+        Ok(ShareHeader {
             params,
             index,
             original_len,
             shard_size,
             packs,
-        };
-        if bytes.len() as u64 != header.share_len() {
-            return Err(ShareError::WrongLength {
-                got: bytes.len(),
-                expected: header.share_len(),
-            });
-        }
-        if header.is_data() {
-            // Bytes of this data shard beyond the end of the group must be zero.
-            let start = u64::from(index) * shard_size;
-            let used = original_len.saturating_sub(start).min(shard_size) as usize;
-            if bytes[header_len + used..].iter().any(|&b| b != 0) {
-                return Err(ShareError::NonZeroPadding { index });
-            }
-        }
-        Ok(header)
+        })
     }
 }
 

@@ -358,7 +358,7 @@ impl HostedStore {
                 ),
             ));
         }
-        if kind == Kind::Pack {
+        if matches!(kind, Kind::Pack | Kind::Share) {
             self.write_atomic(&self.outboard_path(owner, name), &ob.data)
                 .map_err(internal)?;
         }

@@ -10,6 +10,7 @@
 //! - [`server`]: accepts peer connections and serves the hosted store.
 //! - [`client`]: one authenticated connection to a host, resumable put/get.
 //! - [`store`]: [`store::PeerPackStore`], a `PackStore` backed by a host.
+//! - [`shares`]: erasure-coded push and pull (k-of-n shares on distinct hosts).
 //! - [`sync`]: push, pull, challenge rounds and repair over a set of hosts, with the
 //!   owner's local record of placements (`.pluto/peers/state.json`, local).
 
@@ -20,6 +21,7 @@ pub mod noise;
 pub mod obfuscate;
 pub mod proto;
 pub mod server;
+pub mod shares;
 pub mod store;
 pub mod sync;
 

@@ -25,10 +25,18 @@ pub enum Kind {
     Index,
     Snapshot,
     Config,
+    /// A Reed–Solomon share of a pack (erasure-coded placement), named by its BLAKE3 hash.
+    Share,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Pack, Kind::Index, Kind::Snapshot, Kind::Config];
+    pub const ALL: [Kind; 5] = [
+        Kind::Pack,
+        Kind::Index,
+        Kind::Snapshot,
+        Kind::Config,
+        Kind::Share,
+    ];
     pub fn byte(self) -> u8 {
         self as u8
     }
@@ -38,6 +46,7 @@ impl Kind {
             Kind::Index => "index",
             Kind::Snapshot => "snapshots",
             Kind::Config => "config",
+            Kind::Share => "shares",
         }
     }
 }

@@ -273,7 +273,7 @@ pub struct PushReport {
     pub under_replicated: usize,
 }
 
-async fn list_host(
+pub(crate) async fn list_host(
     key: &SigningKey,
     host: &HostAddr,
     opts: &SyncOptions,
@@ -290,7 +290,7 @@ async fn list_host(
 }
 
 /// Upload every item the host lacks; returns (uploaded, bytes, already there).
-async fn push_host(
+pub(crate) async fn push_host(
     key: Arc<SigningKey>,
     host: HostAddr,
     items: Arc<Vec<Item>>,
@@ -516,13 +516,14 @@ pub struct PullReport {
     pub errors: Vec<(NodeId, String)>,
 }
 
-fn dest_of(repo_root: &Path, kind: Kind, name: &[u8; 32]) -> PathBuf {
+pub(crate) fn dest_of(repo_root: &Path, kind: Kind, name: &[u8; 32]) -> PathBuf {
     let h = hex::encode(name);
     match kind {
         Kind::Pack => repo_root.join("packs").join(&h[..2]).join(h),
         Kind::Index => repo_root.join("index").join(h),
         Kind::Snapshot => repo_root.join("snapshots").join(h),
         Kind::Config => repo_root.join("config"),
+        Kind::Share => repo_root.join("peers").join("staged").join(h),
     }
 }
 
@@ -646,6 +647,8 @@ pub async fn pull(
             Kind::Config => fresh,
             Kind::Index | Kind::Snapshot => true,
             Kind::Pack => wanted_packs.as_ref().is_none_or(|w| w.contains(name)),
+            // shares are decoded into packs by `shares::pull_shares`
+            Kind::Share => false,
         };
         if want {
             todo.push((*kind, *name, *size, srcs.clone()));
@@ -667,6 +670,7 @@ pub async fn pull(
         Kind::Index => 1,
         Kind::Snapshot => 2,
         Kind::Pack => 3,
+        Kind::Share => 4,
     });
     let (meta, packs_todo): (Vec<_>, Vec<_>) = todo.into_iter().partition(|t| t.0 != Kind::Pack);
     for (kind, name, size, srcs) in meta {

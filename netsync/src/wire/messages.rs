@@ -129,6 +129,8 @@ pub enum RefusalCode {
     BadInvite,
     BadRequest,
     Internal,
+    /// The peer asked for is offline: a relayed session could not start.
+    PeerOffline,
 }
 
 /// A refusal with a human-readable reason.

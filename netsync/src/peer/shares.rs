@@ -1,0 +1,493 @@
+//! Erasure-coded placement over peers: each pack is Reed–Solomon encoded into `n` shares
+//! (any `k` restore it) placed on `n` distinct hosts; index files, snapshots and the config
+//! — small — go whole to every host. Pull needs no local record: shares describe
+//! themselves (their header names the pack), so after a disk loss any `k` hosts' shares of a
+//! pack bring it back, each share checked against its BLAKE3 name and the pack against its.
+//!
+//! The owner's record of where each share went is `.pluto/peers/shares.json` (local, like
+//! `state.json`); shares wait in `.pluto/peers/staged/` until their host confirmed them.
+
+use super::client::HostAddr;
+use super::proto::Kind;
+use super::sync::{
+    connect, dest_of, list_host, local_items, pull, push_host, Item, PackSelection, PeerState,
+    ProgressFn, PullReport, PushReport, SyncOptions,
+};
+use super::{PeerError, Result};
+use crate::erasure::{self, Decoder, Params, Share, ShareHeader, ShareId};
+use crate::wire::NodeId;
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Where the shares of one pack went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackPlacement {
+    pub k: u8,
+    pub n: u8,
+    /// By share index: the share's name (hex), its length, and the host given it.
+    pub shares: Vec<SharePlacement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharePlacement {
+    pub name: String,
+    pub len: u64,
+    pub host: Option<String>,
+}
+
+/// The owner's placement record, by pack name (hex).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    pub packs: BTreeMap<String, PackPlacement>,
+}
+
+impl Placement {
+    fn path(repo_root: &Path) -> PathBuf {
+        repo_root.join("peers").join("shares.json")
+    }
+
+    pub fn load(repo_root: &Path) -> Result<Placement> {
+        let p = Self::path(repo_root);
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                PeerError::Protocol(format!("{}: malformed share placement: {e}", p.display()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Placement::default()),
+            Err(e) => Err(PeerError::Io { path: p, source: e }),
+        }
+    }
+
+    pub fn save(&self, repo_root: &Path) -> Result<()> {
+        let dir = repo_root.join("peers");
+        std::fs::create_dir_all(&dir).map_err(PeerError::io(&dir))?;
+        let bytes = serde_json::to_vec_pretty(self).expect("placement serializes");
+        pluto_repo::fsutil::write_atomic(
+            &repo_root.join("tmp"),
+            &Self::path(repo_root),
+            &bytes,
+            0o600,
+        )?;
+        Ok(())
+    }
+}
+
+/// Give every share slot without a usable host one that holds no other share of the pack,
+/// the least loaded first (then in the order given). Slots whose host is unusable (failed)
+/// are reassigned; slots on a host merely absent from `hosts` keep it (it may be offline).
+pub fn assign_hosts(
+    slots: &mut [Option<String>],
+    hosts: &[String],
+    failed: &HashSet<String>,
+    load: &mut HashMap<String, usize>,
+) {
+    for s in slots.iter_mut() {
+        if s.as_ref().is_some_and(|h| failed.contains(h)) {
+            *s = None;
+        }
+    }
+    for i in 0..slots.len() {
+        if slots[i].is_some() {
+            continue;
+        }
+        let taken: HashSet<&String> = slots.iter().flatten().collect();
+        let pick = hosts
+            .iter()
+            .filter(|h| !taken.contains(h) && !failed.contains(*h))
+            .min_by_key(|h| load.get(*h).copied().unwrap_or(0))
+            .cloned();
+        if let Some(h) = pick {
+            *load.entry(h.clone()).or_default() += 1;
+            slots[i] = Some(h);
+        }
+    }
+}
+
+fn staged_path(repo_root: &Path, name: &str) -> PathBuf {
+    repo_root.join("peers").join("staged").join(name)
+}
+
+/// Push with erasure coding: every pack as `params.n()` shares on distinct hosts, the other
+/// files whole to every host. `under_replicated` counts packs with a share not confirmed on
+/// its host, and files held by fewer than `n − k + 1` hosts (what survives the same losses).
+pub async fn push_shares(
+    key: &SigningKey,
+    repo_root: &Path,
+    hosts: &[HostAddr],
+    params: Params,
+    opts: &SyncOptions,
+    progress: ProgressFn,
+) -> Result<PushReport> {
+    let (k, n) = (params.k(), params.n());
+    let items = local_items(repo_root)?;
+    let mut state = PeerState::load(repo_root)?;
+    let mut placement = Placement::load(repo_root)?;
+    let failed: HashSet<String> = state
+        .hosts
+        .iter()
+        .filter(|(_, r)| r.failed)
+        .map(|(h, _)| h.clone())
+        .collect();
+    let host_ids: Vec<String> = hosts.iter().map(|h| h.node.to_hex()).collect();
+    let confirmed = |state: &PeerState, host: &str, share: &str| {
+        state
+            .hosts
+            .get(host)
+            .is_some_and(|r| !r.failed && r.stored.contains_key(&format!("shares/{share}")))
+    };
+    let mut load: HashMap<String, usize> = HashMap::new();
+    for p in placement.packs.values() {
+        for s in p.shares.iter().filter_map(|s| s.host.clone()) {
+            *load.entry(s).or_default() += 1;
+        }
+    }
+    let staged_dir = repo_root.join("peers").join("staged");
+    std::fs::create_dir_all(&staged_dir).map_err(PeerError::io(&staged_dir))?;
+    let mut per_host: HashMap<String, Vec<Item>> = HashMap::new();
+    for pack in items.iter().filter(|i| i.kind == Kind::Pack) {
+        let pack_hex = hex::encode(pack.name);
+        let stale = placement
+            .packs
+            .get(&pack_hex)
+            .is_none_or(|p| p.k != k || p.n != n || p.shares.len() != usize::from(n));
+        let needs_bytes = stale
+            || placement.packs[&pack_hex].shares.iter().any(|s| {
+                !s.host
+                    .as_ref()
+                    .is_some_and(|h| confirmed(&state, h, &s.name))
+                    && !staged_path(repo_root, &s.name).exists()
+            });
+        // Encoding is deterministic: a pack encoded again gives the same shares.
+        let encoded: Option<Vec<Share>> = if needs_bytes {
+            let bytes = std::fs::read(&pack.path).map_err(PeerError::io(&pack.path))?;
+            let shares = erasure::encode(params, &[&bytes])
+                .map_err(|e| PeerError::Protocol(format!("pack {pack_hex}: {e}")))?;
+            Some(shares)
+        } else {
+            None
+        };
+        if stale {
+            let shares = encoded.as_ref().expect("encoded when stale");
+            placement.packs.insert(
+                pack_hex.clone(),
+                PackPlacement {
+                    k,
+                    n,
+                    shares: shares
+                        .iter()
+                        .map(|s| SharePlacement {
+                            name: s.id().hex(),
+                            len: s.len() as u64,
+                            host: None,
+                        })
+                        .collect(),
+                },
+            );
+        }
+        let entry = placement.packs.get_mut(&pack_hex).expect("inserted");
+        let mut slots: Vec<Option<String>> = entry.shares.iter().map(|s| s.host.clone()).collect();
+        assign_hosts(&mut slots, &host_ids, &failed, &mut load);
+        for (i, (slot, sp)) in slots.into_iter().zip(entry.shares.iter_mut()).enumerate() {
+            sp.host = slot;
+            let Some(h) = &sp.host else { continue };
+            if confirmed(&state, h, &sp.name) {
+                continue;
+            }
+            let path = staged_path(repo_root, &sp.name);
+            if !path.exists() {
+                let share = &encoded
+                    .as_ref()
+                    .expect("encoded when a share is not staged")[i];
+                pluto_repo::fsutil::write_atomic(
+                    &repo_root.join("tmp"),
+                    &path,
+                    share.as_bytes(),
+                    0o600,
+                )?;
+            }
+            let mut name = [0u8; 32];
+            hex::decode_to_slice(&sp.name, &mut name)
+                .map_err(|_| PeerError::Protocol(format!("bad share name {}", sp.name)))?;
+            per_host.entry(h.clone()).or_default().push(Item {
+                kind: Kind::Share,
+                name,
+                size: sp.len,
+                path,
+            });
+        }
+    }
+    placement.save(repo_root)?;
+
+    // Every host gets the small files whole, and its own shares.
+    let meta: Vec<Item> = items
+        .iter()
+        .filter(|i| i.kind != Kind::Pack)
+        .cloned()
+        .collect();
+    let key = Arc::new(key.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut records = Vec::new();
+    for h in hosts {
+        let hex_id = h.node.to_hex();
+        if failed.contains(&hex_id) {
+            continue;
+        }
+        let mut mine = per_host.remove(&hex_id).unwrap_or_default();
+        mine.extend(meta.iter().cloned());
+        let rec = Arc::new(Mutex::new(state.host(h).clone()));
+        records.push((h.clone(), rec.clone()));
+        let (key, h2, opts, progress) = (key.clone(), h.clone(), opts.clone(), progress.clone());
+        tasks.spawn(async move {
+            (
+                h2.node,
+                push_host(key, h2, Arc::new(mine), opts, progress, rec).await,
+            )
+        });
+    }
+    let mut report = PushReport::default();
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok((_, Ok((up, b, a)))) => {
+                report.uploaded += up;
+                report.bytes += b;
+                report.already += a;
+            }
+            Ok((node, Err(e))) => report.errors.push((node, e.to_string())),
+            Err(e) => report
+                .errors
+                .push((NodeId([0; 32]), format!("push task failed: {e}"))),
+        }
+    }
+    for (h, rec) in records {
+        let mut rec = rec.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        rec.last_push_unix = super::sync::now_unix();
+        rec.url = h.url.clone();
+        *state.host(&h) = rec;
+    }
+    state.save(repo_root)?;
+
+    // Shares their host confirmed leave the staging area; count what is not placed yet.
+    for p in placement.packs.values() {
+        let mut placed = 0;
+        for s in &p.shares {
+            if s.host
+                .as_ref()
+                .is_some_and(|h| confirmed(&state, h, &s.name))
+            {
+                placed += 1;
+                let _ = std::fs::remove_file(staged_path(repo_root, &s.name));
+            }
+        }
+        if placed < usize::from(n) {
+            report.under_replicated += 1;
+        }
+    }
+    let need = usize::from(n - k) + 1;
+    report.under_replicated += meta
+        .iter()
+        .filter(|i| state.copies(&i.key()) < need)
+        .count();
+    // Forget packs that are gone locally (pruned).
+    let present: HashSet<String> = items
+        .iter()
+        .filter(|i| i.kind == Kind::Pack)
+        .map(|i| hex::encode(i.name))
+        .collect();
+    placement.packs.retain(|p, _| present.contains(p));
+    placement.save(repo_root)?;
+    Ok(report)
+}
+
+/// One share a host lists, with the header read from its first bytes.
+struct Listed {
+    host: HostAddr,
+    name: [u8; 32],
+    size: u64,
+    header: ShareHeader,
+}
+
+/// Bring back the config, index files and snapshots whole (from any host), then every pack
+/// this repository lacks (of `only`, when given) from any `k` of its shares, whichever
+/// hosts answer first.
+pub async fn pull_shares(
+    key: &SigningKey,
+    repo_root: &Path,
+    hosts: &[HostAddr],
+    only: Option<&HashSet<[u8; 32]>>,
+    opts: &SyncOptions,
+    progress: ProgressFn,
+) -> Result<PullReport> {
+    let mut report = pull(
+        key,
+        repo_root,
+        hosts,
+        PackSelection::None,
+        opts,
+        progress.clone(),
+    )
+    .await?;
+    // What each reachable host holds: shares, by the packs their headers name.
+    let mut listed: Vec<Listed> = Vec::new();
+    for h in hosts {
+        let res = async {
+            let names = list_host(key, h, opts).await?;
+            let mut c = connect(key, h, opts).await?;
+            let mut out = Vec::new();
+            for ((kind, name), size) in names {
+                if kind != Kind::Share {
+                    continue;
+                }
+                let head = c.get(Kind::Share, &name, 0, size.min(4096) as u32).await?;
+                match ShareHeader::parse_prefix(&head) {
+                    Ok(header) => out.push(Listed {
+                        host: h.clone(),
+                        name,
+                        size,
+                        header,
+                    }),
+                    Err(e) => report_err(
+                        &mut report,
+                        h.node,
+                        format!("share {}: {e}", hex::encode(name)),
+                    ),
+                }
+            }
+            c.close().await;
+            Ok::<_, PeerError>(out)
+        }
+        .await;
+        match res {
+            Ok(v) => listed.extend(v),
+            Err(e) => report.errors.push((h.node, e.to_string())),
+        }
+    }
+    // Group shares by the packs they restore; fetch groups whose packs are missing here.
+    let mut groups: BTreeMap<Vec<[u8; 32]>, Vec<Listed>> = BTreeMap::new();
+    for l in listed {
+        let ids: Vec<[u8; 32]> = l.header.packs.iter().map(|p| p.id.0).collect();
+        groups.entry(ids).or_default().push(l);
+    }
+    for (packs, mut shares) in groups {
+        if packs
+            .iter()
+            .all(|p| dest_of(repo_root, Kind::Pack, p).exists())
+            || only.is_some_and(|o| !packs.iter().any(|p| o.contains(p)))
+        {
+            continue;
+        }
+        // Data shares first (no decoding work when all k of them come back), one per host.
+        shares.sort_by_key(|s| (!s.header.is_data(), s.header.index));
+        let mut decoder = Decoder::new();
+        let mut used_hosts = HashSet::new();
+        for s in &shares {
+            if decoder.is_ready() {
+                break;
+            }
+            if !used_hosts.insert((s.host.node, s.header.index)) {
+                continue;
+            }
+            let part = repo_root
+                .join("peers")
+                .join("partial")
+                .join(format!("share-{}", hex::encode(s.name)));
+            if let Some(d) = part.parent() {
+                std::fs::create_dir_all(d).map_err(PeerError::io(d))?;
+            }
+            let got = async {
+                let mut c = connect(key, &s.host, opts).await?;
+                let b = c
+                    .download(Kind::Share, &s.name, s.size, &part, &mut |b| {
+                        progress(super::sync::Progress::Bytes(b))
+                    })
+                    .await;
+                c.close().await;
+                b
+            }
+            .await;
+            let _ = std::fs::remove_file(&part);
+            let bytes = match got {
+                Ok(b) => b,
+                Err(e) => {
+                    report.errors.push((s.host.node, e.to_string()));
+                    continue;
+                }
+            };
+            let share = match Share::verified(ShareId(s.name), bytes) {
+                Ok(sh) => sh,
+                Err(e) => {
+                    report.errors.push((s.host.node, e.to_string()));
+                    continue;
+                }
+            };
+            if let Err(e) = decoder.add_share(share) {
+                report.errors.push((s.host.node, e.to_string()));
+            }
+        }
+        if !decoder.is_ready() {
+            for p in &packs {
+                report.missing.push(format!("packs/{}", hex::encode(p)));
+            }
+            continue;
+        }
+        let restored = decoder.finish().map_err(|e| {
+            PeerError::Protocol(format!("decoding pack {}: {e}", hex::encode(packs[0])))
+        })?;
+        for p in restored {
+            let dest = dest_of(repo_root, Kind::Pack, &p.id.0);
+            let dir = dest.parent().expect("has a parent");
+            std::fs::create_dir_all(dir).map_err(PeerError::io(dir))?;
+            pluto_repo::fsutil::write_atomic(&repo_root.join("tmp"), &dest, &p.bytes, 0o644)?;
+            report.fetched += 1;
+            report.bytes += p.bytes.len() as u64;
+        }
+    }
+    Ok(report)
+}
+
+fn report_err(report: &mut PullReport, node: NodeId, e: String) {
+    report.errors.push((node, e));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("h{i}")).collect()
+    }
+
+    #[test]
+    fn shares_of_a_pack_go_to_distinct_hosts_and_spread_the_load() {
+        let hosts = ids(8);
+        let mut load = HashMap::new();
+        for _ in 0..3 {
+            let mut slots = vec![None; 8];
+            assign_hosts(&mut slots, &hosts, &HashSet::new(), &mut load);
+            let set: HashSet<_> = slots.iter().flatten().collect();
+            assert_eq!(set.len(), 8, "{slots:?}");
+        }
+        assert!(load.values().all(|&v| v == 3), "{load:?}");
+    }
+
+    #[test]
+    fn a_failed_host_loses_its_slot_and_an_absent_one_keeps_it() {
+        let mut slots: Vec<Option<String>> = ids(4).into_iter().map(Some).collect();
+        let failed: HashSet<String> = ["h1".to_string()].into();
+        // h3 is not in this push's host list (offline): it keeps its share; h1 failed.
+        let hosts = vec!["h0".into(), "h1".into(), "h2".into(), "h9".into()];
+        assign_hosts(&mut slots, &hosts, &failed, &mut HashMap::new());
+        assert_eq!(slots[1].as_deref(), Some("h9"));
+        assert_eq!(slots[3].as_deref(), Some("h3"));
+    }
+
+    #[test]
+    fn too_few_hosts_leave_slots_empty_rather_than_doubling_up() {
+        let mut slots = vec![None; 8];
+        assign_hosts(&mut slots, &ids(5), &HashSet::new(), &mut HashMap::new());
+        assert_eq!(slots.iter().flatten().count(), 5);
+        let set: HashSet<_> = slots.iter().flatten().collect();
+        assert_eq!(set.len(), 5);
+    }
+}

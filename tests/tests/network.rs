@@ -631,6 +631,13 @@ fn four_of_eight_shares_restore_after_four_hosts_and_the_owner_die() {
         all_shares.extend(shares);
     }
     assert_eq!(all_shares.len(), packs * 8, "every share is distinct");
+    let st = status_json(&a);
+    assert_eq!(st["shares"]["placed"].as_u64(), Some(packs as u64), "{st}");
+    assert_eq!(st["shares"]["scheme"], "4/8");
+    assert!(
+        st["min_copies"].as_u64() >= Some(5),
+        "small files on ≥ n−k+1 hosts: {st}"
+    );
     // Pushing again sends nothing new.
     let again = ok(&a, &["push"]);
     assert!(again.contains("Pushed 0 file(s)"), "{again}");

@@ -30,8 +30,29 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         .filter(|i| i.kind == pluto_netsync::peer::proto::Kind::Snapshot)
         .map(|i| (hex::encode(i.name), state.copies(&i.key())))
         .collect();
+    // Packs placed as erasure-coded shares count as placed when every share's host holds it.
+    let placement = pluto_netsync::peer::shares::Placement::load(&root)?;
+    let share_placed = |pack: &str| {
+        placement.packs.get(pack).is_some_and(|p| {
+            p.shares.iter().all(|s| {
+                s.host.as_ref().is_some_and(|h| {
+                    state.hosts.get(h).is_some_and(|r| {
+                        !r.failed && r.stored.contains_key(&format!("shares/{}", s.name))
+                    })
+                })
+            })
+        })
+    };
+    let (shared_total, shared_placed) = (
+        placement.packs.len(),
+        placement.packs.keys().filter(|p| share_placed(p)).count(),
+    );
     let min_copies = items
         .iter()
+        .filter(|i| {
+            !(i.kind == pluto_netsync::peer::proto::Kind::Pack
+                && placement.packs.contains_key(&hex::encode(i.name)))
+        })
         .map(|i| state.copies(&i.key()))
         .min()
         .unwrap_or(0);
@@ -67,6 +88,11 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             "node": repo.keys().node_id_hex(),
             "files": items.len(),
             "min_copies": min_copies,
+            "shares": {
+                "scheme": placement.packs.values().next().map(|p| format!("{}/{}", p.k, p.n)),
+                "packs": shared_total,
+                "placed": shared_placed,
+            },
             "snapshots": snaps.iter().map(|(s, c)| serde_json::json!({"id": s, "copies": c})).collect::<Vec<_>>(),
             "hosts": state.hosts,
             "hosting": hosted,
@@ -79,6 +105,12 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         "{} file(s) to replicate; fewest copies of any: {min_copies}",
         items.len()
     );
+    if let Some(p) = placement.packs.values().next() {
+        println!(
+            "{shared_placed} of {shared_total} pack(s) placed as {}/{} shares",
+            p.k, p.n
+        );
+    }
     if state.hosts.is_empty() {
         println!("no hosts yet: `pluto push --coordinator URL`");
     }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use pluto_netsync::wire::{
     self, topics, topics::CoordTopic, Announce, CoordMsg, Envelope, NodeId, NodeMsg, PeerMode,
-    Refusal, RefusalCode, RelationState, ReplayGuard, Reply, WireError, MAX_CHALLENGE_ANSWER,
-    MAX_CHALLENGE_PAYLOAD,
+    Refusal, RefusalCode, RelationState, RepairSource, ReplayGuard, Reply, WireError,
+    MAX_CHALLENGE_ANSWER, MAX_CHALLENGE_PAYLOAD, MAX_GROUPS_PER_RECORD,
 };
 use rand::Rng;
 
@@ -30,6 +30,11 @@ pub struct Params {
     pub rate_per_sec: f64,
     pub rate_burst: f64,
     pub reputation: ReputationParams,
+    /// A share whose holder has been offline this long is rebuilt elsewhere (an excluded
+    /// holder's at once). Shorter turns ordinary offline time into needless repairs.
+    pub repair_grace: Duration,
+    /// A repair not reported done in this time is ordered again (from another node).
+    pub repair_timeout: Duration,
 }
 
 impl Default for Params {
@@ -44,6 +49,8 @@ impl Default for Params {
             rate_per_sec: 20.0,
             rate_burst: 60.0,
             reputation: ReputationParams::default(),
+            repair_grace: Duration::from_secs(3 * 24 * 3600),
+            repair_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -70,6 +77,8 @@ pub struct Stats {
     pub refused: u64,
     pub rate_limited: u64,
     pub matches_made: u64,
+    pub repairs_ordered: u64,
+    pub repairs_done: u64,
 }
 
 pub struct Core {
@@ -83,6 +92,9 @@ pub struct Core {
     relay: Option<(String, Arc<Mutex<RelayTable>>)>,
     pub stats: Stats,
     external: bool,
+    /// Signs repair tickets (the coordinator's own key).
+    ticket_key: Option<ed25519_dalek::SigningKey>,
+    last_repair_scan_ms: u64,
 }
 
 fn secs(ms: u64) -> u64 {
@@ -158,6 +170,8 @@ impl Core {
             pings: HashMap::new(),
             last_ping_round_ms: start_ms,
             last_challenge_round_ms: start_ms,
+            ticket_key: None,
+            last_repair_scan_ms: start_ms,
             relay: None,
             stats: Stats::default(),
             external,
@@ -528,6 +542,48 @@ impl Core {
                     ))
                 }
             }
+            NodeMsg::RecordShares { groups } => {
+                if groups.len() > MAX_GROUPS_PER_RECORD {
+                    return Ok(Err(refusal(
+                        RefusalCode::TooLarge,
+                        format!("at most {MAX_GROUPS_PER_RECORD} groups per message"),
+                    )));
+                }
+                for g in &groups {
+                    if g.k == 0
+                        || g.k >= g.n
+                        || usize::from(g.n) != g.shares.len()
+                        || g.n > self.params.max_copies.max(16) * 2
+                    {
+                        return Ok(Err(refusal(
+                            RefusalCode::BadRequest,
+                            "a group has n shares, 1 <= k < n <= 32",
+                        )));
+                    }
+                    if g.shares.iter().any(|s| s.host == node) {
+                        return Ok(Err(refusal(
+                            RefusalCode::BadRequest,
+                            "an owner cannot hold its own shares",
+                        )));
+                    }
+                }
+                for g in &groups {
+                    self.store.record_group(&node, g)?;
+                }
+                Ok(Reply::Ok)
+            }
+            NodeMsg::RepairDone { owner, name } => {
+                if self.store.finish_repair(&owner, &name, &node)? {
+                    tracing::info!(%owner, repairer = %node, share = %hex::encode(name), "share repaired");
+                    self.stats.repairs_done += 1;
+                    Ok(Reply::Ok)
+                } else {
+                    Err(refusal(
+                        RefusalCode::BadRequest,
+                        "no repair of this share was ordered from this node",
+                    ))
+                }
+            }
             NodeMsg::Pong { .. } | NodeMsg::Will | NodeMsg::Enroll { .. } => Err(refusal(
                 RefusalCode::BadRequest,
                 "this message is not a request on this topic",
@@ -805,6 +861,114 @@ impl Core {
         Ok(())
     }
 
+    /// Use this key to sign repair tickets; without it, no repair is ordered.
+    pub fn set_ticket_key(&mut self, key: ed25519_dalek::SigningKey) {
+        self.ticket_key = Some(key);
+    }
+
+    /// Repair without the owner: for each share whose holder is lost, pick a node that
+    /// holds no share of the group, make it a host of the owner if it is not yet, and send
+    /// it the group's surviving holders with a ticket to read k of them.
+    fn order_repairs(&mut self, now_ms: u64, out: &mut Vec<Out>) -> Result<(), Error> {
+        let Some(key) = self.ticket_key.clone() else {
+            return Ok(());
+        };
+        let now = secs(now_ms);
+        let lost = self.store.lost_slots(
+            now.saturating_sub(self.params.repair_grace.as_secs()),
+            now.saturating_sub(self.params.repair_timeout.as_secs()),
+            16,
+        )?;
+        for slot in lost {
+            let group = self.store.group_slots(&slot.owner, &slot.grp)?;
+            let mut sources = Vec::new();
+            for s in group.iter().filter(|s| s.idx != slot.idx) {
+                if let Some(h) = self.store.node(&s.host)? {
+                    if h.online && h.excluded.is_none() {
+                        sources.push(RepairSource {
+                            index: s.idx,
+                            name: s.name,
+                            len: s.len,
+                            host: s.host,
+                            addrs: h.addrs.clone(),
+                        });
+                    }
+                }
+            }
+            if sources.len() < usize::from(slot.k) {
+                tracing::warn!(owner = %slot.owner, group = %slot.grp, online = sources.len(), k = slot.k, "cannot repair: fewer than k holders online");
+                continue;
+            }
+            let (as_owner, _) = self.store.relationships_of(&slot.owner)?;
+            let Some(o) = self.store.node(&slot.owner)? else {
+                continue;
+            };
+            let mut best: Option<(NodeRow, f64)> = None;
+            for c in self.store.candidate_nodes(&slot.owner, 64)? {
+                if c.id == slot.owner
+                    || c.excluded.is_some()
+                    || !c.online
+                    || group.iter().any(|s| s.host == c.id)
+                    || as_owner
+                        .iter()
+                        .any(|r| r.host == c.id && r.state != RelationState::Active)
+                    || self.store.hosted_quota(&c.id)?.saturating_add(slot.len) > c.offer_bytes
+                {
+                    continue;
+                }
+                let score = self.score(&c, now)?;
+                if score < self.params.reputation.audit_threshold {
+                    continue;
+                }
+                if best.as_ref().is_none_or(|(_, b)| score > *b) {
+                    best = Some((c, score));
+                }
+            }
+            let Some((r, _)) = best else {
+                tracing::warn!(owner = %slot.owner, "cannot repair: no node can take the share");
+                continue;
+            };
+            if !as_owner.iter().any(|rel| rel.host == r.id) {
+                let quota = o.want_bytes.max(slot.len);
+                self.store
+                    .insert_relationship(&slot.owner, &r.id, quota, false, now)?;
+                out.push(Out::Send(
+                    r.id,
+                    CoordMsg::NewOwner {
+                        owner: slot.owner,
+                        quota_bytes: quota,
+                        owner_addrs: o.addrs.clone(),
+                    },
+                ));
+            }
+            let names = sources.iter().map(|s| s.name).collect();
+            let ticket = pluto_netsync::wire::issue_repair_ticket(
+                &key,
+                r.id,
+                slot.owner,
+                now + self.params.repair_timeout.as_secs(),
+                names,
+            );
+            self.store.set_repairer(&slot, &r.id, now)?;
+            tracing::info!(owner = %slot.owner, lost_holder = %slot.host, repairer = %r.id, index = slot.idx, "ordering a share repair");
+            self.stats.repairs_ordered += 1;
+            out.push(Out::Send(
+                r.id,
+                CoordMsg::RepairShare {
+                    owner: slot.owner,
+                    k: slot.k,
+                    n: slot.n,
+                    lost_index: slot.idx,
+                    lost_name: slot.name,
+                    lost_len: slot.len,
+                    sources,
+                    ticket,
+                },
+            ));
+        }
+        Ok(())
+    }
+
     fn exclude(&mut self, node: NodeId, reason: String, out: &mut Vec<Out>) -> Result<(), Error> {
         tracing::warn!(%node, %reason, "excluding node");
         let owners = self.store.exclude(&node, &reason)?;
@@ -877,6 +1041,13 @@ impl Core {
                     )?;
                 }
             }
+        }
+        let scan_every = (self.params.repair_grace / 4)
+            .clamp(Duration::from_secs(1), Duration::from_secs(60))
+            .as_millis() as u64;
+        if now_ms.saturating_sub(self.last_repair_scan_ms) >= scan_every {
+            self.last_repair_scan_ms = now_ms;
+            self.order_repairs(now_ms, out)?;
         }
         if now_ms.saturating_sub(self.last_challenge_round_ms)
             >= self.params.challenge_interval.as_millis() as u64

@@ -212,6 +212,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     )?;
     let external = config.broker.is_some();
     let mut core = core::Core::new(store, config.params.clone(), start_ms, external);
+    core.set_ticket_key(key.clone());
     let mut tasks = Vec::new();
 
     let relay_stats = Arc::new(relay::RelayStats::default());

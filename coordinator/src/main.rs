@@ -40,6 +40,10 @@ struct Args {
     /// Seconds between challenge rounds.
     #[arg(long, default_value_t = 6 * 3600)]
     challenge_interval: u64,
+    /// Seconds a share's holder may be offline before the share is rebuilt on another node
+    /// (an excluded holder's share at once). The model favours 3–7 days.
+    #[arg(long, default_value_t = 3 * 24 * 3600)]
+    repair_grace: u64,
     /// Required ratio of offered to requested storage.
     #[arg(long, default_value_t = 1.0)]
     balance_ratio: f64,
@@ -62,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.params.ping_interval = Duration::from_secs(a.ping_interval.max(1));
     cfg.params.challenge_interval = Duration::from_secs(a.challenge_interval.max(1));
     cfg.params.balance_ratio = a.balance_ratio;
+    cfg.params.repair_grace = Duration::from_secs(a.repair_grace);
     if let Some(url) = a.broker {
         let password = a
             .broker_password

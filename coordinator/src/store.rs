@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use pluto_netsync::wire::{Announce, NodeId, PeerMode, RelationState, Relationship};
+use pluto_netsync::wire::{
+    Announce, NodeId, PeerMode, RelationState, Relationship, ShareGroupRecord,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::Error;
@@ -24,6 +26,58 @@ pub struct NodeRow {
     pub audits_failed: u64,
     pub speed_bps: f64,
     pub last_seen: u64,
+}
+
+/// One share of an erasure-coded group, as the owner recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotRow {
+    pub owner: NodeId,
+    pub grp: String,
+    pub idx: u8,
+    pub k: u8,
+    pub n: u8,
+    pub name: [u8; 32],
+    pub len: u64,
+    pub host: NodeId,
+}
+
+/// A row, or None when a stored id does not parse (never written by this code).
+fn slot_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<SlotRow>> {
+    let parse = |s: String| -> Option<[u8; 32]> {
+        let mut b = [0u8; 32];
+        hex::decode_to_slice(s, &mut b).ok().map(|_| b)
+    };
+    let (owner, grp, idx, k, n, name, len, host): (
+        String,
+        String,
+        i64,
+        i64,
+        i64,
+        String,
+        i64,
+        String,
+    ) = (
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+    );
+    Ok((|| {
+        Some(SlotRow {
+            owner: NodeId(parse(owner)?),
+            grp,
+            idx: u8::try_from(idx).ok()?,
+            k: u8::try_from(k).ok()?,
+            n: u8::try_from(n).ok()?,
+            name: parse(name)?,
+            len: u64::try_from(len).ok()?,
+            host: NodeId(parse(host)?),
+        })
+    })())
 }
 
 /// A challenge relayed between owner and host.
@@ -113,6 +167,20 @@ CREATE TABLE IF NOT EXISTS relationships (
   PRIMARY KEY (owner, host)
 );
 CREATE INDEX IF NOT EXISTS relationships_host ON relationships(host);
+CREATE TABLE IF NOT EXISTS share_slots (
+  owner TEXT NOT NULL,
+  grp TEXT NOT NULL,
+  idx INTEGER NOT NULL,
+  k INTEGER NOT NULL,
+  n INTEGER NOT NULL,
+  name TEXT NOT NULL,
+  len INTEGER NOT NULL,
+  host TEXT NOT NULL,
+  repairer TEXT,
+  repair_since INTEGER,
+  PRIMARY KEY (owner, grp, idx)
+);
+CREATE INDEX IF NOT EXISTS share_slots_host ON share_slots(host);
 CREATE TABLE IF NOT EXISTS friends (a TEXT NOT NULL, b TEXT NOT NULL, since INTEGER NOT NULL, PRIMARY KEY (a, b));
 CREATE TABLE IF NOT EXISTS invites (code TEXT PRIMARY KEY, node TEXT NOT NULL, expires INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS challenges (
@@ -349,6 +417,76 @@ impl Store {
                 RelationState::Moving
             }
         }))
+    }
+
+    /// Record (or update) where the shares of one erasure-coded group are.
+    pub fn record_group(&mut self, owner: &NodeId, g: &ShareGroupRecord) -> Result<(), Error> {
+        let grp = hex::encode(g.shares[0].name);
+        let tx = self.conn.transaction()?;
+        for (i, s) in g.shares.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO share_slots (owner, grp, idx, k, n, name, len, host) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(owner, grp, idx) DO UPDATE SET name = ?6, len = ?7, host = ?8, repairer = NULL, repair_since = NULL",
+                params![owner.to_hex(), grp, i as i64, g.k, g.n, hex::encode(s.name), s.len as i64, s.host.to_hex()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Shares whose holder is lost — excluded, or offline since before `offline_before` —
+    /// and that no repair is running for (or whose repair started before `stale_before`).
+    pub fn lost_slots(
+        &self,
+        offline_before: u64,
+        stale_before: u64,
+        limit: usize,
+    ) -> Result<Vec<SlotRow>, Error> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT s.owner, s.grp, s.idx, s.k, s.n, s.name, s.len, s.host FROM share_slots s JOIN nodes h ON h.id = s.host
+             WHERE (h.excluded_reason IS NOT NULL OR (h.online = 0 AND h.last_seen < ?1))
+               AND (s.repairer IS NULL OR s.repair_since < ?2)
+             LIMIT ?3",
+        )?;
+        let rows = st
+            .query_map(
+                params![offline_before as i64, stale_before as i64, limit as i64],
+                slot_row,
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows.into_iter().flatten().collect())
+    }
+
+    pub fn group_slots(&self, owner: &NodeId, grp: &str) -> Result<Vec<SlotRow>, Error> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT owner, grp, idx, k, n, name, len, host FROM share_slots WHERE owner = ?1 AND grp = ?2 ORDER BY idx",
+        )?;
+        let rows = st
+            .query_map(params![owner.to_hex(), grp], slot_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows.into_iter().flatten().collect())
+    }
+
+    pub fn set_repairer(&self, slot: &SlotRow, repairer: &NodeId, now: u64) -> Result<(), Error> {
+        self.conn.execute(
+            "UPDATE share_slots SET repairer = ?4, repair_since = ?5 WHERE owner = ?1 AND grp = ?2 AND idx = ?3",
+            params![slot.owner.to_hex(), slot.grp, slot.idx as i64, repairer.to_hex(), now as i64],
+        )?;
+        Ok(())
+    }
+
+    /// The repairer stored share `name` of `owner`: it is the share's holder now.
+    pub fn finish_repair(
+        &self,
+        owner: &NodeId,
+        name: &[u8; 32],
+        repairer: &NodeId,
+    ) -> Result<bool, Error> {
+        let n = self.conn.execute(
+            "UPDATE share_slots SET host = ?3, repairer = NULL, repair_since = NULL WHERE owner = ?1 AND name = ?2 AND repairer = ?3",
+            params![owner.to_hex(), hex::encode(name), repairer.to_hex()],
+        )?;
+        Ok(n > 0)
     }
 
     /// The owner stops using `host`: an active relationship turns Moving. False if there was none.

@@ -690,3 +690,124 @@ fn four_of_eight_shares_restore_after_four_hosts_and_the_owner_die() {
     }
     let _ = coord.terminate(Duration::from_secs(20));
 }
+
+/// A host leaves with its disk while the owner is away: the coordinator has a spare node
+/// rebuild the lost share from four others (no key: shares are ciphertext), and the
+/// rebuilt share then counts: with only three original hosts left, the data still comes back.
+#[test]
+fn a_lost_share_is_rebuilt_on_a_new_host_without_the_owner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let cdir = base.join("coordinator");
+    let mut c = Command::new(coordinator_bin());
+    c.args([
+        "--data",
+        cdir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--repair-grace",
+        "1",
+    ]);
+    let mut coord = Daemon::spawn("coordinator", c);
+    let url = coord
+        .wait_line("mqtt ", Duration::from_secs(30))
+        .trim_start_matches("mqtt ")
+        .trim()
+        .to_string();
+    let quiet = ["--push-every", "0", "--challenge-every", "0"];
+    // Eight hosts for the shares, started first so the owner is matched with them.
+    let mut hosts = Vec::new();
+    for i in 0..8 {
+        let dir = base.join(format!("host{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        ok(&dir, &["init"]);
+        let d = serve(&format!("host{i}"), &dir, &url, &quiet);
+        hosts.push((dir, d));
+    }
+    let a = base.join("a");
+    tricky_tree(&a, 6);
+    let words = words_from_init(&ok(&a, &["init"]));
+    ok(&a, &["snapshot"]);
+    let a_id = node_id(&a);
+    let mut a_serve = serve(
+        "a",
+        &a,
+        &url,
+        &["-k", "8", "--push-every", "0", "--challenge-every", "0"],
+    );
+    a_serve.wait_line("8 host(s) matched", Duration::from_secs(20));
+    let out = ok(&a, &["push", "--scheme", "4/8"]);
+    assert!(out.contains("as 4/8 shares to 8 host(s)"), "{out}");
+    // The owner goes away; a spare node joins.
+    let st = a_serve.terminate(Duration::from_secs(20));
+    assert!(st.success());
+    let spare_dir = base.join("spare");
+    std::fs::create_dir_all(&spare_dir).unwrap();
+    ok(&spare_dir, &["init"]);
+    let mut spare = serve("spare", &spare_dir, &url, &quiet);
+
+    // host0 dies with its disk.
+    let lost: Vec<_> =
+        std::fs::read_dir(hosts[0].0.join(".pluto/hosted").join(&a_id).join("shares"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+    assert!(!lost.is_empty());
+    let _ = hosts[0].1.terminate(Duration::from_secs(20));
+    std::fs::remove_dir_all(hosts[0].0.join(".pluto/hosted")).unwrap();
+
+    // The spare rebuilds exactly the lost shares (its hosted store checked each name).
+    let spare_shares = spare_dir.join(".pluto/hosted").join(&a_id).join("shares");
+    wait_until(
+        "the spare holds every lost share",
+        Duration::from_secs(60),
+        &mut [&mut coord, &mut spare],
+        || {
+            let have: std::collections::HashSet<_> = std::fs::read_dir(&spare_shares)
+                .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            lost.iter().all(|l| have.contains(l))
+        },
+    );
+    let log = spare.drain();
+    assert!(log.contains("rebuilt share"), "{log}");
+
+    // Four more original hosts go: three are left, so the spare's shares are needed.
+    for (dir, d) in hosts.iter_mut().skip(1).take(4) {
+        let _ = d.terminate(Duration::from_secs(20));
+        std::fs::remove_dir_all(dir.join(".pluto/hosted")).unwrap();
+    }
+    std::fs::remove_dir_all(a.join(".pluto")).unwrap();
+    let fresh = base.join("new-machine");
+    std::fs::create_dir_all(&fresh).unwrap();
+    let repo = fresh.join(".pluto");
+    let r = repo.to_str().unwrap();
+    let rec = pluto_env(
+        &fresh,
+        &["init", "--recover", "--repo", r],
+        &[],
+        Some(&words),
+    );
+    assert!(rec.status.success(), "{}", stderr(&rec));
+    let o = pluto(&fresh, &["--repo", r, "pull", "--coordinator", &url]);
+    assert!(o.status.success(), "pull: {}", stderr(&o));
+    let restored = base.join("restored");
+    ok(
+        &fresh,
+        &[
+            "--repo",
+            r,
+            "checkout",
+            "latest",
+            "--target",
+            restored.to_str().unwrap(),
+        ],
+    );
+    assert_same_tree(&a, &restored);
+    let _ = spare.terminate(Duration::from_secs(20));
+    for (_, d) in hosts.iter_mut().skip(5) {
+        let _ = d.terminate(Duration::from_secs(20));
+    }
+    let _ = coord.terminate(Duration::from_secs(20));
+}

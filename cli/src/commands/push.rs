@@ -241,6 +241,14 @@ fn push_erasure(
     ))?;
     drop(bar);
     if let Some(c) = coordinator {
+        // The coordinator learns where the shares are, to have a lost one rebuilt while
+        // this node is away.
+        let groups = shares::placed_groups(root)?;
+        if !groups.is_empty() {
+            if let Err(e) = rt.block_on(c.record_shares(groups)) {
+                eprintln!("pluto: the coordinator did not record the shares: {e}");
+            }
+        }
         let _ = rt.block_on(c.close());
     }
     for (h, e) in &rep.errors {

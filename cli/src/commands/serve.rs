@@ -12,6 +12,7 @@ use pluto_netsync::peer::challenge;
 use pluto_netsync::peer::hosted::{AllowList, HostedStore};
 use pluto_netsync::peer::proto::{self, Request, Response};
 use pluto_netsync::peer::server::{answer_relayed_challenge, Server, ServerConfig};
+use pluto_netsync::peer::shares;
 use pluto_netsync::peer::sync::{self, PeerState, SyncOptions, Verdict};
 use pluto_netsync::wire::{Announce, CoordMsg, NodeId, PeerMode};
 use pluto_repo::repository::LockMode;
@@ -177,8 +178,12 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     );
     let rt = runtime()?;
     let quiet = g.quiet;
+    // Repair tickets are honoured when signed by the pinned coordinator (set once it is known).
+    let coordinator_key: Arc<std::sync::OnceLock<ed25519_dalek::VerifyingKey>> = Arc::default();
     let res: Result<()> = rt.block_on(async {
-        let server = Server::bind(&a.listen, ServerConfig::new(key.clone(), store.clone())).await?;
+        let mut scfg = ServerConfig::new(key.clone(), store.clone());
+        scfg.coordinator_key = coordinator_key.clone();
+        let server = Server::bind(&a.listen, scfg).await?;
         let public = a.public_addr.clone().unwrap_or_else(|| server.url());
         if !quiet {
             println!("node {} serving peers on {} (offering {} bytes)", NodeId::of(&key), server.url(), a.offer);
@@ -191,7 +196,12 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         let mut backoff = Duration::from_secs(1);
         if let Some(u) = &url {
             match join_coordinator(&root, u, &key, &public, &a, &allow, quiet).await {
-                Ok((c, e)) => (client, events) = (Some(c), Some(e)),
+                Ok((c, e)) => {
+                    if let Some(k) = c.coordinator_key() {
+                        let _ = coordinator_key.set(k);
+                    }
+                    (client, events) = (Some(c), Some(e))
+                }
                 Err(e) => {
                     eprintln!("pluto: {e:#}; serving peers meanwhile, retrying in {backoff:?}");
                     retry_at = Some(tokio::time::Instant::now() + backoff);
@@ -214,6 +224,9 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                     let Some(u) = &url else { retry_at = None; continue };
                     match join_coordinator(&root, u, &key, &public, &a, &allow, quiet).await {
                         Ok((c, e)) => {
+                            if let Some(k) = c.coordinator_key() {
+                                let _ = coordinator_key.set(k);
+                            }
                             opts.relay = Some(c.clone());
                             (client, events) = (Some(c), Some(e));
                             retry_at = None;
@@ -324,10 +337,28 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                             }
                         }
                         CoordEvent::Message(CoordMsg::RelayOffer { url, token, .. }) => {
-                            let cfg = ServerConfig::new(key.clone(), store.clone());
+                            let mut cfg = ServerConfig::new(key.clone(), store.clone());
+                            cfg.coordinator_key = coordinator_key.clone();
                             tokio::spawn(async move {
                                 if let Err(e) = pluto_netsync::peer::server::serve_relay_offer(&cfg, &url, &token).await {
                                     eprintln!("pluto: relayed session: {e}");
+                                }
+                            });
+                        }
+                        CoordEvent::Message(CoordMsg::RepairShare { owner, lost_index, lost_name, lost_len, sources, ticket, .. }) => {
+                            let order = shares::RepairOrder { owner, lost_index, lost_name, lost_len, sources, ticket };
+                            let (key, store, opts, c) = (key.clone(), store.clone(), opts.clone(), c.clone());
+                            tokio::spawn(async move {
+                                match shares::rebuild_for_owner(&key, &store, &order, &opts).await {
+                                    Ok(()) => {
+                                        if !quiet {
+                                            println!("rebuilt share {} of {} from {} holders", &hex::encode(order.lost_name)[..16], &order.owner.to_hex()[..16], order.sources.len());
+                                        }
+                                        if let Err(e) = c.repair_done(order.owner, order.lost_name).await {
+                                            eprintln!("pluto: cannot report the repair: {e}");
+                                        }
+                                    }
+                                    Err(e) => eprintln!("pluto: repair for {}: {e}", &order.owner.to_hex()[..16]),
                                 }
                             });
                         }

@@ -488,6 +488,25 @@ impl CoordClient {
         .await
     }
 
+    /// Tell the coordinator where the shares of erasure-coded packs are (in batches).
+    pub async fn record_shares(
+        &self,
+        groups: Vec<crate::wire::ShareGroupRecord>,
+    ) -> Result<(), ClientError> {
+        for batch in groups.chunks(crate::wire::MAX_GROUPS_PER_RECORD) {
+            self.expect_ok(NodeMsg::RecordShares {
+                groups: batch.to_vec(),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Report a share rebuilt and stored for `owner` after a repair order.
+    pub async fn repair_done(&self, owner: NodeId, name: [u8; 32]) -> Result<(), ClientError> {
+        self.expect_ok(NodeMsg::RepairDone { owner, name }).await
+    }
+
     /// Stop using `host` for this node's data; the next [`Self::request_matches`] replaces it.
     pub async fn release_host(&self, host: NodeId, reason: &str) -> Result<(), ClientError> {
         let mut reason = reason.to_string();

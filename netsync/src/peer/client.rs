@@ -254,6 +254,47 @@ impl PeerClient {
         }
     }
 
+    /// Read a whole share of another owner with a repair ticket, in memory, checked
+    /// against its name.
+    pub async fn get_share_for(
+        &mut self,
+        owner: &NodeId,
+        name: &[u8; 32],
+        size: u64,
+        ticket: &[u8],
+    ) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(size.min(1 << 30) as usize);
+        while (out.len() as u64) < size {
+            let len = (size - out.len() as u64).min(proto::MAX_CHUNK as u64) as u32;
+            match self
+                .call(&Request::GetShareFor {
+                    owner: owner.0,
+                    name: *name,
+                    offset: out.len() as u64,
+                    len,
+                    ticket: ticket.to_vec(),
+                })
+                .await?
+            {
+                Response::Data(d) if d.len() == len as usize => out.extend_from_slice(&d),
+                Response::Data(d) => {
+                    return Err(PeerError::Protocol(format!(
+                        "asked {len} bytes, got {}",
+                        d.len()
+                    )))
+                }
+                r => return Err(Self::unexpected(r)),
+            }
+        }
+        if blake3::hash(&out).as_bytes() != name {
+            return Err(PeerError::BadData {
+                what: "share",
+                name: hex::encode(name),
+            });
+        }
+        Ok(out)
+    }
+
     /// Download a whole file into `part` (continuing whatever `part` already holds), check
     /// it hashes to `name`, and return its bytes. A file that does not match is deleted.
     pub async fn download(

@@ -191,7 +191,7 @@ impl HostedStore {
     /// Bytes an owner uses here: complete files and unfinished uploads.
     pub fn used(&self, owner: &NodeId) -> u64 {
         let mut total = 0;
-        for sub in ["packs", "index", "snapshots", "config", "partial"] {
+        for sub in ["packs", "index", "snapshots", "config", "shares", "partial"] {
             if let Ok(rd) = fs::read_dir(self.owner_dir(owner).join(sub)) {
                 for e in rd.flatten() {
                     if e.file_name()

@@ -113,7 +113,19 @@ pub enum Request {
         pack: [u8; 32],
         ranges: Vec<Range>,
     },
+    /// A repairer reads share `name` of `owner` with the coordinator's repair ticket
+    /// ([`crate::wire::RepairTicket`]): `len` (≤ [`MAX_CHUNK`]) bytes at `offset`.
+    GetShareFor {
+        owner: [u8; 32],
+        name: [u8; 32],
+        offset: u64,
+        len: u32,
+        ticket: Vec<u8>,
+    },
 }
+
+/// Largest repair ticket a host reads.
+pub const MAX_TICKET: usize = 16 * 1024;
 
 /// Why a host refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -253,9 +265,15 @@ impl Request {
                 "data chunk of {} bytes is larger than {MAX_CHUNK}",
                 data.len()
             )),
-            Request::Get { len, .. } if *len as usize > MAX_CHUNK => {
+            Request::Get { len, .. } | Request::GetShareFor { len, .. }
+                if *len as usize > MAX_CHUNK =>
+            {
                 Err(format!("read of {len} bytes is larger than {MAX_CHUNK}"))
             }
+            Request::GetShareFor { ticket, .. } if ticket.len() > MAX_TICKET => Err(format!(
+                "repair ticket of {} bytes is larger than {MAX_TICKET}",
+                ticket.len()
+            )),
             Request::Challenge { ranges, .. } | Request::Prove { ranges, .. } => {
                 validate_ranges(ranges)
             }

@@ -25,6 +25,9 @@ pub struct ServerConfig {
     /// A connection with no request for this long is closed.
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// The pinned coordinator key: repair tickets ([`Request::GetShareFor`]) must be signed
+    /// by it. Without it, no ticket is honoured.
+    pub coordinator_key: Arc<std::sync::OnceLock<ed25519_dalek::VerifyingKey>>,
 }
 
 impl ServerConfig {
@@ -35,6 +38,7 @@ impl ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             max_connections: 256,
+            coordinator_key: Arc::new(std::sync::OnceLock::new()),
         }
     }
 }
@@ -190,6 +194,37 @@ async fn handle(
         _ => None,
     };
     let store = cfg.store.clone();
+    if let Request::GetShareFor {
+        owner: for_owner,
+        name,
+        offset,
+        len,
+        ticket,
+    } = req
+    {
+        // `owner` here is the authenticated peer: the repairer the ticket must name.
+        let Some(ck) = cfg.coordinator_key.get().copied() else {
+            return refusal(
+                RefusalCode::NotMatched,
+                "this host honours no repair tickets",
+            );
+        };
+        let for_owner = NodeId(for_owner);
+        let now = super::sync::now_unix();
+        if let Err(e) =
+            crate::wire::verify_repair_ticket(&ck, &ticket, &owner, &for_owner, &name, now)
+        {
+            return refusal(RefusalCode::NotMatched, e.to_string());
+        }
+        return tokio::task::spawn_blocking(move || {
+            match store.get(&for_owner, Kind::Share, &name, offset, len) {
+                Ok(d) => Response::Data(d),
+                Err((c, m)) => refusal(c, m),
+            }
+        })
+        .await
+        .unwrap_or_else(|_| refusal(RefusalCode::Internal, "request handler failed"));
+    }
     let resp = tokio::task::spawn_blocking(move || handle_blocking(&store, &owner, req))
         .await
         .unwrap_or_else(|_| refusal(RefusalCode::Internal, "request handler failed"));
@@ -239,6 +274,10 @@ fn handle_blocking(store: &HostedStore, owner: &NodeId, req: Request) -> Respons
             .map(|size| Response::Size { size })),
         Request::Remove { kind, name } => {
             r(store.remove(owner, kind, &name).map(|()| Response::Removed))
+        }
+        // answered before this point, where the ticket is checked against the peer
+        Request::GetShareFor { .. } => {
+            refusal(RefusalCode::BadRequest, "a ticketed read is not relayed")
         }
         Request::Challenge {
             pack,

@@ -300,6 +300,42 @@ pub async fn push_shares(
     Ok(report)
 }
 
+/// The groups whose every share is confirmed on its host, as the coordinator records them
+/// (for repair while the owner is away).
+pub fn placed_groups(repo_root: &Path) -> Result<Vec<crate::wire::ShareGroupRecord>> {
+    let state = PeerState::load(repo_root)?;
+    let placement = Placement::load(repo_root)?;
+    let mut out = Vec::new();
+    'packs: for p in placement.packs.values() {
+        let mut shares = Vec::new();
+        for s in &p.shares {
+            let Some(h) = &s.host else { continue 'packs };
+            let held = state
+                .hosts
+                .get(h)
+                .is_some_and(|r| !r.failed && r.stored.contains_key(&format!("shares/{}", s.name)));
+            let (Ok(host), true) = (h.parse::<NodeId>(), held) else {
+                continue 'packs;
+            };
+            let mut name = [0u8; 32];
+            if hex::decode_to_slice(&s.name, &mut name).is_err() {
+                continue 'packs;
+            }
+            shares.push(crate::wire::ShareSlot {
+                name,
+                len: s.len,
+                host,
+            });
+        }
+        out.push(crate::wire::ShareGroupRecord {
+            k: p.k,
+            n: p.n,
+            shares,
+        });
+    }
+    Ok(out)
+}
+
 /// One share a host lists, with the header read from its first bytes.
 struct Listed {
     host: HostAddr,
@@ -444,6 +480,104 @@ pub async fn pull_shares(
         }
     }
     Ok(report)
+}
+
+/// What a repair order asks of this node (from [`crate::wire::CoordMsg::RepairShare`]).
+#[derive(Debug, Clone)]
+pub struct RepairOrder {
+    pub owner: NodeId,
+    pub lost_index: u8,
+    pub lost_name: [u8; 32],
+    pub lost_len: u64,
+    pub sources: Vec<crate::wire::RepairSource>,
+    pub ticket: Vec<u8>,
+}
+
+/// Repair without the owner: read `k` of the order's source shares with its ticket (each
+/// checked against its name), rebuild the lost share — byte for byte the owner's — check it
+/// against its expected name, and keep it for the owner in this node's hosted store.
+/// No key is involved: shares are ciphertext.
+pub async fn rebuild_for_owner(
+    key: &SigningKey,
+    store: &super::hosted::HostedStore,
+    order: &RepairOrder,
+    opts: &SyncOptions,
+) -> Result<()> {
+    let mut sources = order.sources.clone();
+    sources.sort_by_key(|s| s.index);
+    let mut decoder = Decoder::new();
+    let mut last_err = None;
+    for s in &sources {
+        if decoder.is_ready() {
+            break;
+        }
+        let Some(url) = s.addrs.iter().find(|u| u.starts_with("ws://")) else {
+            continue;
+        };
+        let host = HostAddr {
+            node: s.host,
+            url: url.clone(),
+        };
+        let got = async {
+            let mut c = connect(key, &host, opts).await?;
+            let b = c
+                .get_share_for(&order.owner, &s.name, s.len, &order.ticket)
+                .await;
+            c.close().await;
+            b
+        }
+        .await;
+        match got.and_then(|b| {
+            Share::verified(ShareId(s.name), b).map_err(|e| PeerError::BadData {
+                what: "share",
+                name: e.to_string(),
+            })
+        }) {
+            Ok(share) => {
+                if let Err(e) = decoder.add_share(share) {
+                    last_err = Some(e.to_string());
+                }
+            }
+            Err(e) => last_err = Some(format!("{}: {e}", s.host)),
+        }
+    }
+    if !decoder.is_ready() {
+        return Err(PeerError::Protocol(format!(
+            "repair of share {} for {}: fewer than k sources answered ({})",
+            hex::encode(order.lost_name),
+            order.owner,
+            last_err.unwrap_or_default()
+        )));
+    }
+    let rebuilt = decoder
+        .rebuild(order.lost_index)
+        .map_err(|e| PeerError::Protocol(format!("rebuilding share {}: {e}", order.lost_index)))?;
+    if rebuilt.id().0 != order.lost_name || rebuilt.len() as u64 != order.lost_len {
+        return Err(PeerError::BadData {
+            what: "rebuilt share",
+            name: hex::encode(order.lost_name),
+        });
+    }
+    let refused = |(c, m): (super::proto::RefusalCode, String)| {
+        PeerError::Refused(super::proto::Refusal {
+            code: c,
+            message: m,
+        })
+    };
+    let name = order.lost_name;
+    let owner = order.owner;
+    let bytes = rebuilt.into_bytes();
+    let res = (|| {
+        let (have, complete) = store.put_begin(&owner, Kind::Share, &name, bytes.len() as u64)?;
+        if !complete {
+            store.put_data(&owner, Kind::Share, &name, have, &bytes[have as usize..])?;
+            store.put_end(&owner, Kind::Share, &name)?;
+        }
+        Ok(())
+    })()
+    .map_err(refused);
+    store.release(&owner, Kind::Share, &name);
+    res
 }
 
 fn report_err(report: &mut PullReport, node: NodeId, e: String) {

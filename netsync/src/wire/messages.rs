@@ -109,6 +109,45 @@ pub enum NodeMsg {
         host: NodeId,
         reason: String,
     },
+    /// Owner records where the shares of its erasure-coded packs are (names, lengths,
+    /// holders; no key, no plaintext), so the coordinator can have a lost share rebuilt
+    /// while the owner is away. At most [`MAX_GROUPS_PER_RECORD`] groups per message.
+    RecordShares {
+        groups: Vec<ShareGroupRecord>,
+    },
+    /// A repairer stored the rebuilt share `name` of `owner` (after [`CoordMsg::RepairShare`]).
+    RepairDone {
+        owner: NodeId,
+        name: [u8; 32],
+    },
+}
+
+/// Groups per [`NodeMsg::RecordShares`] (keeps a message far below the frame limit).
+pub const MAX_GROUPS_PER_RECORD: usize = 32;
+
+/// The shares of one erasure-coded pack, by index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareGroupRecord {
+    pub k: u8,
+    pub n: u8,
+    pub shares: Vec<ShareSlot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareSlot {
+    pub name: [u8; 32],
+    pub len: u64,
+    pub host: NodeId,
+}
+
+/// One share a repairer may read, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairSource {
+    pub index: u8,
+    pub name: [u8; 32],
+    pub len: u64,
+    pub host: NodeId,
+    pub addrs: Vec<String>,
 }
 
 /// Why a request was refused.
@@ -221,4 +260,17 @@ pub enum CoordMsg {
     MoveCopies { host: NodeId, reason: String },
     /// This node was excluded and gets no new data.
     Excluded { reason: String },
+    /// Rebuild share `lost_index` of an owner's pack from `k` of `sources` (read them with
+    /// `ticket`, a [`super::RepairTicket`]), check it hashes to `lost_name`, store it for the
+    /// owner, and answer with [`NodeMsg::RepairDone`].
+    RepairShare {
+        owner: NodeId,
+        k: u8,
+        n: u8,
+        lost_index: u8,
+        lost_name: [u8; 32],
+        lost_len: u64,
+        sources: Vec<RepairSource>,
+        ticket: Vec<u8>,
+    },
 }

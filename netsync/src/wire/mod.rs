@@ -14,6 +14,7 @@
 
 mod messages;
 mod replay;
+mod ticket;
 mod token;
 
 use std::fmt;
@@ -25,6 +26,9 @@ use serde::{Deserialize, Serialize};
 
 pub use messages::*;
 pub use replay::ReplayGuard;
+pub use ticket::{
+    issue as issue_repair_ticket, verify as verify_repair_ticket, RepairTicket, TicketError,
+};
 pub use token::{
     broker_password, connect_token, connect_token_for, node_of_client_id, verify_connect_token,
     ConnectToken, CONNECT_CONTEXT,

@@ -434,7 +434,8 @@ impl Store {
         Ok(())
     }
 
-    /// Shares whose holder is lost — excluded, or offline since before `offline_before` —
+    /// Shares whose holder is lost — excluded, released by the owner (caught failing), or
+    /// offline since before `offline_before` —
     /// and that no repair is running for (or whose repair started before `stale_before`).
     pub fn lost_slots(
         &self,
@@ -444,7 +445,9 @@ impl Store {
     ) -> Result<Vec<SlotRow>, Error> {
         let mut st = self.conn.prepare_cached(
             "SELECT s.owner, s.grp, s.idx, s.k, s.n, s.name, s.len, s.host FROM share_slots s JOIN nodes h ON h.id = s.host
-             WHERE (h.excluded_reason IS NOT NULL OR (h.online = 0 AND h.last_seen < ?1))
+             WHERE (h.excluded_reason IS NOT NULL OR (h.online = 0 AND h.last_seen < ?1)
+                    OR EXISTS (SELECT 1 FROM relationships r
+                               WHERE r.owner = s.owner AND r.host = s.host AND r.state = 1))
                AND (s.repairer IS NULL OR s.repair_since < ?2)
              LIMIT ?3",
         )?;

@@ -202,7 +202,55 @@ pub async fn owner_hosts(
     Ok((out, client))
 }
 
+/// The default placement of a repository that chose none.
+pub const DEFAULT_SCHEME: (u8, u8) = (4, 8);
+
+/// How this push places the packs.
+pub enum Placement {
+    Shares(Params),
+    Copies(usize),
+}
+
+/// `-k` alone means that many full copies (not remembered); `--scheme` is remembered; else
+/// the remembered scheme; else none chosen yet (see [`placement`]).
+pub fn chosen_scheme(
+    root: &Path,
+    given: Option<Scheme>,
+    copies: Option<usize>,
+) -> Result<Option<Scheme>> {
+    match (given, copies) {
+        (None, Some(k)) => Ok(Some(Scheme::copies(k.clamp(1, 255) as u8)?)),
+        (s, _) => scheme_of(root, s),
+    }
+}
+
+/// Hosts to ask the coordinator for: the scheme's n (8 when none is chosen yet).
+pub fn hosts_to_ask(scheme: &Option<Scheme>) -> usize {
+    scheme
+        .as_ref()
+        .map(|s| usize::from(s.n()))
+        .unwrap_or(usize::from(DEFAULT_SCHEME.1))
+}
+
+/// With no scheme chosen, a repository goes 4/8 (and remembers it) once 8 hosts are there,
+/// and keeps 2 full copies until then.
+pub fn placement(root: &Path, scheme: &Option<Scheme>, hosts: usize) -> Result<Placement> {
+    Ok(match scheme {
+        Some(s) => match s.params() {
+            Some(p) => Placement::Shares(p),
+            None => Placement::Copies(usize::from(s.n())),
+        },
+        None if hosts >= usize::from(DEFAULT_SCHEME.1) => {
+            let s = Scheme::erasure(DEFAULT_SCHEME.0, DEFAULT_SCHEME.1)?;
+            scheme_of(root, Some(s))?;
+            Placement::Shares(s.params().expect("an erasure scheme"))
+        }
+        None => Placement::Copies(2),
+    })
+}
+
 /// `push` with erasure coding: N hosts, each pack as N shares.
+#[allow(clippy::too_many_arguments)]
 fn push_erasure(
     g: &Global,
     rt: &tokio::runtime::Runtime,
@@ -210,9 +258,10 @@ fn push_erasure(
     key: &ed25519_dalek::SigningKey,
     a: &Args,
     params: Params,
+    hosts: Vec<HostAddr>,
+    coordinator: Option<CoordClient>,
 ) -> Result<u8> {
     let n = usize::from(params.n());
-    let (hosts, coordinator) = rt.block_on(owner_hosts(root, key, &a.peers, "push", Some(n)))?;
     if hosts.len() < n {
         eprintln!(
             "pluto: {} host(s) for a {}/{} scheme: shares without a host wait for the next push",
@@ -300,12 +349,13 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 pub struct Args {
     #[command(flatten)]
     peers: PeerArgs,
-    /// Copies wanted (k).
-    #[arg(long, short = 'k', default_value_t = 2)]
-    copies: usize,
+    /// Full copies wanted (k) [default: 2 when 4/8 cannot be placed yet].
+    #[arg(long, short = 'k')]
+    copies: Option<usize>,
     /// Placement: `K/N` erasure coding (each pack as N shares on N distinct hosts, any K
-    /// restore it; e.g. 4/8), or `copies:C` full copies. Remembered in the repository
-    /// (`.pluto/peers/scheme`); without it, `-k` full copies.
+    /// restore it), or `copies:C` full copies. Remembered in the repository
+    /// (`.pluto/peers/scheme`). Default: 4/8 as soon as 8 hosts are matched (then
+    /// remembered), 2 full copies until then.
     #[arg(long, value_name = "K/N|copies:C")]
     scheme: Option<Scheme>,
     /// Files in flight per host.
@@ -337,18 +387,24 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let root = repo.root().to_path_buf();
     let key = repo.keys().node.clone();
     let rt = runtime()?;
-    let scheme = scheme_of(&root, a.scheme)?;
-    if let Some(params) = scheme.as_ref().and_then(|s| s.params()) {
-        return push_erasure(g, &rt, &root, &key, &a, params);
-    }
-    let copies = scheme.map(|s| usize::from(s.n())).unwrap_or(a.copies);
-    let a = Args { copies, ..a };
-    let (hosts, coordinator) =
-        rt.block_on(owner_hosts(&root, &key, &a.peers, "push", Some(a.copies)))?;
+    let scheme = chosen_scheme(&root, a.scheme, a.copies)?;
+    let (hosts, coordinator) = rt.block_on(owner_hosts(
+        &root,
+        &key,
+        &a.peers,
+        "push",
+        Some(hosts_to_ask(&scheme)),
+    ))?;
+    let copies = match placement(&root, &scheme, hosts.len())? {
+        Placement::Shares(params) => {
+            return push_erasure(g, &rt, &root, &key, &a, params, hosts, coordinator)
+        }
+        Placement::Copies(k) => k,
+    };
     if hosts.is_empty() {
         bail!("no hosts: pass --coordinator URL (or --host NODEID@ws://HOST:PORT)");
     }
-    let hosts: Vec<HostAddr> = hosts.into_iter().take(a.copies.max(1)).collect();
+    let hosts: Vec<HostAddr> = hosts.into_iter().take(copies.max(1)).collect();
     let progress = Arc::new(Progress::default());
     let bar = crate::progress::Bar::start(progress.clone(), "push", g.quiet);
     let opts = SyncOptions {
@@ -360,7 +416,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         &key,
         &root,
         &hosts,
-        a.copies,
+        copies,
         &opts,
         progress_fn(progress),
     ))?;
@@ -383,7 +439,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     if rep.under_replicated > 0 {
         eprintln!(
             "pluto: {} file(s) have fewer than {} copies; push again later",
-            rep.under_replicated, a.copies
+            rep.under_replicated, copies
         );
         return Ok(exit::ERROR);
     }

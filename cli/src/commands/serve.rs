@@ -3,7 +3,8 @@
 //! Runs in the foreground until Ctrl-C or SIGTERM.
 
 use super::push::{
-    connect_coordinator, coordinator_url, matched_hosts, parse_host, runtime, PeerArgs,
+    chosen_scheme, connect_coordinator, coordinator_url, hosts_to_ask, matched_hosts, parse_host,
+    placement, runtime, PeerArgs, Placement,
 };
 use crate::{exit, Global};
 use anyhow::{bail, Context, Result};
@@ -39,9 +40,10 @@ pub struct Args {
     /// Also host this owner without the coordinator: NODEID=SIZE (repeatable).
     #[arg(long = "allow", value_name = "NODEID=SIZE")]
     allow: Vec<String>,
-    /// Copies wanted of this node's own data.
-    #[arg(long, short = 'k', default_value_t = 2)]
-    copies: u8,
+    /// Full copies wanted of this node's own data (as `pluto push -k`); without it, the
+    /// repository's scheme (default: 4/8 once 8 hosts are matched, 2 copies until then).
+    #[arg(long, short = 'k')]
+    copies: Option<u8>,
     /// Space to reserve for this node's own data on each host (default: four times what
     /// the repository holds, at least 256M, at most what the offer balances: offer / copies).
     #[arg(long, value_parser = parse_size)]
@@ -99,7 +101,9 @@ async fn join_coordinator(
     let items = sync::local_items(root)?;
     let have: u64 = items.iter().map(|i| i.size).sum();
     let has_snapshot = items.iter().any(|i| i.kind == proto::Kind::Snapshot);
-    let balanced = a.offer / u64::from(a.copies.max(1));
+    let scheme = chosen_scheme(root, None, a.copies.map(usize::from))?;
+    let ask = hosts_to_ask(&scheme).clamp(1, 255) as u8;
+    let balanced = a.offer / u64::from(ask);
     let want = a
         .want
         .unwrap_or_else(|| have.saturating_mul(4).max(256 << 20).min(balanced));
@@ -110,7 +114,7 @@ async fn join_coordinator(
         addrs: vec![public.to_string()],
         offer_bytes: a.offer,
         want_bytes: want,
-        copies: a.copies,
+        copies: ask,
         mode: PeerMode::Mixed,
     })
     .await
@@ -124,12 +128,50 @@ async fn join_coordinator(
     }
     // Nothing to back up before the first snapshot: no hosts to reserve yet.
     if want > 0 && has_snapshot {
-        let hosts = matched_hosts(&c, Some(a.copies.into())).await?;
+        let hosts = matched_hosts(&c, Some(ask.into())).await?;
         if !quiet {
             println!("{} host(s) matched for this node's data", hosts.len());
         }
     }
     Ok((c, ev))
+}
+
+/// Push (and repair: hosts that failed are passed over) with the repository's placement:
+/// shares on n hosts, or k full copies.
+async fn scheduled_push(
+    key: &ed25519_dalek::SigningKey,
+    root: &std::path::Path,
+    a: &Args,
+    client: Option<&pluto_netsync::coord_client::CoordClient>,
+    opts: &SyncOptions,
+    quiet: bool,
+) -> Result<()> {
+    let scheme = chosen_scheme(root, None, a.copies.map(usize::from))?;
+    let hosts = candidate_hosts(root, &a.peers.hosts, client, hosts_to_ask(&scheme)).await?;
+    if hosts.is_empty() {
+        return Ok(());
+    }
+    let rep = match placement(root, &scheme, hosts.len())? {
+        Placement::Shares(params) => {
+            let rep =
+                shares::push_shares(key, root, &hosts, params, opts, sync::no_progress()).await?;
+            if let Some(c) = client {
+                let groups = shares::placed_groups(root)?;
+                if !groups.is_empty() {
+                    c.record_shares(groups).await?;
+                }
+            }
+            rep
+        }
+        // the hosts already holding copies first, then new ones
+        Placement::Copies(k) => {
+            sync::repair(key, root, &hosts, k, opts, sync::no_progress()).await?
+        }
+    };
+    if !quiet && rep.uploaded > 0 {
+        println!("pushed {} file(s)", rep.uploaded);
+    }
+    Ok(())
 }
 
 /// Hosts for this node's own data: `--host`s, the coordinator's matches (asking for more
@@ -240,17 +282,8 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                     }
                 }
                 _ = push_tick.tick(), if a.push_every > 0 => {
-                    match candidate_hosts(&root, &a.peers.hosts, client.as_ref(), a.copies.into()).await {
-                        Ok(h) if !h.is_empty() => {
-                            let h: Vec<_> = h.into_iter().take(a.copies as usize).collect();
-                            match sync::push(&key, &root, &h, a.copies as usize, &opts, sync::no_progress()).await {
-                                Ok(r) if !quiet && r.uploaded > 0 => println!("pushed {} file(s)", r.uploaded),
-                                Ok(_) => {}
-                                Err(e) => eprintln!("pluto: push: {e}"),
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e) => eprintln!("pluto: push: {e:#}"),
+                    if let Err(e) = scheduled_push(&key, &root, &a, client.as_ref(), &opts, quiet).await {
+                        eprintln!("pluto: push: {e:#}");
                     }
                 }
                 _ = chal_tick.tick(), if a.challenge_every > 0 => {
@@ -263,9 +296,8 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                                         eprintln!("pluto: coordinator: cannot release the host: {e}");
                                     }
                                 }
-                                let cands = candidate_hosts(&root, &a.peers.hosts, client.as_ref(), a.copies.into()).await.unwrap_or_default();
-                                if let Err(e) = sync::repair(&key, &root, &cands, a.copies as usize, &opts, sync::no_progress()).await {
-                                    eprintln!("pluto: repair: {e}");
+                                if let Err(e) = scheduled_push(&key, &root, &a, client.as_ref(), &opts, quiet).await {
+                                    eprintln!("pluto: repair: {e:#}");
                                 }
                             }
                             Ok(_) => {}
@@ -329,11 +361,9 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                                 if let Some(r) = st.hosts.get_mut(&host.to_hex()) { r.failed = true; }
                                 let _ = st.save(&root);
                             }
-                            if let Ok((hosts, _)) = c.request_matches().await {
-                                let cands: Vec<_> = hosts.iter().filter_map(|r| r.peer_addrs.iter().find(|u| u.starts_with("ws://")).map(|u| pluto_netsync::peer::client::HostAddr { node: r.host, url: u.clone() })).collect();
-                                if let Err(e) = sync::repair(&key, &root, &cands, a.copies as usize, &opts, sync::no_progress()).await {
-                                    eprintln!("pluto: repair: {e}");
-                                }
+                            // the next push asks the coordinator for a replacement host
+                            if let Err(e) = scheduled_push(&key, &root, &a, client.as_ref(), &opts, quiet).await {
+                                eprintln!("pluto: repair: {e:#}");
                             }
                         }
                         CoordEvent::Message(CoordMsg::RelayOffer { url, token, .. }) => {

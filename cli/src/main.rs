@@ -58,6 +58,8 @@ enum Command {
     Status(commands::status::Args),
     /// Pair with a friend through the coordinator (friends are matched first).
     Friend(commands::friend::Args),
+    /// Leave the network for good: what this node hosts is moved or rebuilt elsewhere now.
+    Leave(commands::leave::Args),
     /// Print shell completions.
     #[command(
         after_help = "Example:\n  pluto completions bash > ~/.local/share/bash-completion/completions/pluto"
@@ -94,6 +96,7 @@ fn main() -> ExitCode {
         Command::Pull(a) => commands::pull::run(&g, a),
         Command::Status(a) => commands::status::run(&g, a),
         Command::Friend(a) => commands::friend::run(&g, a),
+        Command::Leave(a) => commands::leave::run(&g, a),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "pluto", &mut std::io::stdout());
             Ok(exit::OK)

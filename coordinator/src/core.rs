@@ -584,6 +584,11 @@ impl Core {
                     ))
                 }
             }
+            NodeMsg::Leave => {
+                // Treated as an exclusion: owners move their copies, shares are rebuilt now.
+                self.exclude(node, "left the network".into(), out)?;
+                Ok(Reply::Ok)
+            }
             NodeMsg::Pong { .. } | NodeMsg::Will | NodeMsg::Enroll { .. } => Err(refusal(
                 RefusalCode::BadRequest,
                 "this message is not a request on this topic",

@@ -167,6 +167,37 @@ async fn friends_pair_by_invite_code_and_friends_only_matching() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_leaves_is_replaced_at_once() {
+    let (coord, _dir) = start_coordinator(test_params()).await;
+    let url = coord.broker_url();
+    let (owner, mut orx) = connect(&url, &new_key(), &coord).await;
+    let (h1, _) = connect(&url, &new_key(), &coord).await;
+    let (h2, _) = connect(&url, &new_key(), &coord).await;
+    owner
+        .announce(announce(1, 10 * GIB, GIB, 1, PeerMode::Mixed))
+        .await
+        .unwrap();
+    h1.announce(announce(2, 10 * GIB, 0, 1, PeerMode::Mixed))
+        .await
+        .unwrap();
+    let (hosts, _) = owner.request_matches().await.unwrap();
+    let first = hosts[0].host;
+    let leaver = if first == h1.node_id() { &h1 } else { &h2 };
+    h2.announce(announce(3, 10 * GIB, 0, 1, PeerMode::Mixed))
+        .await
+        .unwrap();
+    leaver.leave().await.unwrap();
+    let m = wait_msg(&mut orx, 5, |m| matches!(m, CoordMsg::MoveCopies { .. })).await;
+    assert!(
+        matches!(m, CoordMsg::MoveCopies { host, ref reason } if host == first && reason.contains("left"))
+    );
+    let (hosts, missing) = owner.request_matches().await.unwrap();
+    assert_eq!(missing, 0);
+    assert_eq!(hosts.len(), 1);
+    assert_ne!(hosts[0].host, first, "a node that left gets no data");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn challenges_are_relayed_and_failures_exclude_the_host() {
     let mut params = test_params();
     params.challenge_deadline = Duration::from_secs(2);

@@ -4,6 +4,7 @@ pub mod diff;
 pub mod forget;
 pub mod friend;
 pub mod init;
+pub mod leave;
 pub mod log;
 pub mod ls;
 pub mod prune;

@@ -502,6 +502,11 @@ impl CoordClient {
         Ok(())
     }
 
+    /// Leave the network for good (the coordinator moves or rebuilds what this node hosts).
+    pub async fn leave(&self) -> Result<(), ClientError> {
+        self.expect_ok(NodeMsg::Leave).await
+    }
+
     /// Report a share rebuilt and stored for `owner` after a repair order.
     pub async fn repair_done(&self, owner: NodeId, name: [u8; 32]) -> Result<(), ClientError> {
         self.expect_ok(NodeMsg::RepairDone { owner, name }).await

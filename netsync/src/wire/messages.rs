@@ -120,6 +120,9 @@ pub enum NodeMsg {
         owner: NodeId,
         name: [u8; 32],
     },
+    /// This node leaves the network for good: what it hosts is to be moved (copies) or
+    /// rebuilt elsewhere (shares) at once, without waiting out the grace period.
+    Leave,
 }
 
 /// Groups per [`NodeMsg::RecordShares`] (keeps a message far below the frame limit).

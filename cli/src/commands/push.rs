@@ -155,9 +155,12 @@ pub async fn matched_hosts(c: &CoordClient, ask_copies: Option<usize>) -> Result
             }
         }
     }
+    // A coordinator that matched this node with itself (broken or malicious) is ignored:
+    // a copy on its own disk is no copy.
+    let me = c.node_id();
     Ok(active
         .into_iter()
-        .filter(|r| r.state == RelationState::Active)
+        .filter(|r| r.state == RelationState::Active && r.host != me)
         .filter_map(|r| {
             let url = r.peer_addrs.iter().find(|u| u.starts_with("ws://"))?;
             Some(HostAddr {
@@ -197,8 +200,9 @@ pub async fn owner_hosts(
         }
     }
     out.extend(PeerState::load(root)?.good_hosts());
+    let me = NodeId::of(key);
     let mut seen = std::collections::HashSet::new();
-    out.retain(|h| seen.insert(h.node));
+    out.retain(|h| h.node != me && seen.insert(h.node));
     Ok((out, client))
 }
 

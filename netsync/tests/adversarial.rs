@@ -1,0 +1,278 @@
+//! Scripted malicious hosts on 127.0.0.1, each speaking the real transport (WebSocket +
+//! Noise bound to its Ed25519 identity) and then misbehaving in one way. For each: what
+//! the owner's real code (`sync::challenge_host`, `PeerClient`) detects, and that it does
+//! so within bounded time. Every test is bounded by a timeout.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use pluto_netsync::peer::client::{HostAddr, PeerClient};
+use pluto_netsync::peer::hosted::{AllowList, HostedStore};
+use pluto_netsync::peer::noise::{self, PEER_PROTOCOL_VERSION};
+use pluto_netsync::peer::proto::{self, Kind, Request, Response};
+use pluto_netsync::peer::server::{Server, ServerConfig};
+use pluto_netsync::peer::sync::{self, PeerState, Verdict};
+use pluto_netsync::peer::PeerError;
+use pluto_netsync::wire::NodeId;
+use pluto_repo::keys::Entropy;
+use pluto_repo::Repository;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// How a scripted host misbehaves after an honest handshake.
+#[derive(Clone, Copy)]
+enum Script {
+    /// Answers the first keyed challenge honestly, then replays that answer forever.
+    ReplayFirstAnswer,
+    /// Never answers anything.
+    Stall,
+    /// Answers in a protocol version this node does not speak.
+    NewerVersion,
+    /// Answers every request with bytes that are no message at all.
+    Garbage,
+}
+
+/// A malicious host holding `pack` (bytes), serving one connection at a time.
+async fn malicious_host(script: Script, pack: Vec<u8>) -> HostAddr {
+    let key = SigningKey::from_bytes(&[66; 32]);
+    let node = NodeId::of(&key);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", l.local_addr().unwrap());
+    let cached: Arc<std::sync::Mutex<Option<[u8; 32]>>> = Arc::default();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, peer)) = l.accept().await else {
+                return;
+            };
+            let (key, pack, cached) = (key.clone(), pack.clone(), cached.clone());
+            tokio::spawn(async move {
+                let Ok(ws) =
+                    tokio_tungstenite::accept_async_with_config(tcp, Some(noise::ws_config()))
+                        .await
+                else {
+                    return;
+                };
+                let Ok(mut ch) = noise::respond(ws, &key, &peer.to_string()).await else {
+                    return;
+                };
+                while let Ok(msg) = ch.recv().await {
+                    let reply: Vec<u8> = match script {
+                        Script::Stall => {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                            return;
+                        }
+                        Script::NewerVersion => {
+                            let mut m =
+                                proto::encode(&Response::Status { quota: 1, used: 0 }).unwrap();
+                            m[..2].copy_from_slice(&(PEER_PROTOCOL_VERSION + 1).to_le_bytes());
+                            m
+                        }
+                        Script::Garbage => vec![0xff; 17],
+                        Script::ReplayFirstAnswer => match proto::decode::<Request>(&msg) {
+                            Ok(Request::Challenge {
+                                pack: name,
+                                nonce,
+                                ranges,
+                            }) => {
+                                let mut c = cached.lock().unwrap();
+                                let hash = *c.get_or_insert_with(|| {
+                                    let bytes: Vec<Vec<u8>> = ranges
+                                        .iter()
+                                        .map(|r| {
+                                            pack[r.offset as usize
+                                                ..(r.offset + r.len as u64) as usize]
+                                                .to_vec()
+                                        })
+                                        .collect();
+                                    pluto_netsync::peer::challenge::keyed_answer(
+                                        &nonce, &name, &ranges, &bytes,
+                                    )
+                                });
+                                proto::encode(&Response::ChallengeAnswer { hash }).unwrap()
+                            }
+                            _ => {
+                                proto::encode(&proto::refusal(proto::RefusalCode::BadRequest, "no"))
+                                    .unwrap()
+                            }
+                        },
+                    };
+                    if ch.send(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    HostAddr { node, url }
+}
+
+/// An owner's repository with one snapshot, and its first pack (name, bytes).
+fn owner_repo(dir: &Path) -> (SigningKey, std::path::PathBuf, [u8; 32], Vec<u8>) {
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    let mut big = vec![0u8; 3 << 20];
+    blake3::Hasher::new()
+        .update(b"adversarial")
+        .finalize_xof()
+        .fill(&mut big);
+    std::fs::write(tree.join("big"), &big).unwrap();
+    let entropy = Entropy::from_bytes([55; 32]);
+    let root = dir.join("repo");
+    let repo = Repository::init(&root, &entropy, Some(&tree)).unwrap();
+    pluto_repo::archive::create_snapshot(&repo, &tree, &Default::default()).unwrap();
+    let item = sync::local_items(&root)
+        .unwrap()
+        .into_iter()
+        .find(|i| i.kind == Kind::Pack)
+        .unwrap();
+    let bytes = std::fs::read(&item.path).unwrap();
+    (entropy.derive().node, root, item.name, bytes)
+}
+
+/// Record, in the owner's state, that `host` stores `pack` (as a confirmed push would).
+fn record_stored(root: &Path, host: &HostAddr, pack: &[u8; 32], size: u64) {
+    let mut st = PeerState::load(root).unwrap();
+    st.host(host)
+        .stored
+        .insert(format!("packs/{}", hex::encode(pack)), size);
+    st.host(host).url = host.url.clone();
+    st.save(root).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_replaying_an_old_challenge_answer_fails_the_next_challenge() {
+    tokio::time::timeout(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, root, name, bytes) = owner_repo(dir.path());
+        let host = malicious_host(Script::ReplayFirstAnswer, bytes.clone()).await;
+        record_stored(&root, &host, &name, bytes.len() as u64);
+        let t = Duration::from_secs(10);
+        // It holds the pack: the first answer is right.
+        let v = sync::challenge_host(&key, &root, &host, false, t)
+            .await
+            .unwrap();
+        assert!(matches!(v, Verdict::Passed), "{v:?}");
+        // A fresh nonce makes the cached answer worthless: caught at the next challenge.
+        let v = sync::challenge_host(&key, &root, &host, false, t)
+            .await
+            .unwrap();
+        assert!(
+            matches!(v, Verdict::Failed(ref w) if w.contains("wrong answer")),
+            "{v:?}"
+        );
+        let st = PeerState::load(&root).unwrap();
+        let rec = &st.hosts[&host.node.to_hex()];
+        assert!(rec.failed, "its copies stop counting");
+        assert_eq!((rec.challenges_passed, rec.challenges_failed), (1, 1));
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_stalls_is_reported_unreachable_in_bounded_time() {
+    tokio::time::timeout(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, root, name, bytes) = owner_repo(dir.path());
+        let host = malicious_host(Script::Stall, bytes.clone()).await;
+        record_stored(&root, &host, &name, bytes.len() as u64);
+        let t0 = Instant::now();
+        let v = sync::challenge_host(&key, &root, &host, false, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert!(matches!(v, Verdict::Unreachable(_)), "{v:?}");
+        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+        // No evidence of loss: a stalling host is not marked failed (absence has a grace).
+        let st = PeerState::load(&root).unwrap();
+        assert!(!st.hosts[&host.node.to_hex()].failed);
+        // A push to it gives up in bounded time too, and the local repository is untouched.
+        let opts = sync::SyncOptions {
+            timeout: Duration::from_secs(2),
+            attempts: 1,
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let rep = sync::push(
+            &key,
+            &root,
+            std::slice::from_ref(&host),
+            1,
+            &opts,
+            sync::no_progress(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(rep.errors.len(), 1, "{:?}", rep.errors);
+        assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_speaking_a_newer_version_or_garbage_is_refused_by_name() {
+    tokio::time::timeout(LIMIT, async {
+        let owner = SigningKey::from_bytes(&[12; 32]);
+        let t = Duration::from_secs(5);
+        let host = malicious_host(Script::NewerVersion, vec![]).await;
+        let mut c = PeerClient::connect(&owner, &host, t).await.unwrap();
+        let e = c.status().await.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("version {}", PEER_PROTOCOL_VERSION + 1)),
+            "{e}"
+        );
+        let host = malicious_host(Script::Garbage, vec![]).await;
+        let mut c = PeerClient::connect(&owner, &host, t).await.unwrap();
+        let e = c.status().await.unwrap_err();
+        assert!(matches!(e, PeerError::Protocol(_)), "{e}");
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_connections_neither_crash_a_host_nor_lock_out_its_owner_for_good() {
+    tokio::time::timeout(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = SigningKey::from_bytes(&[13; 32]);
+        let allow = Arc::new(AllowList::new());
+        allow.set(NodeId::of(&owner), 1 << 20);
+        let store = Arc::new(HostedStore::open(dir.path().join("h"), &[1; 32], allow).unwrap());
+        let hk = SigningKey::from_bytes(&[14; 32]);
+        let mut cfg = ServerConfig::new(hk.clone(), store);
+        cfg.handshake_timeout = Duration::from_secs(2);
+        let server = Server::bind("127.0.0.1:0", cfg).await.unwrap();
+        let host = HostAddr {
+            node: NodeId::of(&hk),
+            url: server.url(),
+        };
+        // 1000 connections that never say a word (more than the 256 the host serves at once)
+        let mut idle = Vec::new();
+        for _ in 0..1000 {
+            if let Ok(s) = tokio::net::TcpStream::connect(server.local_addr).await {
+                idle.push(s);
+            }
+        }
+        assert!(idle.len() >= 256, "{} connections", idle.len());
+        // Unanswered handshakes are dropped after the handshake timeout: the owner gets in.
+        let t0 = Instant::now();
+        let mut served = false;
+        while t0.elapsed() < Duration::from_secs(30) {
+            if let Ok(mut c) = PeerClient::connect(&owner, &host, Duration::from_secs(3)).await {
+                if c.status().await.is_ok() {
+                    served = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(served, "the owner was locked out for {:?}", t0.elapsed());
+        drop(idle);
+        server.shutdown().await;
+    })
+    .await
+    .expect("bounded");
+}

@@ -13,6 +13,9 @@ pub const TARGETS: &[Target] = &[
     ("wire_frame", wire_frame),
     ("wire_signed", wire_signed),
     ("wire_strings", wire_strings),
+    ("peer_message", peer_message),
+    ("repair_ticket", repair_ticket),
+    ("share", share),
 ];
 
 const NOW_MS: u64 = 1_800_000_000_000;
@@ -73,4 +76,35 @@ pub fn wire_strings(data: &[u8]) {
     let _ = a.parse::<wire::NodeId>();
     let _ = wire::node_of_client_id(a);
     let _ = wire::verify_connect_token(a, b, c.as_bytes());
+}
+
+/// A peer-protocol message as it arrives inside the Noise channel: either direction, then
+/// the limits a host checks before acting on a request.
+pub fn peer_message(data: &[u8]) {
+    use pluto_netsync::peer::proto::{self, Request, Response};
+    if let Ok(req) = proto::decode::<Request>(data) {
+        let _ = req.validate();
+    }
+    let _ = proto::decode::<Response>(data);
+}
+
+/// A repair ticket presented to a host by a peer.
+pub fn repair_ticket(data: &[u8]) {
+    let coord = SigningKey::from_bytes(&[6u8; 32]).verifying_key();
+    let reader = wire::NodeId([1; 32]);
+    let owner = wire::NodeId([2; 32]);
+    let _ = wire::verify_repair_ticket(&coord, data, &reader, &owner, &[3; 32], 1_800_000_000);
+}
+
+/// Share bytes from a host: the header alone (listing), the whole share, and a decoder fed
+/// with it (pull and repair).
+pub fn share(data: &[u8]) {
+    use pluto_netsync::erasure::{Decoder, Share, ShareHeader};
+    let _ = ShareHeader::parse_prefix(data);
+    if let Ok(s) = Share::from_bytes(data.to_vec()) {
+        let mut d = Decoder::new();
+        let _ = d.add_share(s);
+        let _ = d.is_ready();
+        let _ = d.finish();
+    }
 }

@@ -452,3 +452,134 @@ fn full_disk_during_snapshot() {
     );
     assert_eq!(manifest(&restored2), second_tree);
 }
+
+/// A host whose disk fills up while an owner pushes: the push fails with a message that
+/// says so, the host keeps serving, and what it held before is intact — a new machine
+/// pulls the earlier snapshot back byte-identical.
+#[test]
+fn full_disk_during_hosting() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let small = tmp.path().join("small");
+    let _mount = match mount_tmpfs(&small, "12m") {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("SKIPPED full_disk_during_hosting: {why}");
+            return;
+        }
+    };
+    let src = tmp.path().join("src");
+    write(&src.join("photo.jpg"), &pseudo_random(3 * 1024 * KIB, 5));
+    write(&src.join("notes.txt"), b"fits on the host\n");
+    let words = words_from_init(&ok(&src, &["init"]));
+    let first_tree = manifest(&src);
+    ok(&src, &["snapshot", "-q"]);
+    let owner = {
+        let v: serde_json::Value = serde_json::from_str(&ok(&src, &["status", "--json"])).unwrap();
+        v["node"].as_str().unwrap().to_string()
+    };
+    // The host's whole repository (and what it hosts) lives on the small disk.
+    let host_dir = small.join("host");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    ok(&host_dir, &["init"]);
+    let mut child = Command::new(pluto_bin())
+        .current_dir(&host_dir)
+        .env_remove("PLUTO_REPO")
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--push-every",
+            "0",
+            "--challenge-every",
+            "0",
+        ])
+        .args(["--allow", &format!("{owner}=1G")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _host = Kill(child);
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("ws://"))
+        .unwrap()
+        .to_string();
+    let host_id = {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&host_dir, &["status", "--json"])).unwrap();
+        v["node"].as_str().unwrap().to_string()
+    };
+    let addr = format!("{host_id}@{url}");
+    let out = ok(&src, &["push", "-k", "1", "--host", &addr]);
+    assert!(out.contains("to 1 host(s)"), "{out}");
+
+    // 16 MiB more cannot fit in what is left of 12 MiB.
+    for i in 0..4 {
+        write(
+            &src.join(format!("big/video{i}.mp4")),
+            &pseudo_random(4 * 1024 * KIB, 40 + i),
+        );
+    }
+    ok(&src, &["snapshot", "-q"]);
+    let o = pluto(&src, &["push", "-k", "1", "--host", &addr]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "a push onto a full host succeeded");
+    assert!(
+        err.contains("space"),
+        "the error does not say the host's disk is full: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    // The host still answers, and a new machine gets the first snapshot back from it.
+    let fresh = tmp.path().join("new-machine");
+    std::fs::create_dir_all(&fresh).unwrap();
+    let repo = fresh.join(".pluto");
+    let r = repo.to_str().unwrap();
+    let rec = pluto_env(
+        &fresh,
+        &["init", "--recover", "--repo", r],
+        &[],
+        Some(&words),
+    );
+    assert!(rec.status.success(), "{}", stderr(&rec));
+    let o = pluto(&fresh, &["--repo", r, "pull", "--host", &addr]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = ok(&fresh, &["--repo", r, "log", "--oneline"]);
+    let first = log
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let restored = tmp.path().join("restored");
+    ok(
+        &fresh,
+        &[
+            "--repo",
+            r,
+            "checkout",
+            &first,
+            "--target",
+            restored.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        manifest(&restored),
+        first_tree,
+        "the earlier snapshot came back changed"
+    );
+}

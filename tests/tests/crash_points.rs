@@ -542,6 +542,7 @@ fn full_disk_during_hosting() {
         "the error does not say the host's disk is full: {err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+    eprintln!("push onto a full host: {}", err.trim());
     // The host still answers, and a new machine gets the first snapshot back from it.
     let fresh = tmp.path().join("new-machine");
     std::fs::create_dir_all(&fresh).unwrap();

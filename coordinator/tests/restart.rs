@@ -139,3 +139,112 @@ async fn state_survives_kill_9_and_restart() {
         pluto_netsync::wire::NodeId::of(&keys[0])
     );
 }
+
+/// Crash points: the coordinator is killed with SIGKILL at random moments while nodes
+/// announce and ask for hosts, and restarted on the same data. After every restart, every
+/// match a node was told about before the kill is still on record, and the coordinator
+/// serves the next requests. `PLUTO_CRASH_RUNS=100` by hand; a fast subset in CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_random_moments_while_nodes_work_and_nothing_confirmed_is_lost() {
+    let rounds: usize = std::env::var("PLUTO_CRASH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let cfg = |k: &ed25519_dalek::SigningKey| {
+        let mut c = ClientConfig::new(url.clone(), k.clone());
+        c.request_timeout = Duration::from_secs(5);
+        c.connect_timeout = Duration::from_secs(10);
+        c
+    };
+    // (owner, host) pairs a node got in a reply: the reply follows the commit, so they stay.
+    let confirmed: std::sync::Arc<
+        std::sync::Mutex<Vec<(ed25519_dalek::SigningKey, pluto_netsync::wire::NodeId)>>,
+    > = Default::default();
+    let mut x: u64 = 0x9e37_79b9;
+    let mut killed_mid_work = 0;
+    for round in 0..rounds {
+        let (mut proc, _) = spawn(dir.path(), port);
+        // hosts with room, then owners asking for two of them, all at once
+        let mut work = tokio::task::JoinSet::new();
+        for i in 0..12u16 {
+            let (cfg, confirmed) = (cfg(&new_key()), confirmed.clone());
+            work.spawn(async move {
+                let key = cfg.key.clone();
+                let Ok((c, _)) = CoordClient::connect(cfg).await else {
+                    return;
+                };
+                let want = if i % 3 == 0 { GIB } else { 0 };
+                if c.announce(announce(i, 10 * GIB, want, 2, PeerMode::Mixed))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                if want > 0 {
+                    if let Ok((hosts, _)) = c.request_matches().await {
+                        let mut g = confirmed.lock().unwrap();
+                        for h in hosts {
+                            g.push((key.clone(), h.host));
+                        }
+                    }
+                }
+            });
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // odd rounds die mid-way at a random moment; even ones let the work finish first
+        let delay = if round % 2 == 1 { 5 + x % 300 } else { 1500 };
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        while work.try_join_next().is_some() {}
+        if !work.is_empty() {
+            killed_mid_work += 1; // some node was still talking to it
+        }
+        proc.0.kill().unwrap();
+        proc.0.wait().unwrap();
+        work.abort_all();
+        while work.join_next().await.is_some() {}
+
+        // restart: everything confirmed so far is still there
+        let (_proc, _) = spawn(dir.path(), port);
+        let pairs = confirmed.lock().unwrap().clone();
+        let mut by_owner: std::collections::HashMap<
+            [u8; 32],
+            (ed25519_dalek::SigningKey, Vec<pluto_netsync::wire::NodeId>),
+        > = Default::default();
+        for (k, h) in pairs {
+            by_owner
+                .entry(k.to_bytes())
+                .or_insert_with(|| (k.clone(), Vec::new()))
+                .1
+                .push(h);
+        }
+        for (owner, hosts) in by_owner.values() {
+            let (c, _) = CoordClient::connect(cfg(owner))
+                .await
+                .expect("the restarted coordinator serves");
+            let (as_owner, _) = c
+                .relationships()
+                .await
+                .expect("relationships after a restart");
+            for h in hosts {
+                assert!(
+                    as_owner.iter().any(|r| &r.host == h),
+                    "round {round}: a confirmed match of {} with {h} was lost",
+                    pluto_netsync::wire::NodeId::of(owner)
+                );
+            }
+        }
+    }
+    assert!(
+        !confirmed.lock().unwrap().is_empty(),
+        "no match was ever confirmed: the test checked nothing"
+    );
+    eprintln!(
+        "coordinator crash points: {rounds} kills ({killed_mid_work} with requests in flight), {} confirmed matches kept",
+        confirmed.lock().unwrap().len()
+    );
+}

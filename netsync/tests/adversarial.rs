@@ -276,3 +276,65 @@ async fn a_thousand_idle_connections_neither_crash_a_host_nor_lock_out_its_owner
     .await
     .expect("bounded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shares_are_challenged_by_proof_like_packs_and_rot_is_caught() {
+    tokio::time::timeout(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, root, _, bytes) = owner_repo(dir.path());
+        let owner = NodeId::of(&key);
+        // a real host holding one share of the pack (the owner keeps no copy of shares)
+        let params = pluto_netsync::erasure::Params::new(2, 4).unwrap();
+        let share = pluto_netsync::erasure::encode(params, &[&bytes])
+            .unwrap()
+            .remove(3);
+        let name = share.id().0;
+        let allow = Arc::new(AllowList::new());
+        allow.set(owner, 1 << 30);
+        let store = Arc::new(HostedStore::open(dir.path().join("h"), &[2; 32], allow).unwrap());
+        let hk = SigningKey::from_bytes(&[15; 32]);
+        let server = Server::bind("127.0.0.1:0", ServerConfig::new(hk.clone(), store.clone()))
+            .await
+            .unwrap();
+        let host = HostAddr {
+            node: NodeId::of(&hk),
+            url: server.url(),
+        };
+        let mut c = PeerClient::connect(&key, &host, Duration::from_secs(5))
+            .await
+            .unwrap();
+        c.put(Kind::Share, share.as_bytes(), &mut |_| {})
+            .await
+            .unwrap();
+        c.close().await;
+        let mut st = PeerState::load(&root).unwrap();
+        st.host(&host)
+            .stored
+            .insert(format!("shares/{}", hex::encode(name)), share.len() as u64);
+        st.host(&host).url = host.url.clone();
+        st.save(&root).unwrap();
+        let t = Duration::from_secs(10);
+        let v = sync::challenge_host(&key, &root, &host, false, t)
+            .await
+            .unwrap();
+        assert!(matches!(v, Verdict::Passed), "{v:?}");
+        // the share rots on the host's disk: the next proof fails against its name
+        let on_disk = store
+            .root()
+            .join(owner.to_hex())
+            .join("shares")
+            .join(hex::encode(name));
+        let mut b = std::fs::read(&on_disk).unwrap();
+        for x in b.iter_mut() {
+            *x ^= 0x33;
+        }
+        std::fs::write(&on_disk, b).unwrap();
+        let v = sync::challenge_host(&key, &root, &host, false, t)
+            .await
+            .unwrap();
+        assert!(matches!(v, Verdict::Failed(_)), "{v:?}");
+        server.shutdown().await;
+    })
+    .await
+    .expect("bounded");
+}

@@ -329,7 +329,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                         CoordEvent::Message(CoordMsg::ChallengeDue { host }) => {
                             let st = PeerState::load(&root).unwrap_or_default();
                             let packs: Vec<([u8; 32], u64)> = st.hosts.get(&host.to_hex()).map(|r| r.stored.iter().filter_map(|(k, s)| {
-                                let h = k.strip_prefix("packs/")?;
+                                let h = k.strip_prefix("packs/").or_else(|| k.strip_prefix("shares/"))?;
                                 let mut n = [0u8; 32];
                                 hex::decode_to_slice(h, &mut n).ok().map(|_| (n, *s))
                             }).collect()).unwrap_or_default();

@@ -409,6 +409,13 @@ impl HostedStore {
         })
     }
 
+    /// A pack — or a share: challenges and proofs address either by its name (both are
+    /// named by the BLAKE3 hash of their bytes, so a name cannot be both).
+    fn open_challenged(&self, owner: &NodeId, name: &[u8; 32]) -> R<PlainFile> {
+        self.open_plain(owner, Kind::Pack, name)
+            .or_else(|_| self.open_plain(owner, Kind::Share, name))
+    }
+
     /// Plain bytes of a stored file.
     pub fn get(
         &self,
@@ -488,7 +495,7 @@ impl HostedStore {
         nonce: &[u8; 32],
         ranges: &[Range],
     ) -> R<[u8; 32]> {
-        let f = self.open_plain(owner, Kind::Pack, pack)?;
+        let f = self.open_challenged(owner, pack)?;
         let bytes = challenge::read_ranges(ranges, |off, len| {
             if off.checked_add(len).is_none_or(|e| e > f.size) {
                 return Err((
@@ -505,7 +512,7 @@ impl HostedStore {
 
     /// The bao-tree proof of ranges of a stored pack.
     pub fn prove(&self, owner: &NodeId, pack: &[u8; 32], ranges: &[Range]) -> R<Vec<u8>> {
-        let f = self.open_plain(owner, Kind::Pack, pack)?;
+        let f = self.open_challenged(owner, pack)?;
         let ob_bytes = fs::read(self.outboard_path(owner, pack)).map_err(|_| {
             (
                 RefusalCode::NotFound,

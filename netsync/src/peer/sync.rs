@@ -760,26 +760,28 @@ pub async fn challenge_host(
 ) -> Result<Verdict> {
     let mut state = PeerState::load(repo_root)?;
     let rec = state.host(host).clone();
-    let packs: Vec<([u8; 32], u64)> = rec
+    let packs: Vec<([u8; 32], u64, Kind)> = rec
         .stored
         .iter()
         .filter_map(|(k, s)| {
+            // shares are challenged exactly like packs (by name; proofs, as the owner
+            // keeps no copy of them)
             parse_key(k)
-                .filter(|(kind, _)| *kind == Kind::Pack)
-                .map(|(_, n)| (n, *s))
+                .filter(|(kind, _)| matches!(kind, Kind::Pack | Kind::Share))
+                .map(|(kind, n)| (n, *s, kind))
         })
         .collect();
     if packs.is_empty() {
         return Ok(Verdict::Nothing);
     }
-    let (pack, size) =
+    let (pack, size, kind) =
         packs[(rand_core::RngCore::next_u64(&mut rand_core::OsRng) % packs.len() as u64) as usize];
     let ranges = challenge::pick_ranges(
         size,
         challenge::DEFAULT_RANGES,
         challenge::DEFAULT_RANGE_LEN,
     );
-    let local = dest_of(repo_root, Kind::Pack, &pack);
+    let local = dest_of(repo_root, kind, &pack);
     let use_proof = proof || !local.exists();
     let outcome = async {
         let mut c = PeerClient::connect(key, host, timeout).await?;

@@ -222,7 +222,13 @@ async fn killed_at_random_moments_while_nodes_work_and_nothing_confirmed_is_lost
                 .1
                 .push(h);
         }
-        for (owner, hosts) in by_owner.values() {
+        // every owner on the last round and at the end; a sample of older ones otherwise
+        // (each check is a connection: checking all of them every round is quadratic)
+        let last = round + 1 == rounds;
+        for (i, (owner, hosts)) in by_owner.values().enumerate() {
+            if !last && i % 8 != round % 8 {
+                continue;
+            }
             let (c, _) = CoordClient::connect(cfg(owner))
                 .await
                 .expect("the restarted coordinator serves");

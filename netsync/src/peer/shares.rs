@@ -405,79 +405,43 @@ pub async fn pull_shares(
         let ids: Vec<[u8; 32]> = l.header.packs.iter().map(|p| p.id.0).collect();
         groups.entry(ids).or_default().push(l);
     }
-    for (packs, mut shares) in groups {
-        if packs
-            .iter()
-            .all(|p| dest_of(repo_root, Kind::Pack, p).exists())
-            || only.is_some_and(|o| !packs.iter().any(|p| o.contains(p)))
-        {
-            continue;
-        }
-        // Data shares first (no decoding work when all k of them come back), one per host.
-        shares.sort_by_key(|s| (!s.header.is_data(), s.header.index));
-        let mut decoder = Decoder::new();
-        let mut used_hosts = HashSet::new();
-        for s in &shares {
-            if decoder.is_ready() {
-                break;
+    // Groups are fetched several at a time (`opts.parallel`), like whole packs.
+    let todo: Vec<(Vec<[u8; 32]>, Vec<Listed>)> = groups
+        .into_iter()
+        .filter(|(packs, _)| {
+            !packs
+                .iter()
+                .all(|p| dest_of(repo_root, Kind::Pack, p).exists())
+                && only.is_none_or(|o| packs.iter().any(|p| o.contains(p)))
+        })
+        .collect();
+    let key = Arc::new(key.clone());
+    let queue = Arc::new(Mutex::new(todo));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..opts.parallel.max(1) {
+        let (key, root, queue, opts, progress) = (
+            key.clone(),
+            repo_root.to_path_buf(),
+            queue.clone(),
+            opts.clone(),
+            progress.clone(),
+        );
+        tasks.spawn(async move {
+            let mut out = PullReport::default();
+            loop {
+                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let Some((packs, shares)) = next else { break };
+                fetch_group(&key, &root, &packs, shares, &opts, &progress, &mut out).await?;
             }
-            if !used_hosts.insert((s.host.node, s.header.index)) {
-                continue;
-            }
-            let part = repo_root
-                .join("peers")
-                .join("partial")
-                .join(format!("share-{}", hex::encode(s.name)));
-            if let Some(d) = part.parent() {
-                std::fs::create_dir_all(d).map_err(PeerError::io(d))?;
-            }
-            let got = async {
-                let mut c = connect(key, &s.host, opts).await?;
-                let b = c
-                    .download(Kind::Share, &s.name, s.size, &part, &mut |b| {
-                        progress(super::sync::Progress::Bytes(b))
-                    })
-                    .await;
-                c.close().await;
-                b
-            }
-            .await;
-            let _ = std::fs::remove_file(&part);
-            let bytes = match got {
-                Ok(b) => b,
-                Err(e) => {
-                    report.errors.push((s.host.node, e.to_string()));
-                    continue;
-                }
-            };
-            let share = match Share::verified(ShareId(s.name), bytes) {
-                Ok(sh) => sh,
-                Err(e) => {
-                    report.errors.push((s.host.node, e.to_string()));
-                    continue;
-                }
-            };
-            if let Err(e) = decoder.add_share(share) {
-                report.errors.push((s.host.node, e.to_string()));
-            }
-        }
-        if !decoder.is_ready() {
-            for p in &packs {
-                report.missing.push(format!("packs/{}", hex::encode(p)));
-            }
-            continue;
-        }
-        let restored = decoder.finish().map_err(|e| {
-            PeerError::Protocol(format!("decoding pack {}: {e}", hex::encode(packs[0])))
-        })?;
-        for p in restored {
-            let dest = dest_of(repo_root, Kind::Pack, &p.id.0);
-            let dir = dest.parent().expect("has a parent");
-            std::fs::create_dir_all(dir).map_err(PeerError::io(dir))?;
-            pluto_repo::fsutil::write_atomic(&repo_root.join("tmp"), &dest, &p.bytes, 0o644)?;
-            report.fetched += 1;
-            report.bytes += p.bytes.len() as u64;
-        }
+            Ok::<_, PeerError>(out)
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        let part = r.map_err(|e| PeerError::Protocol(format!("pull task failed: {e}")))??;
+        report.fetched += part.fetched;
+        report.bytes += part.bytes;
+        report.missing.extend(part.missing);
+        report.errors.extend(part.errors);
     }
     Ok(report)
 }
@@ -578,6 +542,85 @@ pub async fn rebuild_for_owner(
     .map_err(refused);
     store.release(&owner, Kind::Share, &name);
     res
+}
+
+/// Fetch k shares of one group (data shares first, whichever hosts answer), decode, check
+/// every pack against its name and move it in atomically.
+async fn fetch_group(
+    key: &SigningKey,
+    repo_root: &Path,
+    packs: &[[u8; 32]],
+    mut shares: Vec<Listed>,
+    opts: &SyncOptions,
+    progress: &ProgressFn,
+    report: &mut PullReport,
+) -> Result<()> {
+    // Data shares first (no decoding work when all k of them come back), one per host.
+    shares.sort_by_key(|s| (!s.header.is_data(), s.header.index));
+    let mut decoder = Decoder::new();
+    let mut used_hosts = HashSet::new();
+    for s in &shares {
+        if decoder.is_ready() {
+            break;
+        }
+        if !used_hosts.insert((s.host.node, s.header.index)) {
+            continue;
+        }
+        let part = repo_root
+            .join("peers")
+            .join("partial")
+            .join(format!("share-{}", hex::encode(s.name)));
+        if let Some(d) = part.parent() {
+            std::fs::create_dir_all(d).map_err(PeerError::io(d))?;
+        }
+        let got = async {
+            let mut c = connect(key, &s.host, opts).await?;
+            let b = c
+                .download(Kind::Share, &s.name, s.size, &part, &mut |b| {
+                    progress(super::sync::Progress::Bytes(b))
+                })
+                .await;
+            c.close().await;
+            b
+        }
+        .await;
+        let _ = std::fs::remove_file(&part);
+        let bytes = match got {
+            Ok(b) => b,
+            Err(e) => {
+                report.errors.push((s.host.node, e.to_string()));
+                continue;
+            }
+        };
+        let share = match Share::verified(ShareId(s.name), bytes) {
+            Ok(sh) => sh,
+            Err(e) => {
+                report.errors.push((s.host.node, e.to_string()));
+                continue;
+            }
+        };
+        if let Err(e) = decoder.add_share(share) {
+            report.errors.push((s.host.node, e.to_string()));
+        }
+    }
+    if !decoder.is_ready() {
+        for p in packs {
+            report.missing.push(format!("packs/{}", hex::encode(p)));
+        }
+        return Ok(());
+    }
+    let restored = decoder.finish().map_err(|e| {
+        PeerError::Protocol(format!("decoding pack {}: {e}", hex::encode(packs[0])))
+    })?;
+    for p in restored {
+        let dest = dest_of(repo_root, Kind::Pack, &p.id.0);
+        let dir = dest.parent().expect("has a parent");
+        std::fs::create_dir_all(dir).map_err(PeerError::io(dir))?;
+        pluto_repo::fsutil::write_atomic(&repo_root.join("tmp"), &dest, &p.bytes, 0o644)?;
+        report.fetched += 1;
+        report.bytes += p.bytes.len() as u64;
+    }
+    Ok(())
 }
 
 fn report_err(report: &mut PullReport, node: NodeId, e: String) {

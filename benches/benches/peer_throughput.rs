@@ -19,17 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SIZE: usize = 16 << 20;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
+use pluto_benches::{env_usize, median};
 
 /// One TCP connection per file; the receiver writes and fsyncs each into `dir`.
 async fn plain_copy(files: &[Arc<Vec<u8>>], dir: &Path) -> f64 {

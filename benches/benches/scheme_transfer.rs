@@ -20,17 +20,7 @@ use pluto_netsync::wire::NodeId;
 use pluto_repo::keys::Entropy;
 use pluto_repo::Repository;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
+use pluto_benches::{env_usize, median};
 
 async fn hosts(n: usize, owner: NodeId, dir: &Path) -> Vec<(Server, HostAddr)> {
     let mut out = Vec::new();

@@ -121,6 +121,22 @@ fn coordinator_bin() -> PathBuf {
     p
 }
 
+/// The real coordinator on free loopback ports, its data in `dir`; returns it and its
+/// `mqtt://` URL.
+fn start_coordinator(dir: &Path, extra: &[&str]) -> (Daemon, String) {
+    let mut c = Command::new(coordinator_bin());
+    c.env("PLUTO_LOG", "info,rmqtt=warn")
+        .args(["--data", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args(extra);
+    let mut coord = Daemon::spawn("coordinator", c);
+    let url = coord
+        .wait_line("mqtt ", Duration::from_secs(30))
+        .trim_start_matches("mqtt ")
+        .trim()
+        .to_string();
+    (coord, url)
+}
+
 fn serve(name: &str, dir: &Path, coordinator: &str, extra: &[&str]) -> Daemon {
     let mut c = Command::new(pluto_bin());
     c.current_dir(dir).env_remove("PLUTO_REPO").args([
@@ -216,25 +232,17 @@ fn push_challenge_corrupt_repair_then_restore_on_a_new_machine_from_the_words() 
 
     // The coordinator: embedded broker and relay on free loopback ports, challenges every second.
     let cdir = base.join("coordinator");
-    let mut c = Command::new(coordinator_bin());
-    c.env("PLUTO_LOG", "info,rmqtt=warn").args([
-        "--data",
-        cdir.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--relay-listen",
-        "127.0.0.1:0",
-        "--challenge-interval",
-        "1",
-        "--ping-interval",
-        "3600",
-    ]);
-    let mut coord = Daemon::spawn("coordinator", c);
-    let url = coord
-        .wait_line("mqtt ", Duration::from_secs(30))
-        .trim_start_matches("mqtt ")
-        .trim()
-        .to_string();
+    let (mut coord, url) = start_coordinator(
+        &cdir,
+        &[
+            "--relay-listen",
+            "127.0.0.1:0",
+            "--challenge-interval",
+            "1",
+            "--ping-interval",
+            "3600",
+        ],
+    );
     assert!(url.starts_with("mqtt://127.0.0.1:"), "{url}");
 
     // Three hosts with empty repositories of their own.
@@ -417,14 +425,7 @@ fn two_nodes_become_friends_by_invite_code() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path();
     let cdir = base.join("coordinator");
-    let mut c = Command::new(coordinator_bin());
-    c.args(["--data", cdir.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
-    let mut coord = Daemon::spawn("coordinator", c);
-    let url = coord
-        .wait_line("mqtt ", Duration::from_secs(30))
-        .trim_start_matches("mqtt ")
-        .trim()
-        .to_string();
+    let (mut coord, url) = start_coordinator(&cdir, &[]);
     let (alice, bob) = (base.join("alice"), base.join("bob"));
     for d in [&alice, &bob] {
         std::fs::create_dir_all(d).unwrap();
@@ -565,21 +566,7 @@ fn four_of_eight_shares_restore_after_four_hosts_and_the_owner_die() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path();
     let cdir = base.join("coordinator");
-    let mut c = Command::new(coordinator_bin());
-    c.args([
-        "--data",
-        cdir.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--relay-listen",
-        "127.0.0.1:0",
-    ]);
-    let mut coord = Daemon::spawn("coordinator", c);
-    let url = coord
-        .wait_line("mqtt ", Duration::from_secs(30))
-        .trim_start_matches("mqtt ")
-        .trim()
-        .to_string();
+    let (mut coord, url) = start_coordinator(&cdir, &["--relay-listen", "127.0.0.1:0"]);
     let quiet = ["--push-every", "0", "--challenge-every", "0"];
     let mut hosts = Vec::new();
     for i in 0..8 {
@@ -702,21 +689,7 @@ fn a_lost_share_is_rebuilt_on_a_new_host_without_the_owner() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path();
     let cdir = base.join("coordinator");
-    let mut c = Command::new(coordinator_bin());
-    c.args([
-        "--data",
-        cdir.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--repair-grace",
-        "1",
-    ]);
-    let mut coord = Daemon::spawn("coordinator", c);
-    let url = coord
-        .wait_line("mqtt ", Duration::from_secs(30))
-        .trim_start_matches("mqtt ")
-        .trim()
-        .to_string();
+    let (mut coord, url) = start_coordinator(&cdir, &["--repair-grace", "1"]);
     let quiet = ["--push-every", "0", "--challenge-every", "0"];
     // Eight hosts for the shares, started first so the owner is matched with them.
     let mut hosts = Vec::new();

@@ -127,6 +127,19 @@ pub async fn connect_with_backoff(
     }
 }
 
+/// `hosts`, then the local record's hosts in good standing; each once, never this node.
+pub fn with_known_hosts(
+    root: &Path,
+    key: &ed25519_dalek::SigningKey,
+    mut hosts: Vec<HostAddr>,
+) -> Result<Vec<HostAddr>> {
+    hosts.extend(PeerState::load(root)?.good_hosts());
+    let me = NodeId::of(key);
+    let mut seen = std::collections::HashSet::new();
+    hosts.retain(|h| h.node != me && seen.insert(h.node));
+    Ok(hosts)
+}
+
 /// The owner's active hosts as the coordinator records them. With `ask_copies`, first ask
 /// the coordinator for new hosts when fewer than that many stand (a first push, or a host
 /// that was excluded).
@@ -199,11 +212,7 @@ pub async fn owner_hosts(
             Err(e) => eprintln!("pluto: {e:#}; going on with the hosts this node knows"),
         }
     }
-    out.extend(PeerState::load(root)?.good_hosts());
-    let me = NodeId::of(key);
-    let mut seen = std::collections::HashSet::new();
-    out.retain(|h| h.node != me && seen.insert(h.node));
-    Ok((out, client))
+    Ok((with_known_hosts(root, key, out)?, client))
 }
 
 /// The default placement of a repository that chose none.

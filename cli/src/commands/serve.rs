@@ -4,7 +4,7 @@
 
 use super::push::{
     chosen_scheme, connect_coordinator, coordinator_url, hosts_to_ask, matched_hosts, parse_host,
-    placement, runtime, PeerArgs, Placement,
+    placement, runtime, with_known_hosts, PeerArgs, Placement,
 };
 use crate::{exit, Global};
 use anyhow::{bail, Context, Result};
@@ -147,7 +147,7 @@ async fn scheduled_push(
     quiet: bool,
 ) -> Result<()> {
     let scheme = chosen_scheme(root, None, a.copies.map(usize::from))?;
-    let hosts = candidate_hosts(root, &a.peers.hosts, client, hosts_to_ask(&scheme)).await?;
+    let hosts = candidate_hosts(root, key, &a.peers.hosts, client, hosts_to_ask(&scheme)).await?;
     if hosts.is_empty() {
         return Ok(());
     }
@@ -178,6 +178,7 @@ async fn scheduled_push(
 /// when fewer than `copies` stand), and the local record's hosts in good standing.
 async fn candidate_hosts(
     root: &std::path::Path,
+    key: &ed25519_dalek::SigningKey,
     given: &[String],
     coordinator: Option<&pluto_netsync::coord_client::CoordClient>,
     copies: usize,
@@ -186,12 +187,10 @@ async fn candidate_hosts(
     if let Some(c) = coordinator {
         out.extend(matched_hosts(c, Some(copies)).await?);
     }
-    let state = PeerState::load(root)?;
-    out.extend(state.good_hosts());
+    let mut out = with_known_hosts(root, key, out)?;
     // a host this node caught failing stays out, even while the coordinator still lists it
+    let state = PeerState::load(root)?;
     out.retain(|h| !state.hosts.get(&h.node.to_hex()).is_some_and(|r| r.failed));
-    let mut seen = std::collections::HashSet::new();
-    out.retain(|h| seen.insert(h.node));
     Ok(out)
 }
 

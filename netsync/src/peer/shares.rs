@@ -50,27 +50,11 @@ impl Placement {
     }
 
     pub fn load(repo_root: &Path) -> Result<Placement> {
-        let p = Self::path(repo_root);
-        match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                PeerError::Protocol(format!("{}: malformed share placement: {e}", p.display()))
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Placement::default()),
-            Err(e) => Err(PeerError::Io { path: p, source: e }),
-        }
+        super::sync::load_record(&Self::path(repo_root), "share placement")
     }
 
     pub fn save(&self, repo_root: &Path) -> Result<()> {
-        let dir = repo_root.join("peers");
-        std::fs::create_dir_all(&dir).map_err(PeerError::io(&dir))?;
-        let bytes = serde_json::to_vec_pretty(self).expect("placement serializes");
-        pluto_repo::fsutil::write_atomic(
-            &repo_root.join("tmp"),
-            &Self::path(repo_root),
-            &bytes,
-            0o600,
-        )?;
-        Ok(())
+        super::sync::save_record(repo_root, &Self::path(repo_root), self)
     }
 }
 

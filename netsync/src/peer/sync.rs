@@ -79,33 +79,42 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// Read one of the owner's local JSON records under `.pluto/peers/` (absent: the default).
+pub(crate) fn load_record<T: serde::de::DeserializeOwned + Default>(
+    p: &Path,
+    what: &str,
+) -> Result<T> {
+    match std::fs::read(p) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|e| PeerError::Protocol(format!("{}: malformed {what}: {e}", p.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(PeerError::Io {
+            path: p.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+/// Write one of those records atomically, readable only by the user.
+pub(crate) fn save_record<T: Serialize>(repo_root: &Path, p: &Path, value: &T) -> Result<()> {
+    let dir = repo_root.join("peers");
+    std::fs::create_dir_all(&dir).map_err(PeerError::io(&dir))?;
+    let bytes = serde_json::to_vec_pretty(value).expect("a record serializes");
+    pluto_repo::fsutil::write_atomic(&repo_root.join("tmp"), p, &bytes, 0o600)?;
+    Ok(())
+}
+
 impl PeerState {
     pub fn path(repo_root: &Path) -> PathBuf {
         repo_root.join("peers").join("state.json")
     }
 
     pub fn load(repo_root: &Path) -> Result<PeerState> {
-        let p = Self::path(repo_root);
-        match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                PeerError::Protocol(format!("{}: malformed peer state: {e}", p.display()))
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PeerState::default()),
-            Err(e) => Err(PeerError::Io { path: p, source: e }),
-        }
+        load_record(&Self::path(repo_root), "peer state")
     }
 
     pub fn save(&self, repo_root: &Path) -> Result<()> {
-        let dir = repo_root.join("peers");
-        std::fs::create_dir_all(&dir).map_err(PeerError::io(&dir))?;
-        let bytes = serde_json::to_vec_pretty(self).expect("state serializes");
-        pluto_repo::fsutil::write_atomic(
-            &repo_root.join("tmp"),
-            &Self::path(repo_root),
-            &bytes,
-            0o600,
-        )?;
-        Ok(())
+        save_record(repo_root, &Self::path(repo_root), self)
     }
 
     pub fn host(&mut self, h: &HostAddr) -> &mut HostRecord {

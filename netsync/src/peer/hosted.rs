@@ -191,7 +191,8 @@ impl HostedStore {
     /// Bytes an owner uses here: complete files and unfinished uploads.
     pub fn used(&self, owner: &NodeId) -> u64 {
         let mut total = 0;
-        for sub in ["packs", "index", "snapshots", "config", "shares", "partial"] {
+        // every kind's folder (a new kind counts without a change here), and the partials
+        for sub in Kind::ALL.iter().map(|k| k.dir()).chain(["partial"]) {
             if let Ok(rd) = fs::read_dir(self.owner_dir(owner).join(sub)) {
                 for e in rd.flatten() {
                     if e.file_name()

@@ -1,6 +1,9 @@
 //! Helpers for pluto's end-to-end tests: run the real `pluto` binary on real trees and
 //! compare trees by every byte and every attribute pluto promises to keep.
 
+pub mod daemon;
+pub use daemon::*;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -17,9 +17,8 @@
 //! ```
 
 use pluto_e2e::*;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 struct Rng(u64);
@@ -37,56 +36,6 @@ fn runs(default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// A `pluto serve` killed when dropped.
-struct Host(Child);
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Start a host for `owner` (no coordinator: a friend by address); returns NODEID@URL.
-fn start_host(dir: &Path, owner: &str) -> (Host, String) {
-    std::fs::create_dir_all(dir).unwrap();
-    ok(dir, &["init"]);
-    let mut child = Command::new(pluto_bin())
-        .current_dir(dir)
-        .env_remove("PLUTO_REPO")
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--push-every",
-            "0",
-            "--challenge-every",
-            "0",
-            "--allow",
-            &format!("{owner}=4G"),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("ws://"))
-        .unwrap_or_else(|| panic!("serve printed {line:?}"))
-        .to_string();
-    let id = node(dir);
-    (Host(child), format!("{id}@{url}"))
-}
-
-fn node(dir: &Path) -> String {
-    let v: serde_json::Value = serde_json::from_str(&ok(dir, &["status", "--json"])).unwrap();
-    v["node"].as_str().unwrap().to_string()
 }
 
 /// Run pluto with `args` in `cwd`, SIGKILLed after `delay` unless it finished. True if killed.
@@ -140,8 +89,8 @@ fn push_and_pull_killed_at_random_moments(n: usize) {
     let src = base.join("src");
     std::fs::create_dir_all(&src).unwrap();
     let words = words_from_init(&ok(&src, &["init"]));
-    let owner = node(&src);
-    let (_host, addr) = start_host(&base.join("host"), &owner);
+    let owner = node_id(&src);
+    let (_host, addr) = start_friend_host("host", &base.join("host"), &owner, "4G");
     let mut rng = Rng(0x5eed_0b0e);
     let (mut pushes_killed, mut pulls_killed) = (0, 0);
 

@@ -458,7 +458,6 @@ fn full_disk_during_snapshot() {
 /// pulls the earlier snapshot back byte-identical.
 #[test]
 fn full_disk_during_hosting() {
-    use std::io::{BufRead, BufReader};
     let tmp = tempfile::tempdir().unwrap();
     let small = tmp.path().join("small");
     let _mount = match mount_tmpfs(&small, "12m") {
@@ -474,55 +473,23 @@ fn full_disk_during_hosting() {
     let words = words_from_init(&ok(&src, &["init"]));
     let first_tree = manifest(&src);
     ok(&src, &["snapshot", "-q"]);
-    let owner = {
-        let v: serde_json::Value = serde_json::from_str(&ok(&src, &["status", "--json"])).unwrap();
-        v["node"].as_str().unwrap().to_string()
-    };
+    let owner = node_id(&src);
     // The host's whole repository (and what it hosts) lives on the small disk.
     let host_dir = small.join("host");
     std::fs::create_dir_all(&host_dir).unwrap();
     ok(&host_dir, &["init"]);
-    let mut child = Command::new(pluto_bin())
-        .current_dir(&host_dir)
-        .env_remove("PLUTO_REPO")
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
+    let (_host, addr) = start_serve(
+        "host",
+        &host_dir,
+        &[
             "--push-every",
             "0",
             "--challenge-every",
             "0",
-        ])
-        .args(["--allow", &format!("{owner}=1G")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _host = Kill(child);
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("ws://"))
-        .unwrap()
-        .to_string();
-    let host_id = {
-        let v: serde_json::Value =
-            serde_json::from_str(&ok(&host_dir, &["status", "--json"])).unwrap();
-        v["node"].as_str().unwrap().to_string()
-    };
-    let addr = format!("{host_id}@{url}");
+            "--allow",
+            &format!("{owner}=1G"),
+        ],
+    );
     let out = ok(&src, &["push", "-k", "1", "--host", &addr]);
     assert!(out.contains("to 1 host(s)"), "{out}");
 

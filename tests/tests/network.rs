@@ -7,135 +7,9 @@
 //! Every wait is bounded; every child process is killed when the test ends, pass or fail.
 
 use pluto_e2e::*;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A long-running child (coordinator or `pluto serve`): its stdout lines arrive on a
-/// channel; it is killed on drop.
-struct Daemon {
-    name: String,
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Daemon {
-    fn spawn(name: &str, mut cmd: Command) -> Daemon {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for l in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if tx.send(l).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Daemon {
-            name: name.to_string(),
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The first output line (stdout or stderr) that starts with `prefix`.
-    fn wait_line(&mut self, prefix: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        if let Some(l) = self.seen.iter().find(|l| l.starts_with(prefix)) {
-            return l.clone();
-        }
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    self.seen.push(l.clone());
-                    if l.starts_with(prefix) {
-                        return l;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!(
-            "{}: no line starting with {prefix:?} within {within:?}; it printed:\n{}",
-            self.name,
-            self.seen.join("\n")
-        );
-    }
-
-    fn drain(&mut self) -> String {
-        while let Ok(l) = self.lines.try_recv() {
-            self.seen.push(l);
-        }
-        self.seen.join("\n")
-    }
-
-    /// SIGTERM, and the exit status within `within`.
-    fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            if Instant::now() >= deadline {
-                let out = self.drain();
-                panic!(
-                    "{} did not stop on SIGTERM within {within:?}:\n{out}",
-                    self.name
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn coordinator_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("PLUTO_COORDINATOR_BIN") {
-        return PathBuf::from(p);
-    }
-    let p = pluto_bin().with_file_name("pluto-coordinator");
-    assert!(
-        p.exists(),
-        "{} is missing: build it (cargo build -p pluto-coordinator) or set PLUTO_COORDINATOR_BIN",
-        p.display()
-    );
-    p
-}
-
-/// The real coordinator on free loopback ports, its data in `dir`; returns it and its
-/// `mqtt://` URL.
-fn start_coordinator(dir: &Path, extra: &[&str]) -> (Daemon, String) {
-    let mut c = Command::new(coordinator_bin());
-    c.env("PLUTO_LOG", "info,rmqtt=warn")
-        .args(["--data", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-        .args(extra);
-    let mut coord = Daemon::spawn("coordinator", c);
-    let url = coord
-        .wait_line("mqtt ", Duration::from_secs(30))
-        .trim_start_matches("mqtt ")
-        .trim()
-        .to_string();
-    (coord, url)
-}
 
 fn serve(name: &str, dir: &Path, coordinator: &str, extra: &[&str]) -> Daemon {
     let mut c = Command::new(pluto_bin());
@@ -154,14 +28,6 @@ fn serve(name: &str, dir: &Path, coordinator: &str, extra: &[&str]) -> Daemon {
     d
 }
 
-fn status_json(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&ok(dir, &["status", "--json"])).expect("status --json")
-}
-
-fn node_id(dir: &Path) -> String {
-    status_json(dir)["node"].as_str().unwrap().to_string()
-}
-
 /// Files of `owner` a host keeps on its disk (obfuscated packs, without their outboards).
 fn hosted_packs(host_dir: &Path, owner: &str) -> Vec<PathBuf> {
     let d = host_dir.join(".pluto/hosted").join(owner).join("packs");
@@ -175,24 +41,6 @@ fn hosted_packs(host_dir: &Path, owner: &str) -> Vec<PathBuf> {
         .unwrap_or_default();
     v.sort();
     v
-}
-
-/// Poll `f` until it holds; on timeout, fail with what the daemons printed.
-fn wait_until(what: &str, within: Duration, logs: &mut [&mut Daemon], mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        if Instant::now() >= deadline {
-            let out: Vec<String> = logs
-                .iter_mut()
-                .map(|d| {
-                    let out = d.drain();
-                    format!("--- {}:\n{out}", d.name)
-                })
-                .collect();
-            panic!("{what}: not within {within:?}\n{}", out.join("\n"));
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 /// The host's audit record at the coordinator: (passed, failed) challenges.

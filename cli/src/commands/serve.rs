@@ -18,7 +18,7 @@ use pluto_netsync::peer::sync::{self, PeerState, SyncOptions, Verdict};
 use pluto_netsync::wire::{Announce, CoordMsg, NodeId, PeerMode};
 use pluto_repo::repository::LockMode;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(clap::Args)]
@@ -121,7 +121,7 @@ async fn join_coordinator(
     .context("announce refused")?;
     let (_, as_host) = c.relationships().await?;
     for r in as_host {
-        allow.set(r.owner, r.quota_bytes);
+        grant(allow, r.owner, r.quota_bytes, "the coordinator");
     }
     if !quiet {
         println!("connected to the coordinator at {url}");
@@ -194,6 +194,25 @@ async fn candidate_hosts(
     Ok(out)
 }
 
+/// Let `owner` store up to `quota` bytes here, within what this node offers (see
+/// [`AllowList::with_capacity`]); says so when less fits.
+fn grant(allow: &AllowList, owner: NodeId, quota: u64, by: &str) {
+    let granted = allow.set(owner, quota);
+    if granted < quota {
+        eprintln!(
+            "pluto: {by} asked to host {quota} bytes for {}; only {granted} fit in this node's offer",
+            &owner.to_hex()[..16]
+        );
+    }
+}
+
+/// How many replies, repairs and relayed sessions for the coordinator may run at once.
+/// More are dropped (and logged): the event loop never waits on the coordinator, so a
+/// coordinator that floods the node or never answers cannot stall it or grow its memory.
+const COORDINATOR_WORK_AT_ONCE: usize = 8;
+/// Relayed proof challenges this node waits on at most (as owner).
+const PENDING_CHALLENGES_MAX: usize = 1024;
+
 async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
@@ -207,11 +226,16 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let root = repo.root().to_path_buf();
     let keys = repo.keys();
     let key = keys.node.clone();
-    let allow = Arc::new(AllowList::new());
+    let allow = Arc::new(AllowList::with_capacity(a.offer));
     for s in &a.allow {
         let (id, size) = s.split_once('=').context("--allow takes NODEID=SIZE")?;
         let id: NodeId = id.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-        allow.set(id, parse_size(size).map_err(anyhow::Error::msg)?);
+        grant(
+            &allow,
+            id,
+            parse_size(size).map_err(anyhow::Error::msg)?,
+            "--allow",
+        );
     }
     let store = Arc::new(
         HostedStore::open(root.join("hosted"), &keys.host, allow.clone())
@@ -254,8 +278,10 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         let mut chal_tick = tokio::time::interval(Duration::from_secs(a.challenge_every.max(1)));
         push_tick.tick().await;
         chal_tick.tick().await;
-        // challenge id → (host, pack, size, ranges) of proof challenges relayed by the coordinator
-        let mut pending: HashMap<u64, ([u8; 32], u64, Vec<proto::Range>)> = HashMap::new();
+        // challenge id → (pack, size, ranges) of proof challenges relayed by the coordinator
+        let pending: PendingProofs = Arc::default();
+        let work = Arc::new(tokio::sync::Semaphore::new(COORDINATOR_WORK_AT_ONCE));
+        let mut repair_soon = false;
         let stop = shutdown_signal();
         tokio::pin!(stop);
         loop {
@@ -278,6 +304,12 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                             eprintln!("pluto: {e:#}; retrying in {backoff:?}");
                             retry_at = Some(tokio::time::Instant::now() + backoff);
                         }
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(200)), if repair_soon => {
+                    repair_soon = false;
+                    if let Err(e) = scheduled_push(&key, &root, &a, client.as_ref(), &opts, quiet).await {
+                        eprintln!("pluto: repair: {e:#}");
                     }
                 }
                 _ = push_tick.tick(), if a.push_every > 0 => {
@@ -316,84 +348,44 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                         continue;
                     };
                     let Some(c) = client.as_ref() else { continue };
-                    match ev {
-                        CoordEvent::Message(CoordMsg::NewOwner { owner, quota_bytes, .. }) => allow.set(owner, quota_bytes),
-                        CoordEvent::Message(CoordMsg::Challenge { challenge_id, owner, payload, .. }) => {
-                            let st = store.clone();
-                            let ans = tokio::task::spawn_blocking(move || answer_relayed_challenge(&st, &owner, &payload)).await.unwrap_or_default();
-                            if let Err(e) = c.answer_challenge(challenge_id, ans).await {
-                                eprintln!("pluto: cannot answer challenge {challenge_id}: {e}");
-                            }
-                        }
-                        CoordEvent::Message(CoordMsg::ChallengeDue { host }) => {
-                            let st = PeerState::load(&root).unwrap_or_default();
-                            let packs: Vec<([u8; 32], u64)> = st.hosts.get(&host.to_hex()).map(|r| r.stored.iter().filter_map(|(k, s)| {
-                                let h = k.strip_prefix("packs/").or_else(|| k.strip_prefix("shares/"))?;
-                                let mut n = [0u8; 32];
-                                hex::decode_to_slice(h, &mut n).ok().map(|_| (n, *s))
-                            }).collect()).unwrap_or_default();
-                            if let Some(&(pack, size)) = packs.get(challenge::fresh_nonce()[0] as usize % packs.len().max(1)) {
-                                let ranges = challenge::pick_ranges(size, challenge::RELAYED_RANGES, challenge::DEFAULT_RANGE_LEN);
-                                if let Ok(payload) = proto::encode(&Request::Prove { pack, ranges: ranges.clone() }) {
-                                    match c.send_challenge(host, payload).await {
-                                        Ok(id) => { pending.insert(id, (pack, size, ranges)); }
-                                        Err(e) => eprintln!("pluto: cannot challenge host {}: {e}", &host.to_hex()[..16]),
-                                    }
-                                }
-                            }
-                        }
-                        CoordEvent::Message(CoordMsg::ChallengeAnswer { challenge_id, payload, .. }) => {
-                            if let Some((pack, size, ranges)) = pending.remove(&challenge_id) {
-                                let passed = matches!(proto::decode::<Response>(&payload), Ok(Response::Proof { encoded })
-                                    if challenge::verify_proof(&pack, size, &ranges, &encoded).is_ok());
-                                if !passed {
-                                    eprintln!("pluto: host failed relayed challenge {challenge_id}");
-                                }
-                                if let Err(e) = c.report_challenge(challenge_id, passed).await {
-                                    eprintln!("pluto: cannot report challenge {challenge_id}: {e}");
-                                }
-                            }
-                        }
-                        CoordEvent::Message(CoordMsg::MoveCopies { host, reason }) => {
-                            eprintln!("pluto: coordinator: move copies off {}: {reason}", &host.to_hex()[..16]);
-                            if let Ok(mut st) = PeerState::load(&root) {
-                                if let Some(r) = st.hosts.get_mut(&host.to_hex()) { r.failed = true; }
-                                let _ = st.save(&root);
-                            }
-                            // the next push asks the coordinator for a replacement host
-                            if let Err(e) = scheduled_push(&key, &root, &a, client.as_ref(), &opts, quiet).await {
-                                eprintln!("pluto: repair: {e:#}");
-                            }
-                        }
-                        CoordEvent::Message(CoordMsg::RelayOffer { url, token, .. }) => {
-                            let mut cfg = ServerConfig::new(key.clone(), store.clone());
-                            cfg.coordinator_key = coordinator_key.clone();
-                            tokio::spawn(async move {
-                                if let Err(e) = pluto_netsync::peer::server::serve_relay_offer(&cfg, &url, &token).await {
-                                    eprintln!("pluto: relayed session: {e}");
-                                }
-                            });
-                        }
-                        CoordEvent::Message(CoordMsg::RepairShare { owner, lost_index, lost_name, lost_len, sources, ticket, .. }) => {
-                            let order = shares::RepairOrder { owner, lost_index, lost_name, lost_len, sources, ticket };
-                            let (key, store, opts, c) = (key.clone(), store.clone(), opts.clone(), c.clone());
-                            tokio::spawn(async move {
-                                match shares::rebuild_for_owner(&key, &store, &order, &opts).await {
-                                    Ok(()) => {
-                                        if !quiet {
-                                            println!("rebuilt share {} of {} from {} holders", &hex::encode(order.lost_name)[..16], &order.owner.to_hex()[..16], order.sources.len());
-                                        }
-                                        if let Err(e) = c.repair_done(order.owner, order.lost_name).await {
-                                            eprintln!("pluto: cannot report the repair: {e}");
-                                        }
-                                    }
-                                    Err(e) => eprintln!("pluto: repair for {}: {e}", &order.owner.to_hex()[..16]),
-                                }
-                            });
-                        }
-                        CoordEvent::Message(CoordMsg::Excluded { reason }) => eprintln!("pluto: this node was excluded by the coordinator: {reason}"),
-                        _ => {}
+                    let CoordEvent::Message(msg) = ev else { continue };
+                    if let CoordMsg::NewOwner { owner, quota_bytes, .. } = msg {
+                        grant(&allow, owner, quota_bytes, "the coordinator");
+                        continue;
                     }
+                    if let CoordMsg::Excluded { reason } = &msg {
+                        eprintln!("pluto: this node was excluded by the coordinator: {reason}");
+                        continue;
+                    }
+                    if let CoordMsg::MoveCopies { host, reason } = &msg {
+                        eprintln!("pluto: coordinator: move copies off {}: {reason}", &host.to_hex()[..16]);
+                        if let Ok(mut st) = PeerState::load(&root) {
+                            if let Some(r) = st.hosts.get_mut(&host.to_hex()) { r.failed = true; }
+                            let _ = st.save(&root);
+                        }
+                        // one push soon asks the coordinator for replacement hosts (many orders
+                        // at once make one push)
+                        repair_soon = true;
+                        continue;
+                    }
+                    let Ok(permit) = work.clone().try_acquire_owned() else {
+                        eprintln!("pluto: coordinator: too much work at once; dropped {}", msg_kind(&msg));
+                        continue;
+                    };
+                    let job = CoordinatorJob {
+                        key: key.clone(),
+                        root: root.clone(),
+                        store: store.clone(),
+                        client: c.clone(),
+                        opts: opts.clone(),
+                        pending: pending.clone(),
+                        coordinator_key: coordinator_key.clone(),
+                        quiet,
+                    };
+                    tokio::spawn(async move {
+                        job.run(msg).await;
+                        drop(permit);
+                    });
                 }
             }
         }
@@ -410,4 +402,220 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         bail!(e);
     }
     Ok(exit::OK)
+}
+
+/// What a coordinator's message asks of this node, done in a task of its own so that the
+/// event loop never waits on the coordinator (see [`COORDINATOR_WORK_AT_ONCE`]).
+struct CoordinatorJob {
+    key: ed25519_dalek::SigningKey,
+    root: std::path::PathBuf,
+    store: Arc<HostedStore>,
+    client: pluto_netsync::coord_client::CoordClient,
+    opts: SyncOptions,
+    pending: PendingProofs,
+    coordinator_key: Arc<std::sync::OnceLock<ed25519_dalek::VerifyingKey>>,
+    quiet: bool,
+}
+
+fn msg_kind(m: &CoordMsg) -> &'static str {
+    match m {
+        CoordMsg::Reply { .. } => "a reply",
+        CoordMsg::Ping { .. } => "a ping",
+        CoordMsg::ChallengeDue { .. } => "a challenge order",
+        CoordMsg::Challenge { .. } => "a relayed challenge",
+        CoordMsg::ChallengeAnswer { .. } => "a relayed answer",
+        CoordMsg::NewOwner { .. } => "a new owner",
+        CoordMsg::RelayOffer { .. } => "a relay offer",
+        CoordMsg::MoveCopies { .. } => "a move order",
+        CoordMsg::Excluded { .. } => "an exclusion",
+        CoordMsg::RepairShare { .. } => "a repair order",
+    }
+}
+
+/// A relayed proof challenge this node sent as owner: its file, size and ranges.
+type ProofAsked = ([u8; 32], u64, Vec<proto::Range>);
+/// Relayed proof challenges awaiting the host's answer, by challenge id.
+type PendingProofs = Arc<Mutex<HashMap<u64, ProofAsked>>>;
+
+/// A proof challenge for one of the files this node keeps on `host`, picked at random.
+fn relayed_proof_for(st: &PeerState, host: &NodeId) -> Option<ProofAsked> {
+    let files: Vec<([u8; 32], u64)> = st
+        .hosts
+        .get(&host.to_hex())?
+        .stored
+        .iter()
+        .filter_map(|(k, s)| {
+            let h = k
+                .strip_prefix("packs/")
+                .or_else(|| k.strip_prefix("shares/"))?;
+            let mut n = [0u8; 32];
+            hex::decode_to_slice(h, &mut n).ok().map(|_| (n, *s))
+        })
+        .collect();
+    if files.is_empty() {
+        return None;
+    }
+    let pick = u64::from_le_bytes(challenge::fresh_nonce()[..8].try_into().ok()?);
+    let (pack, size) = files[(pick % files.len() as u64) as usize];
+    let ranges = challenge::pick_ranges(
+        size,
+        challenge::RELAYED_RANGES,
+        challenge::DEFAULT_RANGE_LEN,
+    );
+    Some((pack, size, ranges))
+}
+
+impl CoordinatorJob {
+    async fn run(self, msg: CoordMsg) {
+        let c = &self.client;
+        match msg {
+            CoordMsg::Challenge {
+                challenge_id,
+                owner,
+                payload,
+                ..
+            } => {
+                let st = self.store.clone();
+                let ans = tokio::task::spawn_blocking(move || {
+                    answer_relayed_challenge(&st, &owner, &payload)
+                })
+                .await
+                .unwrap_or_default();
+                if let Err(e) = c.answer_challenge(challenge_id, ans).await {
+                    eprintln!("pluto: cannot answer challenge {challenge_id}: {e}");
+                }
+            }
+            CoordMsg::ChallengeDue { host } => {
+                let st = PeerState::load(&self.root).unwrap_or_default();
+                let Some((pack, size, ranges)) = relayed_proof_for(&st, &host) else {
+                    return;
+                };
+                if self.pending.lock().map(|p| p.len()).unwrap_or(usize::MAX)
+                    >= PENDING_CHALLENGES_MAX
+                {
+                    eprintln!("pluto: {PENDING_CHALLENGES_MAX} relayed challenges unanswered; not sending more");
+                    return;
+                }
+                let Ok(payload) = proto::encode(&Request::Prove {
+                    pack,
+                    ranges: ranges.clone(),
+                }) else {
+                    return;
+                };
+                match c.send_challenge(host, payload).await {
+                    Ok(id) => {
+                        if let Ok(mut p) = self.pending.lock() {
+                            p.insert(id, (pack, size, ranges));
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("pluto: cannot challenge host {}: {e}", &host.to_hex()[..16])
+                    }
+                }
+            }
+            CoordMsg::ChallengeAnswer {
+                challenge_id,
+                payload,
+                ..
+            } => {
+                let Some((pack, size, ranges)) = self
+                    .pending
+                    .lock()
+                    .ok()
+                    .and_then(|mut p| p.remove(&challenge_id))
+                else {
+                    return;
+                };
+                let passed = matches!(proto::decode::<Response>(&payload), Ok(Response::Proof { encoded })
+                    if challenge::verify_proof(&pack, size, &ranges, &encoded).is_ok());
+                if !passed {
+                    eprintln!("pluto: host failed relayed challenge {challenge_id}");
+                }
+                if let Err(e) = c.report_challenge(challenge_id, passed).await {
+                    eprintln!("pluto: cannot report challenge {challenge_id}: {e}");
+                }
+            }
+            CoordMsg::RelayOffer { url, token, .. } => {
+                let mut cfg = ServerConfig::new(self.key.clone(), self.store.clone());
+                cfg.coordinator_key = self.coordinator_key.clone();
+                if let Err(e) =
+                    pluto_netsync::peer::server::serve_relay_offer(&cfg, &url, &token).await
+                {
+                    eprintln!("pluto: relayed session: {e}");
+                }
+            }
+            CoordMsg::RepairShare {
+                owner,
+                lost_index,
+                lost_name,
+                lost_len,
+                sources,
+                ticket,
+                ..
+            } => {
+                let order = shares::RepairOrder {
+                    owner,
+                    lost_index,
+                    lost_name,
+                    lost_len,
+                    sources,
+                    ticket,
+                };
+                match shares::rebuild_for_owner(&self.key, &self.store, &order, &self.opts).await {
+                    Ok(()) => {
+                        if !self.quiet {
+                            println!(
+                                "rebuilt share {} of {} from {} holders",
+                                &hex::encode(order.lost_name)[..16],
+                                &order.owner.to_hex()[..16],
+                                order.sources.len()
+                            );
+                        }
+                        if let Err(e) = c.repair_done(order.owner, order.lost_name).await {
+                            eprintln!("pluto: cannot report the repair: {e}");
+                        }
+                    }
+                    Err(e) => eprintln!("pluto: repair for {}: {e}", &order.owner.to_hex()[..16]),
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pluto_netsync::peer::sync::HostRecord;
+
+    #[test]
+    fn a_relayed_proof_is_asked_of_a_file_the_host_confirmed_and_nothing_else() {
+        let host = NodeId([9; 32]);
+        let mut st = PeerState::default();
+        assert_eq!(relayed_proof_for(&st, &host), None, "unknown host");
+        let mut rec = HostRecord::default();
+        rec.stored
+            .insert("snapshots/".to_string() + &"ab".repeat(32), 500);
+        st.hosts.insert(host.to_hex(), rec.clone());
+        assert_eq!(
+            relayed_proof_for(&st, &host),
+            None,
+            "only packs and shares are proved"
+        );
+        rec.stored
+            .insert("packs/".to_string() + &"cd".repeat(32), 300_000);
+        rec.stored
+            .insert("shares/".to_string() + &"ef".repeat(32), 70_000);
+        st.hosts.insert(host.to_hex(), rec);
+        for _ in 0..50 {
+            let (name, size, ranges) = relayed_proof_for(&st, &host).unwrap();
+            assert!(
+                (name == [0xcd; 32] && size == 300_000) || (name == [0xef; 32] && size == 70_000),
+                "{name:?} {size}"
+            );
+            assert_eq!(ranges.len(), challenge::RELAYED_RANGES);
+            assert!(ranges.iter().all(|r| r.offset + u64::from(r.len) <= size));
+        }
+        assert_eq!(relayed_proof_for(&st, &NodeId([8; 32])), None);
+    }
 }

@@ -40,20 +40,44 @@ fn internal(e: impl std::fmt::Display) -> Refused {
 
 /// Owners this node agreed to host, with their quota in bytes. Filled by the coordinator
 /// client from the relationships (`as_host`), or by hand in tests and for friends.
+///
+/// With a capacity (the node's `--offer`), the quotas granted together never exceed it,
+/// whatever a coordinator (broken or malicious) or the command line asks for: a grant
+/// beyond what is left is cut to what is left.
 #[derive(Default)]
 pub struct AllowList {
     owners: RwLock<HashMap<NodeId, u64>>,
+    capacity: Option<u64>,
 }
 
 impl AllowList {
     pub fn new() -> Self {
         Self::default()
     }
-    pub fn set(&self, owner: NodeId, quota: u64) {
-        self.owners
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(owner, quota);
+    /// An allow list whose quotas add up to at most `capacity` bytes.
+    pub fn with_capacity(capacity: u64) -> Self {
+        AllowList {
+            owners: RwLock::default(),
+            capacity: Some(capacity),
+        }
+    }
+    /// Grant `owner` a quota; returns the quota granted (less than asked when the capacity
+    /// would be exceeded).
+    pub fn set(&self, owner: NodeId, quota: u64) -> u64 {
+        let mut owners = self.owners.write().unwrap_or_else(|e| e.into_inner());
+        let granted = match self.capacity {
+            Some(cap) => {
+                let others: u64 = owners
+                    .iter()
+                    .filter(|(k, _)| **k != owner)
+                    .map(|(_, v)| *v)
+                    .fold(0, u64::saturating_add);
+                quota.min(cap.saturating_sub(others))
+            }
+            None => quota,
+        };
+        owners.insert(owner, granted);
+        granted
     }
     pub fn remove(&self, owner: &NodeId) {
         self.owners
@@ -584,6 +608,23 @@ impl Read for DeobfuscatingReader {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn grants_beyond_the_offer_are_cut_to_what_is_left() {
+        let allow = AllowList::with_capacity(100);
+        let (a, b, c) = (NodeId([1; 32]), NodeId([2; 32]), NodeId([3; 32]));
+        assert_eq!(allow.set(a, 60), 60);
+        // a coordinator asking for far more than the node offers gets what is left
+        assert_eq!(allow.set(b, u64::MAX), 40);
+        assert_eq!(allow.set(c, 1), 0);
+        // a new grant for the same owner replaces its old one, it does not add to it
+        assert_eq!(allow.set(a, 10), 10);
+        assert_eq!(allow.set(c, 1 << 40), 50);
+        let total: u64 = allow.owners().iter().map(|(_, q)| q).sum();
+        assert_eq!(total, 100);
+        // without a capacity (friends by hand in tests), grants are taken as given
+        assert_eq!(AllowList::new().set(a, u64::MAX), u64::MAX);
+    }
 
     fn store() -> (tempfile::TempDir, HostedStore, NodeId) {
         let d = tempfile::tempdir().unwrap();

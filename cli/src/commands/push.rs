@@ -204,10 +204,15 @@ pub async fn owner_hosts(
     if let Some(url) = coordinator_url(root, &a.coordinator)? {
         let wait = std::time::Duration::from_secs(a.coordinator_wait);
         match connect_with_backoff(root, &url, key, suffix, wait).await {
-            Ok(c) => {
-                out.extend(matched_hosts(&c, ask_copies).await?);
-                client = Some(c);
-            }
+            // A coordinator that takes the connection but does not answer (or answers
+            // nonsense) is treated like an unreachable one, not waited on again.
+            Ok(c) => match matched_hosts(&c, ask_copies).await {
+                Ok(hosts) => {
+                    out.extend(hosts);
+                    client = Some(c);
+                }
+                Err(e) => eprintln!("pluto: {e:#}; going on with the hosts this node knows"),
+            },
             // Local work never depends on the coordinator: go on with the hosts we know.
             Err(e) => eprintln!("pluto: {e:#}; going on with the hosts this node knows"),
         }

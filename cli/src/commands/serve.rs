@@ -360,8 +360,10 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                     if let CoordMsg::MoveCopies { host, reason } = &msg {
                         eprintln!("pluto: coordinator: move copies off {}: {reason}", &host.to_hex()[..16]);
                         if let Ok(mut st) = PeerState::load(&root) {
-                            if let Some(r) = st.hosts.get_mut(&host.to_hex()) { r.failed = true; }
-                            let _ = st.save(&root);
+                            if let Some(r) = st.hosts.get_mut(&host.to_hex()) {
+                                r.failed = true;
+                                let _ = st.save(&root);
+                            }
                         }
                         // one push soon asks the coordinator for replacement hosts (many orders
                         // at once make one push)

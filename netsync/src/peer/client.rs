@@ -263,7 +263,7 @@ impl PeerClient {
         size: u64,
         ticket: &[u8],
     ) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(size.min(1 << 30) as usize);
+        let mut out = Vec::with_capacity(size.min(8 << 20) as usize);
         while (out.len() as u64) < size {
             let len = (size - out.len() as u64).min(proto::MAX_CHUNK as u64) as u32;
             match self

@@ -128,6 +128,7 @@ pub struct HostedStore {
     host_key: Zeroizing<[u8; 32]>,
     allow: std::sync::Arc<AllowList>,
     busy: Mutex<HashSet<(NodeId, Kind, [u8; 32])>>,
+    reserving: Mutex<()>,
 }
 
 impl HostedStore {
@@ -150,6 +151,7 @@ impl HostedStore {
             host_key: Zeroizing::new(*host_key),
             allow,
             busy: Mutex::new(HashSet::new()),
+            reserving: Mutex::new(()),
         })
     }
 
@@ -212,19 +214,24 @@ impl HostedStore {
             .remove(&(*owner, kind, *name));
     }
 
-    /// Bytes an owner uses here: complete files and unfinished uploads.
+    /// Bytes an owner uses here: complete files, and unfinished uploads at the size they
+    /// will have (so that uploads running side by side cannot each fit in the same space).
     pub fn used(&self, owner: &NodeId) -> u64 {
-        let mut total = 0;
+        let mut total = 0u64;
         // every kind's folder (a new kind counts without a change here), and the partials
         for sub in Kind::ALL.iter().map(|k| k.dir()).chain(["partial"]) {
             if let Ok(rd) = fs::read_dir(self.owner_dir(owner).join(sub)) {
                 for e in rd.flatten() {
-                    if e.file_name()
-                        .to_str()
-                        .is_some_and(|n| !n.ends_with(".obao"))
-                    {
-                        total += e.metadata().map(|m| m.len()).unwrap_or(0);
+                    let name = e.file_name();
+                    let Some(name) = name.to_str() else { continue };
+                    if name.ends_with(".obao") {
+                        continue;
                     }
+                    let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    let declared = (sub == "partial")
+                        .then(|| name.rsplit_once('-')?.1.parse::<u64>().ok())
+                        .flatten();
+                    total = total.saturating_add(declared.unwrap_or(0).max(len));
                 }
             }
         }
@@ -273,22 +280,29 @@ impl HostedStore {
                 ),
             ));
         }
-        let mut have = 0;
+        // One check-and-reserve at a time: two uploads side by side must not both fit in
+        // the space one of them leaves.
+        let _reserving = self.reserving.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut have, mut resumed) = (0, false);
         if let Some((p, psize)) = self.find_partial(owner, kind, name) {
             if psize == size {
                 have = fs::metadata(&p).map(|m| m.len()).unwrap_or(0).min(size);
+                resumed = true;
             } else {
                 fs::remove_file(&p).map_err(internal)?;
             }
         }
+        // a resumed upload is already counted at its full size
         let used = self.used(owner);
-        if used + (size - have) > quota {
+        let after = if resumed {
+            used
+        } else {
+            used.saturating_add(size)
+        };
+        if after > quota {
             return Err((
                 RefusalCode::OverQuota,
-                format!(
-                    "storing {size} bytes would use {} of the {quota}-byte quota",
-                    used + size - have
-                ),
+                format!("storing {size} bytes would use {after} of the {quota}-byte quota"),
             ));
         }
         let p = self.partial_path(owner, kind, name, size);
@@ -694,6 +708,29 @@ mod tests {
         challenge::verify_proof(&name, data.len() as u64, &r, &proof).unwrap();
         s.remove(&o, Kind::Pack, &name).unwrap();
         assert!(s.get(&o, Kind::Pack, &name, 0, 1).is_err());
+    }
+
+    #[test]
+    fn uploads_side_by_side_cannot_both_fit_in_the_space_one_leaves() {
+        let (_d, s, o) = store(); // 1 MiB quota
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        // neither has sent a byte yet: the first reserves its size
+        assert_eq!(
+            s.put_begin(&o, Kind::Pack, &a, 600 << 10).unwrap(),
+            (0, false)
+        );
+        assert_eq!(
+            s.put_begin(&o, Kind::Pack, &b, 600 << 10).unwrap_err().0,
+            RefusalCode::OverQuota
+        );
+        assert_eq!(s.used(&o), 600 << 10);
+        // resuming the first is not counted twice
+        s.put_data(&o, Kind::Pack, &a, 0, &[0u8; 1000]).unwrap();
+        assert_eq!(
+            s.put_begin(&o, Kind::Pack, &a, 600 << 10).unwrap(),
+            (1000, false)
+        );
+        assert_eq!(s.used(&o), 600 << 10);
     }
 
     #[test]

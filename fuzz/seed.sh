@@ -47,6 +47,14 @@ copy pack_file $(find "$REPO/packs" -type f)
 copy sealed_file "$REPO"/index/* "$REPO"/snapshots/* "$REPO/config"
 copy secret "$REPO/secret"
 
+# The handshake target: mode byte, then u16-LE-length-prefixed messages (harness/noise.rs).
+mkdir -p "$CORPUS/handshake"
+printf '\x03\x06\x00\x00hello' > "$CORPUS/handshake/transport-one-message"
+printf '\x03\x03\x00\x01ab\x03\x00\x00cd' > "$CORPUS/handshake/transport-two-fragments"
+printf '\x00\x20\x00%032d' 0 > "$CORPUS/handshake/raw-first-message"
+printf '\x01%098d' 0 > "$CORPUS/handshake/identity-sized-payload"
+printf '\x02%098d' 0 > "$CORPUS/handshake/identity-sized-payload-to-initiator"
+
 # Plaintext seeds, through the same harness code the targets run.
 (cd "$ROOT" && PLUTO_FUZZ_SEED_REPO="$REPO" PLUTO_FUZZ_CORPUS="$CORPUS" \
   cargo test -q -p pluto-repo --test fuzz_regressions write_fuzz_seeds -- --ignored >/dev/null)

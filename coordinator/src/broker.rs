@@ -24,19 +24,25 @@ use crate::Error;
 
 /// Running embedded broker.
 pub struct EmbeddedBroker {
+    /// Where nodes connect: the [`crate::gate`] in front of the broker.
     pub addr: SocketAddr,
+    /// The broker itself, on loopback (the coordinator's own link connects here).
+    pub inner_addr: SocketAddr,
+    pub gate_stats: Arc<crate::gate::GateStats>,
     task: tokio::task::JoinHandle<()>,
+    gate: tokio::task::JoinHandle<()>,
 }
 
 impl EmbeddedBroker {
     pub fn stop(&self) {
+        self.gate.abort();
         self.task.abort();
     }
 }
 
 impl Drop for EmbeddedBroker {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop();
     }
 }
 
@@ -146,11 +152,27 @@ impl Handler for PlutoHooks {
     }
 }
 
-/// Start the broker on `listen` (port 0 picks a free one).
+/// Start the broker behind its gate on `listen` (port 0 picks a free one).
 pub async fn start(
     listen: SocketAddr,
     coordinator: NodeId,
     not_before_secs: u64,
+) -> Result<EmbeddedBroker, Error> {
+    start_with(
+        listen,
+        coordinator,
+        not_before_secs,
+        crate::gate::GateLimits::default(),
+    )
+    .await
+}
+
+/// [`start`] with chosen gate limits.
+pub async fn start_with(
+    listen: SocketAddr,
+    coordinator: NodeId,
+    not_before_secs: u64,
+    limits: crate::gate::GateLimits,
 ) -> Result<EmbeddedBroker, Error> {
     let scx = ServerContext::new().build().await;
     let hooks = PlutoHooks(Arc::new(AuthState {
@@ -169,19 +191,26 @@ pub async fn start(
             .await;
     }
     register.start().await;
+    let gate_listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::Broker(format!("cannot listen on {listen}: {e}")))?;
+    let addr = gate_listener
+        .local_addr()
+        .map_err(|e| Error::Broker(e.to_string()))?;
+    let inner = SocketAddr::from(([127, 0, 0, 1], 0));
     let listener = Builder::new()
         .name("pluto")
-        .laddr(listen)
+        .laddr(inner)
         .allow_anonymous(false)
         .max_packet_size((wire::MAX_FRAME_BYTES + 1024) as u32)
         .max_mqueue_len(1000)
         .max_inflight(std::num::NonZeroU16::new(64).unwrap_or(std::num::NonZeroU16::MIN))
         .reuseaddr(Some(true))
         .bind()
-        .map_err(|e| Error::Broker(format!("cannot listen on {listen}: {e}")))?
+        .map_err(|e| Error::Broker(format!("cannot listen on {inner}: {e}")))?
         .tcp()
         .map_err(|e| Error::Broker(e.to_string()))?;
-    let addr = listener
+    let inner_addr = listener
         .local_addr()
         .map_err(|e| Error::Broker(e.to_string()))?;
     let server = MqttServer::new(scx).listener(listener).build();
@@ -190,5 +219,18 @@ pub async fn start(
             tracing::error!(error = %e, "embedded broker stopped");
         }
     });
-    Ok(EmbeddedBroker { addr, task })
+    let gate_stats = Arc::new(crate::gate::GateStats::default());
+    let gate = tokio::spawn(crate::gate::serve(
+        gate_listener,
+        inner_addr,
+        limits,
+        gate_stats.clone(),
+    ));
+    Ok(EmbeddedBroker {
+        addr,
+        inner_addr,
+        gate_stats,
+        task,
+        gate,
+    })
 }

@@ -11,6 +11,7 @@
 
 pub mod broker;
 pub mod core;
+pub mod gate;
 pub mod link;
 pub mod relay;
 pub mod reputation;
@@ -72,6 +73,8 @@ pub struct Config {
     pub params: Params,
     /// How often periodic work runs.
     pub tick: Duration,
+    /// Limits on connections on their way in to the embedded broker.
+    pub gate: gate::GateLimits,
 }
 
 impl Config {
@@ -84,6 +87,7 @@ impl Config {
             relay_url: None,
             params: Params::default(),
             tick: Duration::from_millis(500),
+            gate: gate::GateLimits::default(),
         }
     }
 }
@@ -160,6 +164,10 @@ impl Running {
             .map_err(|_| Error::Invariant("core poisoned"))?
             .store()
             .counts()
+    }
+    /// What the embedded broker's gate turned away (`None` with an external broker).
+    pub fn gate_stats(&self) -> Option<Arc<gate::GateStats>> {
+        self.broker.as_ref().map(|b| b.gate_stats.clone())
     }
     /// What the coordinator knows about a node.
     pub fn node(&self, id: &NodeId) -> Result<Option<store::NodeRow>, Error> {
@@ -241,14 +249,17 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     }
     let core = Arc::new(Mutex::new(core));
 
-    let (broker, broker_addr, url, auth) = match &config.broker {
+    // (the coordinator's own link goes straight to the broker, not through the gate)
+    let (broker, broker_addr, url, link_url, auth) = match &config.broker {
         None => {
-            let b = broker::start(config.listen, me, start_ms / 1000).await?;
-            let addr = b.addr;
+            let b =
+                broker::start_with(config.listen, me, start_ms / 1000, config.gate.clone()).await?;
+            let (addr, inner) = (b.addr, b.inner_addr);
             (
                 Some(b),
                 Some(addr),
                 format!("mqtt://{addr}"),
+                format!("mqtt://{inner}"),
                 link::LinkAuth::Token,
             )
         }
@@ -256,13 +267,14 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             None,
             None,
             ext.url.clone(),
+            ext.url.clone(),
             link::LinkAuth::Password {
                 username: ext.username.clone(),
                 password: ext.password.clone(),
             },
         ),
     };
-    let (host, port) = parse_broker_url(&url).map_err(|e| Error::Broker(e.to_string()))?;
+    let (host, port) = parse_broker_url(&link_url).map_err(|e| Error::Broker(e.to_string()))?;
     tasks.extend(
         link::start(
             key.clone(),

@@ -488,3 +488,132 @@ async fn unknown_node_gets_a_typed_error_through_the_client() {
     ));
     let _ = CoordMsg::Ping { nonce: 0 };
 }
+
+/// Resident memory of this process (the coordinator under test runs in it), in bytes.
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packets_claiming_a_huge_length_are_refused_without_allocating_them() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (coord, _dir) = start_coordinator(test_params()).await;
+    let addr = coord.broker_addr.expect("embedded broker");
+    let before = rss();
+    let t0 = std::time::Instant::now();
+    // 100 connections whose first packet (a CONNECT) claims the largest length MQTT can
+    // say, 256 MiB, or one byte over the broker's limit. None of the body follows: the
+    // length alone has to be refused, at once.
+    for i in 0..100 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let len = if i % 2 == 0 {
+            268_435_455 // the most an MQTT length can say
+        } else {
+            wire::MAX_FRAME_BYTES + 1025 // one byte more than the broker takes
+        };
+        let mut claim = vec![0x10];
+        let mut rest = len;
+        loop {
+            let b = (rest & 0x7f) as u8;
+            rest >>= 7;
+            claim.push(if rest > 0 { b | 0x80 } else { b });
+            if rest == 0 {
+                break;
+            }
+        }
+        s.write_all(&claim).await.unwrap();
+        let mut sink = [0u8; 1024];
+        let closed = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                match s.read(&mut sink).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "the broker kept connection {i}, which claimed a huge packet ({:?})",
+            coord.gate_stats()
+        );
+    }
+    let grown = rss().saturating_sub(before);
+    assert!(grown < 64 << 20, "memory grew by {grown} bytes");
+    let refused = coord
+        .gate_stats()
+        .unwrap()
+        .refused
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(refused, 100);
+    // a real node is still served
+    let key = new_key();
+    let (c, _) = connect(&coord.broker_url(), &key, &coord).await;
+    c.announce(announce(1, GIB, 0, 1, PeerMode::Mixed))
+        .await
+        .expect("announce after the huge claims");
+    eprintln!(
+        "100 huge MQTT length claims refused in {:?}; memory grew by {} KiB",
+        t0.elapsed(),
+        grown >> 10
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_silent_connections_are_shed_and_nodes_get_in() {
+    use std::sync::atomic::Ordering::Relaxed;
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = pluto_coordinator::Config::new(dir.path());
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.params = test_params();
+    cfg.gate.first_packet_timeout = Duration::from_secs(1);
+    cfg.gate.max_handshaking = 256;
+    let coord = pluto_coordinator::start(cfg).await.expect("start");
+    let addr = coord.broker_addr.unwrap();
+    let before = rss();
+    // 2000 connections that never send a byte
+    let mut silent = Vec::new();
+    for _ in 0..2000 {
+        if let Ok(s) = tokio::net::TcpStream::connect(addr).await {
+            silent.push(s);
+        }
+    }
+    assert_eq!(silent.len(), 2000);
+    // every one of them is closed by the broker: at once beyond the 256 on their way in,
+    // the others after the 1 s deadline
+    let t0 = std::time::Instant::now();
+    for s in &mut silent {
+        let mut b = [0u8; 16];
+        let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await;
+        assert!(
+            matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+            "a silent connection was kept: {r:?}"
+        );
+    }
+    let shed = t0.elapsed();
+    let stats = coord.gate_stats().unwrap();
+    assert_eq!(
+        stats.over_limit.load(Relaxed) + stats.timed_out.load(Relaxed),
+        2000
+    );
+    let grown = rss().saturating_sub(before);
+    drop(silent);
+    // and a node gets in and is answered
+    let (c, _) = connect(&coord.broker_url(), &new_key(), &coord).await;
+    c.announce(announce(1, GIB, 0, 1, PeerMode::Mixed))
+        .await
+        .expect("announce after the silent connections");
+    eprintln!(
+        "2000 silent connections: {} closed on arrival, {} after the deadline, all within {shed:?}; memory grew by {} KiB",
+        stats.over_limit.load(Relaxed),
+        stats.timed_out.load(Relaxed),
+        grown >> 10
+    );
+}

@@ -338,3 +338,98 @@ async fn shares_are_challenged_by_proof_like_packs_and_rot_is_caught() {
     .await
     .expect("bounded");
 }
+
+/// Resident memory of this process, in bytes (the host under test runs in it).
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// A WebSocket frame header claiming `len` payload bytes (masked, as a client's must be).
+fn ws_frame_header(len: u64) -> Vec<u8> {
+    let mut h = vec![0x82, 0x80 | 127];
+    h.extend_from_slice(&len.to_be_bytes());
+    h.extend_from_slice(&[1, 2, 3, 4]);
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_length_claims_from_a_stranger_are_refused_without_allocating_them() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::time::timeout(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = SigningKey::from_bytes(&[23; 32]);
+        let allow = Arc::new(AllowList::new());
+        allow.set(NodeId::of(&owner), 1 << 20);
+        let store = Arc::new(HostedStore::open(dir.path().join("h"), &[1; 32], allow).unwrap());
+        let hk = SigningKey::from_bytes(&[24; 32]);
+        let server = Server::bind("127.0.0.1:0", ServerConfig::new(hk.clone(), store))
+            .await
+            .unwrap();
+        let before = rss();
+        let t0 = Instant::now();
+        // 100 strangers, each through the WebSocket upgrade, then one frame that claims
+        // 8 EiB, 4 GiB or just over the limit, followed by a little data.
+        for i in 0..100u64 {
+            let mut s = tokio::net::TcpStream::connect(server.local_addr).await.unwrap();
+            s.write_all(
+                b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            let mut resp = Vec::new();
+            let mut b = [0u8; 1];
+            while !resp.ends_with(b"\r\n\r\n") && resp.len() < 4096 {
+                if s.read(&mut b).await.unwrap() == 0 {
+                    break;
+                }
+                resp.push(b[0]);
+            }
+            assert!(
+                resp.starts_with(b"HTTP/1.1 101"),
+                "upgrade refused: {}",
+                String::from_utf8_lossy(&resp)
+            );
+            let claim = [u64::MAX >> 1, 1 << 32, noise::MAX_NOISE_MSG as u64 + 65][i as usize % 3];
+            s.write_all(&ws_frame_header(claim)).await.unwrap();
+            let _ = s.write_all(&[0u8; 4096]).await;
+            // the host hangs up at once; it neither waits for nor allocates the claimed bytes
+            let mut sink = [0u8; 4096];
+            let closed = tokio::time::timeout(Duration::from_secs(5), async {
+                loop {
+                    match s.read(&mut sink).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                }
+            })
+            .await;
+            assert!(closed.is_ok(), "the host kept a connection that claimed {claim} bytes");
+        }
+        let grown = rss().saturating_sub(before);
+        assert!(grown < 32 << 20, "memory grew by {grown} bytes");
+        // and it serves its owner
+        let host = HostAddr {
+            node: NodeId::of(&hk),
+            url: server.url(),
+        };
+        let mut c = PeerClient::connect(&owner, &host, Duration::from_secs(5))
+            .await
+            .expect("the owner is served after the strangers");
+        assert!(c.status().await.is_ok());
+        eprintln!(
+            "100 huge length claims refused in {:?}; memory grew by {} KiB",
+            t0.elapsed(),
+            grown >> 10
+        );
+        server.shutdown().await;
+    })
+    .await
+    .expect("bounded");
+}

@@ -14,52 +14,12 @@ use pluto_repo::pack::{read_header, PackId, PACK_MAGIC};
 use pluto_repo::repository::{Config, CONFIG_MAGIC};
 use pluto_repo::snapshot::{Snapshot, SnapshotStats, SNAPSHOT_MAGIC};
 use pluto_repo::tree::{Kind, Node, Tree};
-use pluto_repo::vectors::{build_pack, seal_file_with, subkey_bytes, VectorObject};
+use pluto_repo::vectors::{
+    build_pack, format_value, parse_book, seal_file_with, subkey_bytes, VectorObject,
+};
 use std::collections::BTreeMap;
 
 const BOOK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../book/src/test-vectors.md");
-
-/// Names whose values are text; every other value is hex (whitespace ignored).
-fn is_text(name: &str) -> bool {
-    name.ends_with("_words") || name.ends_with("_json")
-}
-
-/// `name = value` lines of the book's ```vectors blocks; indented lines continue a value.
-fn parse_book(text: &str) -> Result<Vec<(String, String)>, String> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    let mut in_block = false;
-    for line in text.lines() {
-        let t = line.trim_end();
-        if t.starts_with("```") {
-            in_block = !in_block && t.trim_start_matches('`').trim() == "vectors";
-            continue;
-        }
-        if !in_block || t.trim().is_empty() || t.trim_start().starts_with('#') {
-            continue;
-        }
-        if line.starts_with(' ') || line.starts_with('\t') {
-            let last = out
-                .last_mut()
-                .ok_or_else(|| format!("continuation line before any name: {line:?}"))?;
-            let sep = if is_text(&last.0) { " " } else { "" };
-            last.1.push_str(sep);
-            last.1.push_str(t.trim());
-            continue;
-        }
-        let (name, value) = t
-            .split_once(" = ")
-            .ok_or_else(|| format!("not a `name = value` line: {line:?}"))?;
-        let name = name.trim().to_string();
-        if out.iter().any(|(n, _)| *n == name) {
-            return Err(format!("{name} appears twice"));
-        }
-        out.push((name, value.trim().to_string()));
-    }
-    if in_block {
-        return Err("unterminated ```vectors block".into());
-    }
-    Ok(out)
-}
 
 struct Book {
     values: BTreeMap<String, String>,
@@ -393,21 +353,6 @@ const INPUTS: &[&str] = &[
     "file_salt",
     "file_nonce",
 ];
-
-fn format_value(name: &str, v: &str) -> String {
-    let width = 64;
-    if is_text(name) || v.len() <= width {
-        return v.to_string();
-    }
-    let mut s = String::new();
-    for (i, c) in v.as_bytes().chunks(width).enumerate() {
-        if i > 0 {
-            s.push_str("\n    ");
-        }
-        s.push_str(std::str::from_utf8(c).unwrap());
-    }
-    s
-}
 
 #[test]
 fn book_test_vectors_match_the_library() {

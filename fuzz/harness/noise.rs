@@ -90,6 +90,26 @@ where
     ws.send(Message::Binary(b.into())).await.ok()
 }
 
+/// Play a correct Noise initiator whose message 3 carries `payload`; the state after it.
+async fn initiate_with<S>(
+    ws: &mut WebSocketStream<S>,
+    payload: &[u8],
+) -> Option<snow::HandshakeState>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; noise::MAX_NOISE_MSG];
+    let mut plain = vec![0u8; noise::MAX_NOISE_MSG];
+    let mut hs = peer_state(true);
+    let n = hs.write_message(&[], &mut buf).ok()?;
+    send_binary(ws, buf[..n].to_vec()).await?;
+    let m2 = recv_binary(ws).await?;
+    hs.read_message(&m2, &mut plain).ok()?;
+    let n = hs.write_message(payload, &mut buf).ok()?;
+    send_binary(ws, buf[..n].to_vec()).await?;
+    Some(hs)
+}
+
 pub fn handshake(data: &[u8]) {
     let _ = handshake_outcome(data);
 }
@@ -135,14 +155,8 @@ pub fn handshake_outcome(data: &[u8]) -> Option<usize> {
             }
             1 => {
                 let play = async move {
-                    let mut hs = peer_state(true);
-                    let n = hs.write_message(&[], &mut buf).ok()?;
-                    send_binary(&mut peer, buf[..n].to_vec()).await?;
-                    let m2 = recv_binary(&mut peer).await?;
-                    hs.read_message(&m2, &mut plain).ok()?;
                     let payload = &rest[..rest.len().min(noise::MAX_NOISE_MSG - 128)];
-                    let n = hs.write_message(payload, &mut buf).ok()?;
-                    send_binary(&mut peer, buf[..n].to_vec()).await
+                    initiate_with(&mut peer, payload).await.map(|_| ())
                 };
                 let (r, _) = tokio::join!(noise::respond(node_ws, &node_key, "fuzz"), play);
                 done(r)
@@ -174,13 +188,7 @@ pub fn handshake_outcome(data: &[u8]) -> Option<usize> {
                     Some(received)
                 };
                 let play = async move {
-                    let mut hs = peer_state(true);
-                    let n = hs.write_message(&[], &mut buf).ok()?;
-                    send_binary(&mut peer, buf[..n].to_vec()).await?;
-                    let m2 = recv_binary(&mut peer).await?;
-                    hs.read_message(&m2, &mut plain).ok()?;
-                    let n = hs.write_message(&ident, &mut buf).ok()?;
-                    send_binary(&mut peer, buf[..n].to_vec()).await?;
+                    let hs = initiate_with(&mut peer, &ident).await?;
                     let mut t = hs.into_transport_mode().ok()?;
                     for m in messages(rest) {
                         let m = &m[..m.len().min(noise::MAX_NOISE_MSG - 16)];

@@ -348,13 +348,13 @@ pub async fn pull_shares(
         progress.clone(),
     )
     .await?;
-    // What each reachable host holds: shares, by the packs their headers name.
-    let mut listed: Vec<Listed> = Vec::new();
-    for h in hosts {
+    // What each reachable host holds: shares, by the packs their headers name. All hosts
+    // are asked at once: one slow host must not hold up reading the others.
+    let listings = futures_util::future::join_all(hosts.iter().map(|h| async move {
         let res = async {
             let names = list_host(key, h, opts).await?;
             let mut c = connect(key, h, opts).await?;
-            let mut out = Vec::new();
+            let (mut out, mut bad) = (Vec::new(), Vec::new());
             for ((kind, name), size) in names {
                 if kind != Kind::Share {
                     continue;
@@ -367,20 +367,26 @@ pub async fn pull_shares(
                         size,
                         header,
                     }),
-                    Err(e) => report_err(
-                        &mut report,
-                        h.node,
-                        format!("share {}: {e}", hex::encode(name)),
-                    ),
+                    Err(e) => bad.push(format!("share {}: {e}", hex::encode(name))),
                 }
             }
             c.close().await;
-            Ok::<_, PeerError>(out)
+            Ok::<_, PeerError>((out, bad))
         }
         .await;
+        (h.node, res)
+    }))
+    .await;
+    let mut listed: Vec<Listed> = Vec::new();
+    for (host, res) in listings {
         match res {
-            Ok(v) => listed.extend(v),
-            Err(e) => report.errors.push((h.node, e.to_string())),
+            Ok((v, bad)) => {
+                listed.extend(v);
+                for e in bad {
+                    report_err(&mut report, host, e);
+                }
+            }
+            Err(e) => report.errors.push((host, e.to_string())),
         }
     }
     // Group shares by the packs they restore; fetch groups whose packs are missing here.

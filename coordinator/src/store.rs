@@ -444,11 +444,17 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<SlotRow>, Error> {
         let mut st = self.conn.prepare_cached(
-            "SELECT s.owner, s.grp, s.idx, s.k, s.n, s.name, s.len, s.host FROM share_slots s JOIN nodes h ON h.id = s.host
-             WHERE (h.excluded_reason IS NOT NULL OR (h.online = 0 AND h.last_seen < ?1)
-                    OR EXISTS (SELECT 1 FROM relationships r
-                               WHERE r.owner = s.owner AND r.host = s.host AND r.state = 1))
+            // Driven by the few bad holders, not by the many slots: the slots of excluded or
+            // long-offline nodes (through the host index), then those of relationships being
+            // moved (CROSS JOIN keeps SQLite from scanning the slots first).
+            "SELECT s.owner, s.grp, s.idx, s.k, s.n, s.name, s.len, s.host FROM share_slots s
+             WHERE s.host IN (SELECT id FROM nodes
+                              WHERE excluded_reason IS NOT NULL OR (online = 0 AND last_seen < ?1))
                AND (s.repairer IS NULL OR s.repair_since < ?2)
+             UNION
+             SELECT s.owner, s.grp, s.idx, s.k, s.n, s.name, s.len, s.host
+             FROM relationships r CROSS JOIN share_slots s ON s.host = r.host AND s.owner = r.owner
+             WHERE r.state = 1 AND (s.repairer IS NULL OR s.repair_since < ?2)
              LIMIT ?3",
         )?;
         let rows = st
@@ -718,4 +724,83 @@ fn row_to_challenge(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChallengeRow> {
         deadline: r.get::<_, i64>(4)? as u64,
         state: ChallengeState::from_i64(r.get(5)?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pluto_netsync::wire::{PeerMode, ShareSlot};
+
+    fn node(store: &Store, b: u8, now: u64) -> NodeId {
+        let id = NodeId([b; 32]);
+        let a = Announce {
+            addrs: vec![],
+            offer_bytes: 1 << 30,
+            want_bytes: 0,
+            copies: 1,
+            mode: PeerMode::Mixed,
+        };
+        store.upsert_announce(&id, &a, now).unwrap();
+        store.set_online(&id, true, now).unwrap();
+        id
+    }
+
+    #[test]
+    fn lost_slots_are_those_of_excluded_long_offline_and_released_holders_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("c.sqlite"), 1.0).unwrap();
+        let now = 1_000_000;
+        let owner = node(&store, 1, now);
+        let [healthy, excluded, away, back_soon, released] =
+            [2, 3, 4, 5, 6].map(|b| node(&store, b, now));
+        for h in [healthy, excluded, away, back_soon, released] {
+            store
+                .insert_relationship(&owner, &h, 1 << 20, false, now)
+                .unwrap();
+        }
+        let group = ShareGroupRecord {
+            k: 2,
+            n: 5,
+            shares: [healthy, excluded, away, back_soon, released]
+                .iter()
+                .enumerate()
+                .map(|(i, h)| ShareSlot {
+                    name: [10 + i as u8; 32],
+                    len: 100,
+                    host: *h,
+                })
+                .collect(),
+        };
+        store.record_group(&owner, &group).unwrap();
+        store.exclude(&excluded, "failed audits").unwrap();
+        // last seen long ago, and a moment ago
+        store.set_online(&away, true, now - 10_000).unwrap();
+        store.set_online(&away, false, now).unwrap();
+        store.set_online(&back_soon, true, now - 10).unwrap();
+        store.set_online(&back_soon, false, now).unwrap();
+        store
+            .release_relationship(&owner, &released, "caught failing")
+            .unwrap();
+
+        let lost = |store: &Store| {
+            let mut v: Vec<u8> = store
+                .lost_slots(now - 1000, now - 100, 100)
+                .unwrap()
+                .iter()
+                .map(|s| s.host.0[0])
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(lost(&store), vec![3, 4, 6]);
+        // a repair under way takes its slot out, until it goes stale
+        let slots = store.lost_slots(now - 1000, now - 100, 100).unwrap();
+        let excluded_slot = slots.iter().find(|s| s.host == excluded).unwrap();
+        store.set_repairer(excluded_slot, &healthy, now).unwrap();
+        assert_eq!(lost(&store), vec![4, 6]);
+        store
+            .set_repairer(excluded_slot, &healthy, now - 200)
+            .unwrap();
+        assert_eq!(lost(&store), vec![3, 4, 6]);
+    }
 }

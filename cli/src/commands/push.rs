@@ -8,7 +8,7 @@ use pluto_netsync::erasure::{Params, Scheme};
 use pluto_netsync::peer::client::HostAddr;
 use pluto_netsync::peer::shares;
 use pluto_netsync::peer::sync::{
-    self, PeerState, Progress as PeerProgress, ProgressFn, SyncOptions,
+    self, PeerState, Progress as PeerProgress, ProgressFn, PushReport, SyncOptions,
 };
 use pluto_netsync::wire::{NodeId, RelationState, Relationship};
 use pluto_repo::progress::Progress;
@@ -318,28 +318,32 @@ fn push_erasure(
         }
         let _ = rt.block_on(c.close());
     }
+    Ok(report_push(
+        g,
+        &rep,
+        &format!("as {}/{} shares ", params.k(), n),
+        hosts.len(),
+        "pack(s) or file(s) are not fully placed yet",
+    ))
+}
+
+/// The end of a push: what each host refused, the summary line, and the exit code (an
+/// error while anything is short of its placement).
+fn report_push(g: &Global, rep: &PushReport, placed: &str, hosts: usize, short: &str) -> u8 {
     for (h, e) in &rep.errors {
         eprintln!("pluto: host {}: {e}", &h.to_hex()[..16]);
     }
     if !g.quiet {
         println!(
-            "Pushed {} file(s), {} bytes, as {}/{} shares to {} host(s); {} already there.",
-            rep.uploaded,
-            rep.bytes,
-            params.k(),
-            n,
-            hosts.len(),
-            rep.already
+            "Pushed {} file(s), {} bytes, {placed}to {hosts} host(s); {} already there.",
+            rep.uploaded, rep.bytes, rep.already
         );
     }
     if rep.under_replicated > 0 {
-        eprintln!(
-            "pluto: {} pack(s) or file(s) are not fully placed yet; push again later",
-            rep.under_replicated
-        );
-        return Ok(exit::ERROR);
+        eprintln!("pluto: {} {short}; push again later", rep.under_replicated);
+        return exit::ERROR;
     }
-    Ok(exit::OK)
+    exit::OK
 }
 
 /// Feed peer progress into the CLI's progress bar.
@@ -442,24 +446,11 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     if let Some(c) = coordinator {
         let _ = rt.block_on(c.close());
     }
-    for (h, e) in &rep.errors {
-        eprintln!("pluto: host {}: {e}", &h.to_hex()[..16]);
-    }
-    if !g.quiet {
-        println!(
-            "Pushed {} file(s), {} bytes, to {} host(s); {} already there.",
-            rep.uploaded,
-            rep.bytes,
-            hosts.len(),
-            rep.already
-        );
-    }
-    if rep.under_replicated > 0 {
-        eprintln!(
-            "pluto: {} file(s) have fewer than {} copies; push again later",
-            rep.under_replicated, copies
-        );
-        return Ok(exit::ERROR);
-    }
-    Ok(exit::OK)
+    Ok(report_push(
+        g,
+        &rep,
+        "",
+        hosts.len(),
+        &format!("file(s) have fewer than {copies} copies"),
+    ))
 }

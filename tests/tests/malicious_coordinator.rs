@@ -96,6 +96,8 @@ struct Rogue {
     url: String,
     key: SigningKey,
     requests: Arc<Mutex<Vec<Request>>>,
+    /// Every byte that reached the coordinator's side of the broker.
+    received: Arc<Mutex<Vec<u8>>>,
     out: Arc<Mutex<Option<Out>>>,
     _broker: pluto_coordinator::broker::EmbeddedBroker,
 }
@@ -110,6 +112,7 @@ impl Rogue {
         let key = SigningKey::generate(&mut OsRng);
         let me = NodeId::of(&key);
         let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let received: Arc<Mutex<Vec<u8>>> = Arc::default();
         let out: Arc<Mutex<Option<Out>>> = Arc::default();
         let (broker, url) = rt.block_on(async {
             let now = wire::now_ms() / 1000;
@@ -148,12 +151,17 @@ impl Rogue {
                 next_id: 0,
                 sent: Vec::new(),
             });
-            let (requests, out) = (requests.clone(), out.clone());
+            let (requests, received, out) = (requests.clone(), received.clone(), out.clone());
             tokio::spawn(async move {
                 while let Ok(ev) = el.poll().await {
                     let Event::Incoming(Packet::Publish(p)) = ev else {
                         continue;
                     };
+                    {
+                        let mut r = received.lock().unwrap();
+                        r.extend_from_slice(p.topic.as_bytes());
+                        r.extend_from_slice(&p.payload);
+                    }
                     let Some((node, topics::CoordTopic::Request)) = topics::parse_coord(&p.topic)
                     else {
                         continue;
@@ -182,6 +190,7 @@ impl Rogue {
             url,
             key,
             requests,
+            received,
             out,
             _broker: broker,
         }
@@ -644,5 +653,138 @@ fn a_host_granted_more_than_it_offers_and_flooded_with_orders_keeps_serving_with
         rss_after >> 20,
         t.elapsed(),
         t0.elapsed().as_secs()
+    );
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every file under `dir`, concatenated.
+fn all_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(all_bytes(&p));
+        } else if let Ok(b) = std::fs::read(&p) {
+            out.extend(b);
+        }
+    }
+    out
+}
+
+/// What a coordinator and a host get to see of an owner's backup: neither the content,
+/// nor the names of its files, nor its recovery words, nor its keys.
+#[test]
+fn a_coordinator_and_a_host_that_keep_everything_learn_no_content_names_or_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (owner_dir, host_dir) = (tmp.path().join("owner"), tmp.path().join("host"));
+    let canary = b"PLUTO-CANARY the text of a private letter, 0123456789\n".repeat(2000);
+    write(&owner_dir.join("private-letter-to-my-bank.txt"), &canary);
+    let photo = pseudo_random(1 << 20, 9);
+    write(&owner_dir.join("holiday-photo-of-the-kids.jpg"), &photo);
+    let words = words_from_init(&ok(&owner_dir, &["init"]));
+    ok(&owner_dir, &["snapshot", "-q", "-m", "my-secret-message"]);
+    let owner = node_of(&owner_dir);
+    std::fs::create_dir_all(&host_dir).unwrap();
+    ok(&host_dir, &["init"]);
+    let host = node_of(&host_dir);
+    // The host's address, once it serves, is what the coordinator hands the owner.
+    let host_url: Arc<Mutex<String>> = Arc::default();
+    let hu = host_url.clone();
+    let rogue = Rogue::start(Box::new(move |out, req| {
+        let url = hu.lock().unwrap().clone();
+        match &req.body {
+            NodeMsg::ListRelationships if req.node == host => out.reply(
+                req,
+                Reply::Relationships {
+                    as_owner: vec![],
+                    as_host: vec![relationship(owner, host, "ws://127.0.0.1:9", 1 << 30)],
+                },
+            ),
+            NodeMsg::ListRelationships | NodeMsg::RequestMatches if req.node == owner => {
+                let r = vec![relationship(owner, host, &url, 1 << 30)];
+                out.reply(
+                    req,
+                    match req.body {
+                        NodeMsg::RequestMatches => Reply::Matches {
+                            hosts: r,
+                            missing: 0,
+                        },
+                        _ => Reply::Relationships {
+                            as_owner: r,
+                            as_host: vec![],
+                        },
+                    },
+                )
+            }
+            _ => out.plain_answer(req),
+        }
+    }));
+    let (mut serve, addr) = start_serve(
+        "host",
+        &host_dir,
+        &[
+            "--coordinator",
+            &rogue.url,
+            "--push-every",
+            "0",
+            "--challenge-every",
+            "0",
+        ],
+    );
+    serve.wait_containing("connected to the coordinator", Duration::from_secs(20));
+    *host_url.lock().unwrap() = addr.split_once('@').unwrap().1.to_string();
+    let out = ok(
+        &owner_dir,
+        &["push", "-k", "1", "--coordinator", &rogue.url],
+    );
+    assert!(out.contains("to 1 host(s)"), "{out}");
+    assert!(!rogue.requests_of(&owner).is_empty());
+
+    let seen = rogue.received.lock().unwrap().clone();
+    let disk = all_bytes(&host_dir.join(".pluto/hosted"));
+    assert!(
+        disk.len() > photo.len(),
+        "the host holds {} bytes",
+        disk.len()
+    );
+    let secret = std::fs::read(owner_dir.join(".pluto/secret")).unwrap();
+    for (what, bytes) in [("the coordinator", &seen), ("the host's disk", &disk)] {
+        assert!(
+            !contains(bytes, b"PLUTO-CANARY"),
+            "{what} holds the letter's text"
+        );
+        assert!(
+            !contains(bytes, &photo[1000..1032]),
+            "{what} holds the photo's bytes"
+        );
+        for name in ["private-letter", "holiday-photo", "my-secret-message"] {
+            assert!(
+                !contains(bytes, name.as_bytes()),
+                "{what} holds the name {name:?}"
+            );
+        }
+        for w in words.split_whitespace().collect::<Vec<_>>().windows(3) {
+            assert!(
+                !contains(bytes, w.join(" ").as_bytes()),
+                "{what} holds recovery words"
+            );
+        }
+        for w in secret.windows(16).step_by(7) {
+            assert!(
+                !contains(bytes, w),
+                "{what} holds bytes of the owner's secret file"
+            );
+        }
+    }
+    eprintln!(
+        "the coordinator saw {} bytes, the host stores {} bytes: no content, names, words or keys",
+        seen.len(),
+        disk.len()
     );
 }

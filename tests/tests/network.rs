@@ -630,3 +630,62 @@ fn a_lost_share_is_rebuilt_on_a_new_host_without_the_owner() {
     }
     let _ = coord.terminate(Duration::from_secs(20));
 }
+
+/// A host leaves the network while its owner is away (the owner misses the move order);
+/// when the owner pushes again, the coordinator's record of that host as leaving is enough
+/// for it to stop counting the copy there and to place one on another host.
+#[test]
+fn a_host_that_leaves_while_its_owner_is_away_is_replaced_at_the_owners_next_push() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let (mut coord, url) = start_coordinator(&base.join("coordinator"), &[]);
+    let quiet = ["--push-every", "0", "--challenge-every", "0"];
+    let mut hosts = Vec::new();
+    for name in ["b", "c"] {
+        let dir = base.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        ok(&dir, &["init"]);
+        let d = serve(name, &dir, &url, &quiet);
+        hosts.push((dir.clone(), node_id(&dir), d));
+    }
+    let a = base.join("a");
+    write(&a.join("letter.txt"), b"the only copy\n");
+    write(&a.join("photo.jpg"), &pseudo_random(2 << 20, 21));
+    ok(&a, &["init"]);
+    ok(&a, &["snapshot", "-q"]);
+    let mut a_serve = serve(
+        "a",
+        &a,
+        &url,
+        &["--push-every", "0", "--challenge-every", "0", "-k", "1"],
+    );
+    a_serve.wait_line("1 host(s) matched", Duration::from_secs(20));
+    let out = ok(&a, &["push", "-k", "1"]);
+    assert!(out.contains("to 1 host(s)"), "{out}");
+    assert!(a_serve.terminate(Duration::from_secs(20)).success());
+    let holder = hosts
+        .iter()
+        .position(|(dir, _, _)| dir.join(".pluto/hosted").join(node_id(&a)).exists())
+        .expect("one host holds the copy");
+    let other = 1 - holder;
+    // The holder leaves for good (its serve stopped first, as before wiping a disk).
+    let _ = hosts[holder].2.terminate(Duration::from_secs(20));
+    ok(&hosts[holder].0, &["leave", "--yes", "--coordinator", &url]);
+    // The owner was not running: it missed the move order. Its next push replaces the host.
+    let o = pluto(&a, &["push", "-k", "1"]);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(o.status.success(), "{out}\n{err}");
+    let other_holds = hosts[other].0.join(".pluto/hosted").join(node_id(&a));
+    assert!(
+        other_holds.exists(),
+        "the copy was not placed on the remaining host:\n{out}\n{err}\n{}",
+        coord.drain()
+    );
+    assert!(
+        err.contains(&hosts[holder].1[..16]) && err.contains("no longer count"),
+        "the push did not say the host left: {err}"
+    );
+    let st = status_json(&a);
+    assert_eq!(st["min_copies"], 1, "{st}");
+    let _ = coord.terminate(Duration::from_secs(20));
+}

@@ -143,11 +143,23 @@ pub fn with_known_hosts(
 /// The owner's active hosts as the coordinator records them. With `ask_copies`, first ask
 /// the coordinator for new hosts when fewer than that many stand (a first push, or a host
 /// that was excluded).
-pub async fn matched_hosts(c: &CoordClient, ask_copies: Option<usize>) -> Result<Vec<HostAddr>> {
+pub async fn matched_hosts(
+    root: &Path,
+    c: &CoordClient,
+    ask_copies: Option<usize>,
+) -> Result<Vec<HostAddr>> {
     let (mine, _) = c
         .relationships()
         .await
         .context("cannot list this node's hosts at the coordinator")?;
+    // Hosts the coordinator has moving away (excluded, left, released): the move order may
+    // have been sent while this node was away, so the list is the record that counts.
+    let moving: Vec<NodeId> = mine
+        .iter()
+        .filter(|r| r.state == RelationState::Moving)
+        .map(|r| r.host)
+        .collect();
+    stop_counting_on(root, &moving, "the coordinator has it leaving")?;
     let mut active: Vec<Relationship> = mine
         .into_iter()
         .filter(|r| r.state == RelationState::Active)
@@ -184,6 +196,30 @@ pub async fn matched_hosts(c: &CoordClient, ask_copies: Option<usize>) -> Result
         .collect())
 }
 
+/// Mark `hosts` as failed in the owner's record: their copies no longer count, and the next
+/// push places them elsewhere. Says so for each host that was still counted.
+pub fn stop_counting_on(root: &Path, hosts: &[NodeId], why: &str) -> Result<()> {
+    if hosts.is_empty() {
+        return Ok(());
+    }
+    let mut st = PeerState::load(root)?;
+    let mut changed = false;
+    for h in hosts {
+        if let Some(r) = st.hosts.get_mut(&h.to_hex()).filter(|r| !r.failed) {
+            r.failed = true;
+            changed = true;
+            eprintln!(
+                "pluto: host {}: {why}; its copies no longer count",
+                &h.to_hex()[..16]
+            );
+        }
+    }
+    if changed {
+        st.save(root)?;
+    }
+    Ok(())
+}
+
 /// The hosts of this owner: `--host`s, the coordinator's active relationships (asking it
 /// for new ones when `ask_copies` are not yet matched), and the hosts in the local record
 /// that are in good standing. The coordinator connection is handed back so transfers can
@@ -206,7 +242,7 @@ pub async fn owner_hosts(
         match connect_with_backoff(root, &url, key, suffix, wait).await {
             // A coordinator that takes the connection but does not answer (or answers
             // nonsense) is treated like an unreachable one, not waited on again.
-            Ok(c) => match matched_hosts(&c, ask_copies).await {
+            Ok(c) => match matched_hosts(root, &c, ask_copies).await {
                 Ok(hosts) => {
                     out.extend(hosts);
                     client = Some(c);

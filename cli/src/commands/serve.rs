@@ -4,7 +4,7 @@
 
 use super::push::{
     chosen_scheme, connect_coordinator, coordinator_url, hosts_to_ask, matched_hosts, parse_host,
-    placement, runtime, with_known_hosts, PeerArgs, Placement,
+    placement, runtime, stop_counting_on, with_known_hosts, PeerArgs, Placement,
 };
 use crate::{exit, Global};
 use anyhow::{bail, Context, Result};
@@ -128,7 +128,7 @@ async fn join_coordinator(
     }
     // Nothing to back up before the first snapshot: no hosts to reserve yet.
     if want > 0 && has_snapshot {
-        let hosts = matched_hosts(&c, Some(ask.into())).await?;
+        let hosts = matched_hosts(root, &c, Some(ask.into())).await?;
         if !quiet {
             println!("{} host(s) matched for this node's data", hosts.len());
         }
@@ -185,7 +185,7 @@ async fn candidate_hosts(
 ) -> Result<Vec<pluto_netsync::peer::client::HostAddr>> {
     let mut out: Vec<_> = given.iter().map(|s| parse_host(s)).collect::<Result<_>>()?;
     if let Some(c) = coordinator {
-        out.extend(matched_hosts(c, Some(copies)).await?);
+        out.extend(matched_hosts(root, c, Some(copies)).await?);
     }
     let mut out = with_known_hosts(root, key, out)?;
     // a host this node caught failing stays out, even while the coordinator still lists it
@@ -358,12 +358,8 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                         continue;
                     }
                     if let CoordMsg::MoveCopies { host, reason } = &msg {
-                        eprintln!("pluto: coordinator: move copies off {}: {reason}", &host.to_hex()[..16]);
-                        if let Ok(mut st) = PeerState::load(&root) {
-                            if let Some(r) = st.hosts.get_mut(&host.to_hex()) {
-                                r.failed = true;
-                                let _ = st.save(&root);
-                            }
+                        if let Err(e) = stop_counting_on(&root, &[*host], &format!("the coordinator moves copies off it ({reason})")) {
+                            eprintln!("pluto: {e:#}");
                         }
                         // one push soon asks the coordinator for replacement hosts (many orders
                         // at once make one push)

@@ -6,6 +6,7 @@
 //!   <owner hex>/<packs|index|snapshots|config>/<name hex>   obfuscated file
 //!   <owner hex>/packs/<name hex>.obao    bao-tree post-order outboard (16 KiB blocks), plain
 //!   <owner hex>/partial/<kind>-<name hex>-<size>            an unfinished upload, obfuscated
+//!                                                          (given up after a week untouched)
 //! ```
 //!
 //! Bytes are obfuscated ([`super::obfuscate`]) before they touch the disk. A file counts as
@@ -123,6 +124,35 @@ impl bao_tree::io::sync::Size for PlainFile {
     }
 }
 
+/// An unfinished upload untouched for this long is given up: it counts against its
+/// owner's quota at its full size (see [`HostedStore::used`]), and an owner that still
+/// wants the file starts it again.
+pub const PARTIAL_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Remove unfinished uploads (`<owner>/partial/*`) not written to for `max_age`.
+fn remove_abandoned_partials(root: &Path, max_age: std::time::Duration) {
+    let Some(cutoff) = std::time::SystemTime::now().checked_sub(max_age) else {
+        return;
+    };
+    let Ok(owners) = fs::read_dir(root) else {
+        return;
+    };
+    for owner in owners.flatten() {
+        let Ok(rd) = fs::read_dir(owner.path().join("partial")) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < cutoff);
+            if old {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
 pub struct HostedStore {
     root: PathBuf,
     host_key: Zeroizing<[u8; 32]>,
@@ -146,6 +176,7 @@ impl HostedStore {
                 let _ = fs::remove_file(e.path());
             }
         }
+        remove_abandoned_partials(&root, PARTIAL_MAX_AGE);
         Ok(HostedStore {
             root,
             host_key: Zeroizing::new(*host_key),
@@ -708,6 +739,32 @@ mod tests {
         challenge::verify_proof(&name, data.len() as u64, &r, &proof).unwrap();
         s.remove(&o, Kind::Pack, &name).unwrap();
         assert!(s.get(&o, Kind::Pack, &name, 0, 1).is_err());
+    }
+
+    #[test]
+    fn an_upload_abandoned_for_a_week_gives_its_space_back_at_the_next_start() {
+        let (d, s, o) = store(); // 1 MiB quota
+        let (old, recent) = ([1u8; 32], [2u8; 32]);
+        s.put_begin(&o, Kind::Pack, &old, 600 << 10).unwrap();
+        s.put_begin(&o, Kind::Pack, &recent, 100 << 10).unwrap();
+        let (p, _) = s.find_partial(&o, Kind::Pack, &old).unwrap();
+        let eight_days = std::time::Duration::from_secs(8 * 24 * 3600);
+        fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - eight_days)
+            .unwrap();
+        assert_eq!(s.used(&o), 700 << 10);
+        let allow = s.allow_list().clone();
+        drop(s);
+        let s = HostedStore::open(d.path().join("hosted"), &[1; 32], allow).unwrap();
+        assert_eq!(
+            s.used(&o),
+            100 << 10,
+            "the week-old upload is gone, the recent one kept"
+        );
+        assert!(s.find_partial(&o, Kind::Pack, &recent).is_some());
     }
 
     #[test]

@@ -565,7 +565,7 @@ fn a_lost_share_is_rebuilt_on_a_new_host_without_the_owner() {
     ok(&spare_dir, &["init"]);
     let mut spare = serve("spare", &spare_dir, &url, &quiet);
 
-    // host0 dies with its disk.
+    // host0 leaves the network and wipes its disk.
     let lost: Vec<_> =
         std::fs::read_dir(hosts[0].0.join(".pluto/hosted").join(&a_id).join("shares"))
             .unwrap()
@@ -574,6 +574,7 @@ fn a_lost_share_is_rebuilt_on_a_new_host_without_the_owner() {
             .collect();
     assert!(!lost.is_empty());
     let _ = hosts[0].1.terminate(Duration::from_secs(20));
+    ok(&hosts[0].0, &["leave", "--yes"]);
     std::fs::remove_dir_all(hosts[0].0.join(".pluto/hosted")).unwrap();
 
     // The spare rebuilds exactly the lost shares (its hosted store checked each name).
@@ -591,6 +592,34 @@ fn a_lost_share_is_rebuilt_on_a_new_host_without_the_owner() {
     );
     let log = spare.drain();
     assert!(log.contains("rebuilt share"), "{log}");
+
+    // The owner comes back and pushes, with one more host of its own at hand: the shares
+    // the spare rebuilt are taken where they are, not placed again on the extra host.
+    let (_extra, extra_addr) = start_friend_host("extra", &base.join("extra"), &a_id, "1G");
+    let o = pluto(&a, &["push", "--host", &extra_addr]);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(
+        err.contains("the coordinator has it leaving"),
+        "{out}\n{err}"
+    );
+    let extra_shares = base.join("extra/.pluto/hosted").join(&a_id).join("shares");
+    let placed_again = std::fs::read_dir(&extra_shares)
+        .map(|rd| rd.count())
+        .unwrap_or(0);
+    assert_eq!(
+        placed_again, 0,
+        "shares the spare holds were placed again:\n{out}\n{err}"
+    );
+    let placement = std::fs::read_to_string(a.join(".pluto/peers/shares.json")).unwrap();
+    let spare_id = node_id(&spare_dir);
+    assert!(
+        placement.contains(&spare_id),
+        "the owner's record does not name the spare as holder"
+    );
+    assert!(
+        !placement.contains(&node_id(&hosts[0].0)),
+        "the owner's record still names the host that left"
+    );
 
     // Four more original hosts go: three are left, so the spare's shares are needed.
     for (dir, d) in hosts.iter_mut().skip(1).take(4) {

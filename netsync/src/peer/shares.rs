@@ -127,6 +127,7 @@ pub async fn push_shares(
             *load.entry(s).or_default() += 1;
         }
     }
+    adopt_rebuilt_shares(key, &mut state, &mut placement, hosts, &failed, opts).await;
     let staged_dir = repo_root.join("peers").join("staged");
     std::fs::create_dir_all(&staged_dir).map_err(PeerError::io(&staged_dir))?;
     let mut per_host: HashMap<String, Vec<Item>> = HashMap::new();
@@ -282,6 +283,70 @@ pub async fn push_shares(
     placement.packs.retain(|p, _| present.contains(p));
     placement.save(repo_root)?;
     Ok(report)
+}
+
+/// Shares whose recorded holder failed may already sit on another of the hosts: a node
+/// that rebuilt them while this owner was away (the coordinator made it a host of this
+/// owner). Ask the hosts what they hold, once, and take such a host as the share's holder
+/// instead of placing the share again. A host's listing is its claim; challenges test it
+/// like any other.
+async fn adopt_rebuilt_shares(
+    key: &SigningKey,
+    state: &mut PeerState,
+    placement: &mut Placement,
+    hosts: &[HostAddr],
+    failed: &HashSet<String>,
+    opts: &SyncOptions,
+) {
+    let orphaned: HashMap<String, u64> = placement
+        .packs
+        .values()
+        .flat_map(|p| p.shares.iter())
+        .filter(|s| s.host.as_ref().is_some_and(|h| failed.contains(h)))
+        .map(|s| (s.name.clone(), s.len))
+        .collect();
+    if orphaned.is_empty() {
+        return;
+    }
+    let candidates: Vec<&HostAddr> = hosts
+        .iter()
+        .filter(|h| !failed.contains(&h.node.to_hex()))
+        .collect();
+    let listings = futures_util::future::join_all(
+        candidates
+            .iter()
+            .map(|h| async move { (*h, list_host(key, h, opts).await) }),
+    )
+    .await;
+    let mut found: HashMap<String, &HostAddr> = HashMap::new();
+    for (h, res) in listings {
+        for ((kind, name), size) in res.into_iter().flatten() {
+            let name = hex::encode(name);
+            if kind == Kind::Share && orphaned.get(&name) == Some(&size) {
+                found.entry(name).or_insert(h);
+            }
+        }
+    }
+    for p in placement.packs.values_mut() {
+        for i in 0..p.shares.len() {
+            let Some(h) = found.get(&p.shares[i].name) else {
+                continue;
+            };
+            let hex_id = h.node.to_hex();
+            if p.shares
+                .iter()
+                .any(|s| s.host.as_deref() == Some(hex_id.as_str()))
+            {
+                continue; // a group keeps one share per host
+            }
+            let s = &mut p.shares[i];
+            s.host = Some(hex_id);
+            state
+                .host(h)
+                .stored
+                .insert(format!("shares/{}", s.name), s.len);
+        }
+    }
 }
 
 /// The groups whose every share is confirmed on its host, as the coordinator records them

@@ -282,6 +282,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         let pending: PendingProofs = Arc::default();
         let work = Arc::new(tokio::sync::Semaphore::new(COORDINATOR_WORK_AT_ONCE));
         let mut repair_soon = false;
+        let (mut dropped, mut last_drop_said) = (0u64, None::<std::time::Instant>);
         let stop = shutdown_signal();
         tokio::pin!(stop);
         loop {
@@ -367,7 +368,12 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                         continue;
                     }
                     let Ok(permit) = work.clone().try_acquire_owned() else {
-                        eprintln!("pluto: coordinator: too much work at once; dropped {}", msg_kind(&msg));
+                        // said at most every few seconds: a flood must not flood the log too
+                        dropped += 1;
+                        if last_drop_said.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                            eprintln!("pluto: coordinator: too much work at once; dropped {dropped} order(s), the last {}", msg_kind(&msg));
+                            (dropped, last_drop_said) = (0, Some(std::time::Instant::now()));
+                        }
                         continue;
                     };
                     let job = CoordinatorJob {

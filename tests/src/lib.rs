@@ -74,6 +74,36 @@ pub fn stderr(o: &Output) -> String {
 }
 
 /// The 24 words printed by `pluto init`.
+/// A new machine at `dir` that has only the recovery words: `pluto init --recover` into
+/// `dir/.pluto`; returns that repository's path.
+pub fn recover_on_new_machine(dir: &Path, words: &str) -> PathBuf {
+    fs::create_dir_all(dir).unwrap();
+    let repo = dir.join(".pluto");
+    let rec = pluto_env(
+        dir,
+        &["init", "--recover", "--repo", repo.to_str().unwrap()],
+        &[],
+        Some(words),
+    );
+    assert!(rec.status.success(), "{}", stderr(&rec));
+    repo
+}
+
+/// `pluto --repo REPO checkout SNAPSHOT --target TARGET`, run in `cwd`; its output.
+pub fn checkout_into(cwd: &Path, repo: &Path, snapshot: &str, target: &Path) -> String {
+    ok(
+        cwd,
+        &[
+            "--repo",
+            repo.to_str().unwrap(),
+            "checkout",
+            snapshot,
+            "--target",
+            target.to_str().unwrap(),
+        ],
+    )
+}
+
 pub fn words_from_init(out: &str) -> String {
     let mut words = Vec::new();
     for line in out.lines() {

@@ -113,16 +113,8 @@ fn push_and_pull_killed_at_random_moments(n: usize) {
 
     // pull onto a new machine: killed at random moments, then one that completes
     let fresh = base.join("new-machine");
-    std::fs::create_dir_all(&fresh).unwrap();
-    let repo = fresh.join(".pluto");
+    let repo = recover_on_new_machine(&fresh, &words);
     let r = repo.to_str().unwrap();
-    let rec = pluto_env(
-        &fresh,
-        &["init", "--recover", "--repo", r],
-        &[],
-        Some(&words),
-    );
-    assert!(rec.status.success(), "{}", stderr(&rec));
     for round in 0..n {
         let delay = Duration::from_millis(5 + rng.below(50));
         if run_killed(&fresh, &["--repo", r, "pull", "--host", &addr], delay) {
@@ -139,17 +131,7 @@ fn push_and_pull_killed_at_random_moments(n: usize) {
     let check = pluto(&fresh, &["--repo", r, "check", "--read-data"]);
     assert!(check.status.success(), "{}", stderr(&check));
     let restored: PathBuf = base.join("restored");
-    ok(
-        &fresh,
-        &[
-            "--repo",
-            r,
-            "checkout",
-            "latest",
-            "--target",
-            restored.to_str().unwrap(),
-        ],
-    );
+    checkout_into(&fresh, &repo, "latest", &restored);
     assert_same_tree(&src, &restored);
     eprintln!(
         "network crash points: {n} pushes ({pushes_killed} killed mid-way), {n} pulls \

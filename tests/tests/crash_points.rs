@@ -512,16 +512,8 @@ fn full_disk_during_hosting() {
     eprintln!("push onto a full host: {}", err.trim());
     // The host still answers, and a new machine gets the first snapshot back from it.
     let fresh = tmp.path().join("new-machine");
-    std::fs::create_dir_all(&fresh).unwrap();
-    let repo = fresh.join(".pluto");
+    let repo = recover_on_new_machine(&fresh, &words);
     let r = repo.to_str().unwrap();
-    let rec = pluto_env(
-        &fresh,
-        &["init", "--recover", "--repo", r],
-        &[],
-        Some(&words),
-    );
-    assert!(rec.status.success(), "{}", stderr(&rec));
     let o = pluto(&fresh, &["--repo", r, "pull", "--host", &addr]);
     assert!(o.status.success(), "{}", stderr(&o));
     let log = ok(&fresh, &["--repo", r, "log", "--oneline"]);
@@ -534,17 +526,7 @@ fn full_disk_during_hosting() {
         .unwrap()
         .to_string();
     let restored = tmp.path().join("restored");
-    ok(
-        &fresh,
-        &[
-            "--repo",
-            r,
-            "checkout",
-            &first,
-            "--target",
-            restored.to_str().unwrap(),
-        ],
-    );
+    checkout_into(&fresh, &repo, &first, &restored);
     assert_eq!(
         manifest(&restored),
         first_tree,

@@ -28,6 +28,25 @@ fn serve(name: &str, dir: &Path, coordinator: &str, extra: &[&str]) -> Daemon {
     d
 }
 
+/// `n` new nodes `host0`… in `base`, each with an empty repository and serving (pushing and
+/// challenging nothing of its own) through the coordinator at `url`.
+fn new_hosts(base: &Path, url: &str, n: usize) -> Vec<(PathBuf, Daemon)> {
+    (0..n)
+        .map(|i| {
+            let dir = base.join(format!("host{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            ok(&dir, &["init"]);
+            let d = serve(
+                &format!("host{i}"),
+                &dir,
+                url,
+                &["--push-every", "0", "--challenge-every", "0"],
+            );
+            (dir, d)
+        })
+        .collect()
+}
+
 /// Files of `owner` a host keeps on its disk (obfuscated packs, without their outboards).
 fn hosted_packs(host_dir: &Path, owner: &str) -> Vec<PathBuf> {
     let d = host_dir.join(".pluto/hosted").join(owner).join("packs");
@@ -243,17 +262,7 @@ fn push_challenge_corrupt_repair_then_restore_on_a_new_machine_from_the_words() 
     let out = ok(&fresh, &["--repo", r, "pull"]);
     assert!(out.contains("Pulled"), "{out}");
     let restored = base.join("restored");
-    ok(
-        &fresh,
-        &[
-            "--repo",
-            repo.to_str().unwrap(),
-            "checkout",
-            "latest",
-            "--target",
-            restored.to_str().unwrap(),
-        ],
-    );
+    checkout_into(&fresh, &repo, "latest", &restored);
     assert_same_tree(&a, &restored);
     eprintln!("[{:?}] restored on the new machine", t0.elapsed());
     let check = pluto(
@@ -416,14 +425,7 @@ fn four_of_eight_shares_restore_after_four_hosts_and_the_owner_die() {
     let cdir = base.join("coordinator");
     let (mut coord, url) = start_coordinator(&cdir, &["--relay-listen", "127.0.0.1:0"]);
     let quiet = ["--push-every", "0", "--challenge-every", "0"];
-    let mut hosts = Vec::new();
-    for i in 0..8 {
-        let dir = base.join(format!("host{i}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        ok(&dir, &["init"]);
-        let d = serve(&format!("host{i}"), &dir, &url, &quiet);
-        hosts.push((dir, d));
-    }
+    let mut hosts = new_hosts(base, &url, 8);
     let a = base.join("a");
     tricky_tree(&a, 12);
     let words = words_from_init(&ok(&a, &["init"]));
@@ -491,16 +493,8 @@ fn four_of_eight_shares_restore_after_four_hosts_and_the_owner_die() {
 
     // A new machine with only the words.
     let fresh = base.join("new-machine");
-    std::fs::create_dir_all(&fresh).unwrap();
-    let repo = fresh.join(".pluto");
+    let repo = recover_on_new_machine(&fresh, &words);
     let r = repo.to_str().unwrap();
-    let rec = pluto_env(
-        &fresh,
-        &["init", "--recover", "--repo", r],
-        &[],
-        Some(&words),
-    );
-    assert!(rec.status.success(), "{}", stderr(&rec));
     let o = pluto(&fresh, &["--repo", r, "pull", "--coordinator", &url]);
     assert!(
         o.status.success(),
@@ -509,17 +503,7 @@ fn four_of_eight_shares_restore_after_four_hosts_and_the_owner_die() {
         String::from_utf8_lossy(&o.stdout)
     );
     let restored = base.join("restored");
-    ok(
-        &fresh,
-        &[
-            "--repo",
-            r,
-            "checkout",
-            "latest",
-            "--target",
-            restored.to_str().unwrap(),
-        ],
-    );
+    checkout_into(&fresh, &repo, "latest", &restored);
     assert_same_tree(&a, &restored);
     let check = pluto(&fresh, &["--repo", r, "check", "--read-data"]);
     assert!(check.status.success(), "{}", stderr(&check));
@@ -540,14 +524,7 @@ fn a_lost_share_is_rebuilt_on_a_new_host_without_the_owner() {
     let (mut coord, url) = start_coordinator(&cdir, &["--repair-grace", "1"]);
     let quiet = ["--push-every", "0", "--challenge-every", "0"];
     // Eight hosts for the shares, started first so the owner is matched with them.
-    let mut hosts = Vec::new();
-    for i in 0..8 {
-        let dir = base.join(format!("host{i}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        ok(&dir, &["init"]);
-        let d = serve(&format!("host{i}"), &dir, &url, &quiet);
-        hosts.push((dir, d));
-    }
+    let mut hosts = new_hosts(base, &url, 8);
     let a = base.join("a");
     tricky_tree(&a, 6);
     let words = words_from_init(&ok(&a, &["init"]));
@@ -628,30 +605,12 @@ fn a_lost_share_is_rebuilt_on_a_new_host_without_the_owner() {
     }
     std::fs::remove_dir_all(a.join(".pluto")).unwrap();
     let fresh = base.join("new-machine");
-    std::fs::create_dir_all(&fresh).unwrap();
-    let repo = fresh.join(".pluto");
+    let repo = recover_on_new_machine(&fresh, &words);
     let r = repo.to_str().unwrap();
-    let rec = pluto_env(
-        &fresh,
-        &["init", "--recover", "--repo", r],
-        &[],
-        Some(&words),
-    );
-    assert!(rec.status.success(), "{}", stderr(&rec));
     let o = pluto(&fresh, &["--repo", r, "pull", "--coordinator", &url]);
     assert!(o.status.success(), "pull: {}", stderr(&o));
     let restored = base.join("restored");
-    ok(
-        &fresh,
-        &[
-            "--repo",
-            r,
-            "checkout",
-            "latest",
-            "--target",
-            restored.to_str().unwrap(),
-        ],
-    );
+    checkout_into(&fresh, &repo, "latest", &restored);
     assert_same_tree(&a, &restored);
     let _ = spare.terminate(Duration::from_secs(20));
     for (_, d) in hosts.iter_mut().skip(5) {

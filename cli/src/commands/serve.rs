@@ -548,22 +548,9 @@ impl CoordinatorJob {
                     eprintln!("pluto: relayed session: {e}");
                 }
             }
-            CoordMsg::RepairShare {
-                owner,
-                lost_index,
-                lost_name,
-                lost_len,
-                sources,
-                ticket,
-                ..
-            } => {
-                let order = shares::RepairOrder {
-                    owner,
-                    lost_index,
-                    lost_name,
-                    lost_len,
-                    sources,
-                    ticket,
+            msg @ CoordMsg::RepairShare { .. } => {
+                let Some(order) = shares::RepairOrder::of(msg) else {
+                    return;
                 };
                 match shares::rebuild_for_owner(&self.key, &self.store, &order, &self.opts).await {
                     Ok(()) => {

@@ -512,6 +512,31 @@ pub struct RepairOrder {
     pub ticket: Vec<u8>,
 }
 
+impl RepairOrder {
+    /// The order a [`crate::wire::CoordMsg::RepairShare`] carries; `None` for other messages.
+    pub fn of(msg: crate::wire::CoordMsg) -> Option<RepairOrder> {
+        match msg {
+            crate::wire::CoordMsg::RepairShare {
+                owner,
+                lost_index,
+                lost_name,
+                lost_len,
+                sources,
+                ticket,
+                ..
+            } => Some(RepairOrder {
+                owner,
+                lost_index,
+                lost_name,
+                lost_len,
+                sources,
+                ticket,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// Repair without the owner: read `k` of the order's source shares with its ticket (each
 /// checked against its name), rebuild the lost share — byte for byte the owner's — check it
 /// against its expected name, and keep it for the owner in this node's hosted store.

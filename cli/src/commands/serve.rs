@@ -18,6 +18,7 @@ use pluto_netsync::peer::sync::{self, PeerState, SyncOptions, Verdict};
 use pluto_netsync::wire::{Announce, CoordMsg, NodeId, PeerMode};
 use pluto_repo::repository::LockMode;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -141,13 +142,14 @@ async fn join_coordinator(
 async fn scheduled_push(
     key: &ed25519_dalek::SigningKey,
     root: &std::path::Path,
-    a: &Args,
+    copies: Option<u8>,
+    given_hosts: &[String],
     client: Option<&pluto_netsync::coord_client::CoordClient>,
     opts: &SyncOptions,
     quiet: bool,
 ) -> Result<()> {
-    let scheme = chosen_scheme(root, None, a.copies.map(usize::from))?;
-    let hosts = candidate_hosts(root, key, &a.peers.hosts, client, hosts_to_ask(&scheme)).await?;
+    let scheme = chosen_scheme(root, None, copies.map(usize::from))?;
+    let hosts = candidate_hosts(root, key, given_hosts, client, hosts_to_ask(&scheme)).await?;
     if hosts.is_empty() {
         return Ok(());
     }
@@ -172,6 +174,88 @@ async fn scheduled_push(
         println!("pushed {} file(s)", rep.uploaded);
     }
     Ok(())
+}
+
+/// This node's own pushes (scheduled, and repairs), run in the background one at a time:
+/// the event loop keeps answering the coordinator — relayed challenges have deadlines —
+/// while a push of any length runs. A push asked for while one runs follows it.
+#[derive(Clone)]
+struct OwnPushes {
+    key: ed25519_dalek::SigningKey,
+    root: std::path::PathBuf,
+    copies: Option<u8>,
+    given_hosts: Vec<String>,
+    quiet: bool,
+    running: Arc<AtomicBool>,
+    again: Arc<AtomicBool>,
+}
+
+impl OwnPushes {
+    fn start(
+        &self,
+        client: Option<pluto_netsync::coord_client::CoordClient>,
+        opts: SyncOptions,
+        what: &'static str,
+    ) {
+        if self.running.swap(true, Ordering::SeqCst) {
+            self.again.store(true, Ordering::SeqCst);
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let r = scheduled_push(
+                    &me.key,
+                    &me.root,
+                    me.copies,
+                    &me.given_hosts,
+                    client.as_ref(),
+                    &opts,
+                    me.quiet,
+                )
+                .await;
+                if let Err(e) = r {
+                    eprintln!("pluto: {what}: {e:#}");
+                }
+                if !me.again.swap(false, Ordering::SeqCst) {
+                    break;
+                }
+            }
+            me.running.store(false, Ordering::SeqCst);
+        });
+    }
+}
+
+/// Challenge this node's hosts; a host caught failing is released at the coordinator and
+/// its data placed elsewhere.
+async fn challenge_own_hosts(
+    key: ed25519_dalek::SigningKey,
+    root: std::path::PathBuf,
+    client: Option<pluto_netsync::coord_client::CoordClient>,
+    opts: SyncOptions,
+    pushes: OwnPushes,
+) {
+    for h in PeerState::load(&root)
+        .map(|s| s.good_hosts())
+        .unwrap_or_default()
+    {
+        match sync::challenge_host(&key, &root, &h, false, opts.timeout).await {
+            Ok(Verdict::Failed(why)) => {
+                eprintln!(
+                    "pluto: host {} failed a challenge: {why}; repairing",
+                    &h.node.to_hex()[..16]
+                );
+                if let Some(c) = client.as_ref() {
+                    if let Err(e) = c.release_host(h.node, &why).await {
+                        eprintln!("pluto: coordinator: cannot release the host: {e}");
+                    }
+                }
+                pushes.start(client.clone(), opts.clone(), "repair");
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("pluto: challenge: {e}"),
+        }
+    }
 }
 
 /// Hosts for this node's own data: `--host`s, the coordinator's matches (asking for more
@@ -282,6 +366,16 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         let pending: PendingProofs = Arc::default();
         let work = Arc::new(tokio::sync::Semaphore::new(COORDINATOR_WORK_AT_ONCE));
         let mut repair_soon = false;
+        let pushes = OwnPushes {
+            key: key.clone(),
+            root: root.clone(),
+            copies: a.copies,
+            given_hosts: a.peers.hosts.clone(),
+            quiet,
+            running: Arc::default(),
+            again: Arc::default(),
+        };
+        let mut challenging: Option<tokio::task::JoinHandle<()>> = None;
         let (mut dropped, mut last_drop_said) = (0u64, None::<std::time::Instant>);
         let stop = shutdown_signal();
         tokio::pin!(stop);
@@ -309,32 +403,17 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                 }
                 _ = tokio::time::sleep(Duration::from_millis(200)), if repair_soon => {
                     repair_soon = false;
-                    if let Err(e) = scheduled_push(&key, &root, &a, client.as_ref(), &opts, quiet).await {
-                        eprintln!("pluto: repair: {e:#}");
-                    }
+                    pushes.start(client.clone(), opts.clone(), "repair");
                 }
                 _ = push_tick.tick(), if a.push_every > 0 => {
-                    if let Err(e) = scheduled_push(&key, &root, &a, client.as_ref(), &opts, quiet).await {
-                        eprintln!("pluto: push: {e:#}");
-                    }
+                    pushes.start(client.clone(), opts.clone(), "push");
                 }
                 _ = chal_tick.tick(), if a.challenge_every > 0 => {
-                    for h in PeerState::load(&root).map(|s| s.good_hosts()).unwrap_or_default() {
-                        match sync::challenge_host(&key, &root, &h, false, opts.timeout).await {
-                            Ok(Verdict::Failed(why)) => {
-                                eprintln!("pluto: host {} failed a challenge: {why}; repairing", &h.node.to_hex()[..16]);
-                                if let Some(c) = client.as_ref() {
-                                    if let Err(e) = c.release_host(h.node, &why).await {
-                                        eprintln!("pluto: coordinator: cannot release the host: {e}");
-                                    }
-                                }
-                                if let Err(e) = scheduled_push(&key, &root, &a, client.as_ref(), &opts, quiet).await {
-                                    eprintln!("pluto: repair: {e:#}");
-                                }
-                            }
-                            Ok(_) => {}
-                            Err(e) => eprintln!("pluto: challenge: {e}"),
-                        }
+                    // one round at a time: a round still running (slow hosts) is not doubled
+                    if challenging.as_ref().is_none_or(|t| t.is_finished()) {
+                        challenging = Some(tokio::spawn(challenge_own_hosts(
+                            key.clone(), root.clone(), client.clone(), opts.clone(), pushes.clone(),
+                        )));
                     }
                 }
                 ev = async { match events.as_mut() { Some(e) => e.recv().await, None => std::future::pending().await } } => {

@@ -54,7 +54,7 @@ async fn start_mosquitto(admin_password: &str) -> Mosquitto {
         "mosquitto",
         &["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"],
     )
-    .expect("mosquitto is not installed (Debian: apt-get install mosquitto); these tests need it");
+    .expect("mosquitto is not installed; these tests need it: run scripts/test-deps (or apt-get install mosquitto)");
     let ctrl =
         find("mosquitto_ctrl", &["/usr/bin", "/usr/local/bin"]).expect("mosquitto_ctrl missing");
     let plugin = find(

@@ -47,8 +47,26 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+const HELP: &str = "\
+coordinator-load: load benchmark of the coordinator (starts pluto-coordinator next to this binary)
+
+USAGE:
+    coordinator-load [--nodes N] [--concurrency C]
+
+OPTIONS:
+    --nodes N          simulated nodes to connect, announce and match (default 1000)
+    --concurrency C    nodes connecting at the same time (default 200)
+    -h, --help         print this help and exit
+";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // A benchmark that starts a coordinator and thousands of connections must not run when the
+    // user only asked what it does.
+    if std::env::args().any(|a| a == "--help" || a == "-h") {
+        print!("{HELP}");
+        return Ok(());
+    }
     let n = arg("--nodes", 1000) as usize;
     let conc = arg("--concurrency", 200) as usize;
     let dir = tempfile::tempdir()?;

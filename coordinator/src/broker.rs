@@ -49,7 +49,49 @@ impl Drop for EmbeddedBroker {
 struct AuthState {
     coordinator: NodeId,
     not_before_secs: u64,
-    last_token: Mutex<HashMap<NodeId, u64>>,
+    tokens: Mutex<TokenLedger>,
+}
+
+/// The newest CONNECT token seen from each node, so a captured token cannot be used twice.
+///
+/// An entry is needed only while its token could still pass the freshness check: once it is
+/// older than the allowed clock skew, any token not newer than it is refused as stale anyway.
+/// So entries older than that are dropped, and a node that has left costs nothing after a
+/// few minutes (before, every node that ever connected stayed in the map for good).
+#[derive(Debug, Default)]
+pub struct TokenLedger {
+    last: HashMap<NodeId, u64>,
+    swept_secs: u64,
+}
+
+impl TokenLedger {
+    /// Record `secs` as `node`'s newest token, or return the token it does not beat.
+    /// `secs` must already have passed the freshness check against `now_secs`.
+    pub fn admit(&mut self, node: NodeId, secs: u64, now_secs: u64) -> Result<(), u64> {
+        let skew = wire::MAX_CLOCK_SKEW_MS / 1000;
+        // Sweep at most every few seconds: cheap, and the map stays within one skew window
+        // of connections (plus the sweep period).
+        if now_secs >= self.swept_secs + 5 {
+            self.swept_secs = now_secs;
+            self.last
+                .retain(|_, prev| prev.saturating_add(skew) >= now_secs);
+        }
+        let prev = self.last.entry(node).or_insert(0);
+        if secs <= *prev {
+            return Err(*prev);
+        }
+        *prev = secs;
+        Ok(())
+    }
+
+    /// Nodes remembered.
+    pub fn len(&self) -> usize {
+        self.last.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.last.is_empty()
+    }
 }
 
 #[derive(Clone)]
@@ -91,15 +133,13 @@ impl PlutoHooks {
             }
         }
         {
-            let Ok(mut last) = self.0.last_token.lock() else {
+            let Ok(mut tokens) = self.0.tokens.lock() else {
                 return AuthResult::NotAuthorized;
             };
-            let prev = last.entry(node).or_insert(0);
-            if secs <= *prev {
-                tracing::warn!(%node, secs, prev = *prev, "refused CONNECT: token not newer than the last one");
+            if let Err(prev) = tokens.admit(node, secs, now) {
+                tracing::warn!(%node, secs, prev, "refused CONNECT: token not newer than the last one");
                 return AuthResult::BadUsernameOrPassword;
             }
-            *prev = secs;
         }
         AuthResult::Allow(node == self.0.coordinator, None)
     }
@@ -178,7 +218,7 @@ pub async fn start_with(
     let hooks = PlutoHooks(Arc::new(AuthState {
         coordinator,
         not_before_secs,
-        last_token: Mutex::new(HashMap::new()),
+        tokens: Mutex::new(TokenLedger::default()),
     }));
     let register = scx.extends.hook_mgr().register();
     for t in [
@@ -233,4 +273,36 @@ pub async fn start_with(
         task,
         gate,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(i: u8) -> NodeId {
+        NodeId::of(&ed25519_dalek::SigningKey::from_bytes(&[i; 32]))
+    }
+
+    #[test]
+    fn connect_tokens_of_nodes_that_left_are_forgotten_once_stale() {
+        let skew = wire::MAX_CLOCK_SKEW_MS / 1000;
+        let t0 = 1_800_000_000;
+        let mut ledger = TokenLedger::default();
+        for i in 0..100 {
+            assert_eq!(ledger.admit(node(i), t0, t0), Ok(()));
+        }
+        assert_eq!(ledger.len(), 100);
+        // A replayed token is refused while it is still fresh...
+        assert_eq!(ledger.admit(node(7), t0, t0 + skew), Err(t0));
+        assert_eq!(ledger.len(), 100);
+        // ...and once it is stale the freshness check refuses it, so the entry goes.
+        assert_eq!(
+            ledger.admit(node(200), t0 + skew + 6, t0 + skew + 6),
+            Ok(())
+        );
+        assert_eq!(ledger.len(), 1, "the 100 nodes that left are forgotten");
+        assert!(ledger
+            .admit(node(200), t0 + skew + 6, t0 + skew + 7)
+            .is_err());
+    }
 }

@@ -215,6 +215,15 @@ impl Core {
         }
     }
 
+    /// A bucket idle long enough to have refilled is the same as no bucket: drop it, so a node
+    /// that has left (or gone quiet) costs nothing.
+    fn forget_full_buckets(&mut self, now_ms: u64) {
+        let (rate, burst) = (self.params.rate_per_sec, self.params.rate_burst);
+        let refill_ms = (burst / rate.max(1e-3) * 1000.0) as u64 + 1000;
+        self.buckets
+            .retain(|_, b| now_ms.saturating_sub(b.at_ms) < refill_ms);
+    }
+
     /// Handle one MQTT message the coordinator received.
     pub fn handle(&mut self, topic: &str, payload: &[u8], now_ms: u64) -> Vec<Out> {
         let mut out = Vec::new();
@@ -993,6 +1002,7 @@ impl Core {
     /// Periodic work: liveness pings, challenge deadlines and scheduling. Call about once a second.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Out> {
         let mut out = Vec::new();
+        self.forget_full_buckets(now_ms);
         if let Err(e) = self.tick_inner(now_ms, &mut out) {
             tracing::error!(error = %e, "periodic work failed");
         }
@@ -1066,5 +1076,34 @@ impl Core {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod per_node_memory_tests {
+    use super::*;
+
+    #[test]
+    fn rate_buckets_of_nodes_that_left_are_freed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("c.sqlite"), 1.0).unwrap();
+        let t0 = 1_800_000_000_000;
+        let mut core = Core::new(store, Params::default(), t0, false);
+        let before = core.buckets.len();
+        for i in 0..50u8 {
+            let node = NodeId::of(&ed25519_dalek::SigningKey::from_bytes(&[i; 32]));
+            core.handle(&topics::request(&node), b"not a frame", t0);
+        }
+        assert_eq!(core.buckets.len(), before + 50);
+        // Still limiting: a bucket is kept while it is not full again.
+        core.tick(t0 + 1000);
+        assert_eq!(core.buckets.len(), before + 50);
+        core.tick(t0 + 5000);
+        assert_eq!(
+            core.buckets.len(),
+            before,
+            "the nodes that left are forgotten"
+        );
+        assert!(core.pings.is_empty());
     }
 }

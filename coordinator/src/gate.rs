@@ -46,6 +46,46 @@ pub struct GateStats {
     pub timed_out: AtomicU64,
     /// First packet not a CONNECT, longer than allowed, or malformed.
     pub refused: AtomicU64,
+    /// accept() failed (most often: out of file descriptors).
+    pub accept_failed: AtomicU64,
+}
+
+/// Failed accepts, reported at most every 10 s so a full descriptor table does not also
+/// flood the log.
+#[derive(Default)]
+struct AcceptFailures {
+    last_report: Option<std::time::Instant>,
+    since_report: u64,
+}
+
+impl AcceptFailures {
+    fn record(&mut self, e: &std::io::Error) {
+        self.since_report += 1;
+        let now = std::time::Instant::now();
+        if self
+            .last_report
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(10))
+        {
+            return;
+        }
+        self.last_report = Some(now);
+        let failed = std::mem::take(&mut self.since_report);
+        if crate::fdlimit::is_out_of_descriptors(e) {
+            let limit = crate::fdlimit::open_files_limit()
+                .map(|(soft, _)| soft.to_string())
+                .unwrap_or_else(|_| "unknown".into());
+            tracing::error!(
+                error = %e,
+                open_files_limit = %limit,
+                failed,
+                "nodes are being refused: the coordinator is out of file descriptors (every \
+                 connected node holds some); raise LimitNOFILE= in its systemd unit, or `ulimit -n` in the shell that \
+                 starts it"
+            );
+        } else {
+            tracing::warn!(error = %e, failed, "broker gate: accept failed");
+        }
+    }
 }
 
 /// Why a first packet was refused.
@@ -110,12 +150,14 @@ pub async fn serve(
     stats: Arc<GateStats>,
 ) {
     let handshaking = Arc::new(Semaphore::new(limits.max_handshaking));
+    let mut failures = AcceptFailures::default();
     loop {
         let mut tcp = match listener.accept().await {
             Ok((tcp, _)) => tcp,
             Err(e) => {
+                stats.accept_failed.fetch_add(1, Ordering::Relaxed);
+                failures.record(&e);
                 // e.g. out of file descriptors: wait for some to be freed, do not spin
-                tracing::warn!(error = %e, "broker gate: accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }

@@ -11,6 +11,7 @@
 
 pub mod broker;
 pub mod core;
+pub mod fdlimit;
 pub mod gate;
 pub mod link;
 pub mod relay;

@@ -57,8 +57,22 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,rmqtt=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // colour codes only on a terminal, not in journald or a log file
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let a = Args::parse();
+    // Each node holds one descriptor; the usual soft limit (1,024) would cap the coordinator
+    // far below what the machine allows, and raising it to the hard limit needs no privilege.
+    match pluto_coordinator::fdlimit::raise_open_files_limit() {
+        Ok((before, now)) => {
+            tracing::info!(
+                before,
+                now,
+                "open files limit: soft limit set to the hard limit"
+            )
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
     let mut cfg = Config::new(&a.data);
     cfg.listen = a.listen;
     cfg.relay_listen = a.relay_listen;

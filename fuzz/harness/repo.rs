@@ -140,7 +140,7 @@ pub fn index_plain(data: &[u8]) {
     idx.finish();
     for p in &packs {
         for e in &p.entries {
-            let _ = idx.get(&e.id);
+            let _ = idx.get(e.ty, &e.id);
         }
     }
     let _ = idx.iter().count();

@@ -135,7 +135,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             if !seen_trees.insert(t) {
                 continue;
             }
-            let tree = match index.get(&t) {
+            let tree = match index.get(ObjType::Tree, &t) {
                 None => {
                     r.errors.push(Problem {
                         kind: "tree".into(),
@@ -169,7 +169,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
                     stack.push(s);
                 }
                 for c in &n.chunks {
-                    if !index.contains(c) {
+                    if !index.contains(ObjType::Chunk, c) {
                         r.errors.push(Problem {
                             kind: "object".into(),
                             name: c.hex(),
@@ -372,7 +372,9 @@ fn snapshots_using(
                 hits.push(t);
                 continue;
             }
-            let Some(loc) = index.get(&t) else { continue };
+            let Some(loc) = index.get(ObjType::Tree, &t) else {
+                continue;
+            };
             let Ok(tree) = repo
                 .store()
                 .get_range(&loc.pack, loc.offset as u64, loc.stored_len as u64)

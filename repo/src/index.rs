@@ -1,6 +1,11 @@
-//! The index: object id → (pack, offset, lengths). Stored as sealed files under `index/`,
-//! held in memory as one sorted array of 46-byte records (binary search, no per-entry
+//! The index: (object type, object id) → (pack, offset, lengths). Stored as sealed files under
+//! `index/`, held in memory as one sorted array of 46-byte records (binary search, no per-entry
 //! allocation), with a small side table for the rare object too large for the packed form.
+//!
+//! Lookups are by type *and* id: ids are keyed hashes of the plaintext alone, so a chunk and
+//! a tree with the same bytes share an id. Keying on the id alone let one stand in for the
+//! other (a 2-byte file equal to the empty tree's encoding made a snapshot that checked
+//! clean and could not be restored: the type-confusion class of borg's CVE-2023-36811).
 
 use crate::crypto::{ObjType, ObjectId};
 use crate::error::{Error, Result};
@@ -94,6 +99,13 @@ impl Rec {
     fn id(&self) -> &[u8; 32] {
         self.0[..32].try_into().unwrap()
     }
+    fn ty(&self) -> u8 {
+        self.0[45] >> 4
+    }
+    /// Sort key: id, then type (records of one id but different types sit side by side).
+    fn key(&self) -> (&[u8; 32], u8) {
+        (self.id(), self.ty())
+    }
 }
 
 fn u24(b: &[u8]) -> u32 {
@@ -110,7 +122,7 @@ pub struct Index {
     /// uniformly random, so a lookup binary-searches only ~8 records instead of all.
     starts: Vec<u32>,
     bucket_bits: u32,
-    large: HashMap<ObjectId, Location>,
+    large: HashMap<(ObjType, ObjectId), Location>,
     sorted: bool,
 }
 
@@ -133,7 +145,7 @@ impl Index {
             let fits = pos < (1 << 24) && e.stored_len < (1 << 24) && e.plain_len < (1 << 24);
             if !fits {
                 self.large.insert(
-                    e.id,
+                    (e.ty, e.id),
                     Location {
                         pack: pack.id,
                         ty: e.ty,
@@ -160,8 +172,8 @@ impl Index {
 
     pub fn finish(&mut self) {
         if !self.sorted {
-            self.recs.sort_unstable_by(|a, b| a.id().cmp(b.id()));
-            self.recs.dedup_by(|a, b| a.id() == b.id());
+            self.recs.sort_unstable_by(|a, b| a.key().cmp(&b.key()));
+            self.recs.dedup_by(|a, b| a.key() == b.key());
             self.recs.shrink_to_fit();
             self.build_starts();
             self.sorted = true;
@@ -192,39 +204,45 @@ impl Index {
         u32::from_be_bytes(id[..4].try_into().unwrap()) >> (32 - bits)
     }
 
-    /// Position of `id` among the packed records.
-    fn find(&self, id: &[u8; 32]) -> Option<usize> {
+    /// Position of the record of (`ty`, `id`) among the packed records.
+    fn find(&self, ty: ObjType, id: &[u8; 32]) -> Option<usize> {
         let (lo, hi) = if self.starts.is_empty() {
             (0, self.recs.len())
         } else {
             let p = Self::prefix(id, self.bucket_bits) as usize;
             (self.starts[p] as usize, self.starts[p + 1] as usize)
         };
+        let key = (id, ty as u8);
         self.recs[lo..hi]
-            .binary_search_by(|r| r.id().cmp(id))
+            .binary_search_by(|r| r.key().cmp(&key))
             .ok()
             .map(|i| lo + i)
     }
 
-    pub fn get(&self, id: &ObjectId) -> Option<Location> {
-        debug_assert!(self.sorted);
-        if let Some(i) = self.find(&id.0) {
-            let r = &self.recs[i].0;
-            let ty = ObjType::from_u8(r[45] >> 4)?;
-            return Some(Location {
-                pack: self.packs[u24(&r[32..35]) as usize],
-                ty,
-                flags: r[45] & 0x0f,
-                offset: u32::from_le_bytes(r[35..39].try_into().unwrap()),
-                stored_len: u24(&r[39..42]),
-                plain_len: u24(&r[42..45]),
-            });
-        }
-        self.large.get(id).copied()
+    fn location(&self, r: &Rec) -> Option<Location> {
+        let r = &r.0;
+        Some(Location {
+            pack: self.packs[u24(&r[32..35]) as usize],
+            ty: ObjType::from_u8(r[45] >> 4)?,
+            flags: r[45] & 0x0f,
+            offset: u32::from_le_bytes(r[35..39].try_into().unwrap()),
+            stored_len: u24(&r[39..42]),
+            plain_len: u24(&r[42..45]),
+        })
     }
 
-    pub fn contains(&self, id: &ObjectId) -> bool {
-        self.find(&id.0).is_some() || self.large.contains_key(id)
+    /// Where the object of this type and id is. An object of another type with the same id
+    /// is not it.
+    pub fn get(&self, ty: ObjType, id: &ObjectId) -> Option<Location> {
+        debug_assert!(self.sorted);
+        if let Some(i) = self.find(ty, &id.0) {
+            return self.location(&self.recs[i]);
+        }
+        self.large.get(&(ty, *id)).copied()
+    }
+
+    pub fn contains(&self, ty: ObjType, id: &ObjectId) -> bool {
+        self.find(ty, &id.0).is_some() || self.large.contains_key(&(ty, *id))
     }
 
     pub fn len(&self) -> usize {
@@ -247,15 +265,13 @@ impl Index {
         self.pack_pos.contains_key(id)
     }
 
-    /// Every object, as (id, location); order unspecified.
+    /// Every object, as (id, location); order unspecified. An id may appear twice, once
+    /// per type.
     pub fn iter(&self) -> impl Iterator<Item = (ObjectId, Location)> + '_ {
         self.recs
             .iter()
-            .filter_map(|r| {
-                let id = ObjectId(*r.id());
-                self.get(&id).map(|l| (id, l))
-            })
-            .chain(self.large.iter().map(|(k, v)| (*k, *v)))
+            .filter_map(|r| self.location(r).map(|l| (ObjectId(*r.id()), l)))
+            .chain(self.large.iter().map(|(k, v)| (k.1, *v)))
     }
 
     /// Memory held by the object table, for the bytes-per-entry figure.
@@ -306,13 +322,19 @@ mod tests {
         idx.add_pack(&back[0]);
         idx.finish();
         for e in &p.entries {
-            let l = idx.get(&e.id).unwrap();
+            let l = idx.get(e.ty, &e.id).unwrap();
             assert_eq!(
                 (l.ty, l.flags, l.offset, l.plain_len),
                 (e.ty, e.flags, e.offset, e.plain_len)
             );
+            let other = if e.ty == ObjType::Tree {
+                ObjType::Chunk
+            } else {
+                ObjType::Tree
+            };
+            assert!(idx.get(other, &e.id).is_none());
         }
-        assert!(idx.get(&ObjectId([200; 32])).is_none());
+        assert!(idx.get(ObjType::Chunk, &ObjectId([200; 32])).is_none());
         assert!(idx.heap_bytes() / idx.len() < 48);
     }
 
@@ -339,15 +361,40 @@ mod tests {
         }
         idx.finish();
         for (i, id) in ids.iter().enumerate() {
-            let l = idx.get(id).unwrap();
+            let l = idx.get(ObjType::Chunk, id).unwrap();
             assert_eq!(l.pack, PackId([(i / 1000) as u8; 32]));
             assert_eq!(l.offset, 40 + (i % 1000) as u32);
         }
         for i in 20_000u32..21_000 {
-            assert!(!idx.contains(&ObjectId(*blake3::hash(&i.to_le_bytes()).as_bytes())));
+            let id = ObjectId(*blake3::hash(&i.to_le_bytes()).as_bytes());
+            assert!(!idx.contains(ObjType::Chunk, &id));
         }
-        assert!(idx.contains(&ObjectId(*blake3::hash(&0u32.to_le_bytes()).as_bytes())));
+        let id = ObjectId(*blake3::hash(&0u32.to_le_bytes()).as_bytes());
+        assert!(idx.contains(ObjType::Chunk, &id));
+        assert!(!idx.contains(ObjType::Tree, &id));
         assert!(idx.heap_bytes() / idx.len() < 48);
+    }
+
+    #[test]
+    fn a_chunk_and_a_tree_with_the_same_id_are_two_objects() {
+        let id = ObjectId([7; 32]);
+        let mut idx = Index::new();
+        for (p, ty) in [(1u8, ObjType::Tree), (2, ObjType::Chunk)] {
+            idx.add_pack(&IndexedPack {
+                id: PackId([p; 32]),
+                size: 100_000,
+                entries: vec![PackEntry {
+                    ty,
+                    id,
+                    ..entry(7, ty)
+                }],
+            });
+        }
+        idx.finish();
+        assert_eq!(idx.len(), 2);
+        assert_eq!(idx.get(ObjType::Tree, &id).unwrap().pack, PackId([1; 32]));
+        assert_eq!(idx.get(ObjType::Chunk, &id).unwrap().pack, PackId([2; 32]));
+        assert_eq!(idx.iter().count(), 2);
     }
 
     #[test]

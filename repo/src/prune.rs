@@ -74,8 +74,11 @@ pub struct PruneReport {
     pub bytes_freed: u64,
 }
 
+/// An object's identity: its type and id (a chunk and a tree may share an id).
+pub type ObjKey = (ObjType, ObjectId);
+
 /// Every object (tree or chunk) some snapshot needs.
-pub fn used_objects(repo: &Repository) -> Result<HashSet<ObjectId>> {
+pub fn used_objects(repo: &Repository) -> Result<HashSet<ObjKey>> {
     let mut used = HashSet::new();
     for name in repo.snapshot_names()? {
         let snap = repo.read_snapshot(&name).map_err(|e| {
@@ -83,7 +86,7 @@ pub fn used_objects(repo: &Repository) -> Result<HashSet<ObjectId>> {
         })?;
         let mut stack = vec![snap.tree];
         while let Some(t) = stack.pop() {
-            if !used.insert(t) {
+            if !used.insert((ObjType::Tree, t)) {
                 continue;
             }
             let tree = repo.read_tree(&t).map_err(|e| {
@@ -96,7 +99,7 @@ pub fn used_objects(repo: &Repository) -> Result<HashSet<ObjectId>> {
                 if let Some(s) = n.subtree {
                     stack.push(s);
                 }
-                used.extend(n.chunks);
+                used.extend(n.chunks.into_iter().map(|c| (ObjType::Chunk, c)));
             }
         }
     }
@@ -119,14 +122,18 @@ pub struct PackUse {
 pub fn assign(
     packs: &[IndexedPack],
     present: &HashSet<PackId>,
-    used: &HashSet<ObjectId>,
-) -> (Vec<PackUse>, Vec<ObjectId>) {
-    let mut supplied: HashSet<ObjectId> = HashSet::new();
+    used: &HashSet<ObjKey>,
+) -> (Vec<PackUse>, Vec<ObjKey>) {
+    let mut supplied: HashSet<ObjKey> = HashSet::new();
     let mut out = Vec::new();
     // Prefer the fullest packs as suppliers, so duplicates land in packs that go anyway.
     let mut order: Vec<&IndexedPack> = packs.iter().filter(|p| present.contains(&p.id)).collect();
     order.sort_by_key(|p| {
-        let needed = p.entries.iter().filter(|e| used.contains(&e.id)).count();
+        let needed = p
+            .entries
+            .iter()
+            .filter(|e| used.contains(&(e.ty, e.id)))
+            .count();
         (std::cmp::Reverse(needed), p.id)
     });
     for p in order {
@@ -137,7 +144,7 @@ pub fn assign(
             unused_bytes: 0,
         };
         for (i, e) in p.entries.iter().enumerate() {
-            if used.contains(&e.id) && supplied.insert(e.id) {
+            if used.contains(&(e.ty, e.id)) && supplied.insert((e.ty, e.id)) {
                 u.keep.push(i);
                 u.used_bytes += e.stored_len as u64;
             } else {
@@ -146,7 +153,7 @@ pub fn assign(
         }
         out.push(u);
     }
-    let mut missing: Vec<ObjectId> = used.difference(&supplied).copied().collect();
+    let mut missing: Vec<ObjKey> = used.difference(&supplied).copied().collect();
     missing.sort();
     (out, missing)
 }
@@ -210,9 +217,14 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let (uses, missing) = assign(&packs, &present, &used);
     if let Some(m) = missing.first() {
         return Err(Error::PruneRefused(format!(
-            "{} object(s) that snapshots need are in no pack present, e.g. {}",
+            "{} object(s) that snapshots need are in no pack present, e.g. {} {}",
             missing.len(),
-            m.hex()
+            if m.0 == ObjType::Tree {
+                "tree"
+            } else {
+                "chunk"
+            },
+            m.1.hex()
         )));
     }
     let unindexed: Vec<(PackId, u64)> = on_disk
@@ -405,8 +417,10 @@ mod tests {
         }
     }
 
-    fn ids(v: &[u8]) -> HashSet<ObjectId> {
-        v.iter().map(|&o| ObjectId([o; 32])).collect()
+    fn ids(v: &[u8]) -> HashSet<ObjKey> {
+        v.iter()
+            .map(|&o| (ObjType::Chunk, ObjectId([o; 32])))
+            .collect()
     }
 
     #[test]
@@ -414,7 +428,11 @@ mod tests {
         let packs = [pack(1, &[1, 2, 3]), pack(2, &[3, 4]), pack(3, &[9])];
         let present: HashSet<PackId> = [PackId([1; 32]), PackId([2; 32])].into();
         let (uses, missing) = assign(&packs, &present, &ids(&[1, 3, 4, 9]));
-        assert_eq!(missing, vec![ObjectId([9; 32])], "pack 3 is not on disk");
+        assert_eq!(
+            missing,
+            vec![(ObjType::Chunk, ObjectId([9; 32]))],
+            "pack 3 is not on disk"
+        );
         let total_kept: usize = uses.iter().map(|u| u.keep.len()).sum();
         assert_eq!(total_kept, 3, "object 3 is supplied by one pack only");
         let unused: u64 = uses.iter().map(|u| u.unused_bytes).sum();

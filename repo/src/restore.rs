@@ -144,7 +144,7 @@ pub fn packs_needed(
     for (_, n) in &plan.files {
         for c in &n.chunks {
             let loc = index
-                .get(c)
+                .get(ObjType::Chunk, c)
                 .ok_or_else(|| Error::ObjectMissing { id: c.hex() })?;
             packs.insert(loc.pack);
         }
@@ -382,7 +382,7 @@ fn write_files(repo: &Repository, writes: &[(&Path, &Node)], opts: &RestoreOptio
         let mut off = 0u64;
         for id in &n.chunks {
             let loc = index
-                .get(id)
+                .get(ObjType::Chunk, id)
                 .ok_or_else(|| Error::ObjectMissing { id: id.hex() })?;
             chunks.push((*id, off, loc.plain_len));
             off += loc.plain_len as u64;
@@ -406,7 +406,7 @@ fn write_files(repo: &Repository, writes: &[(&Path, &Node)], opts: &RestoreOptio
             }
             let key = match chunks.get(start) {
                 Some((id, _, _)) => index
-                    .get(id)
+                    .get(ObjType::Chunk, id)
                     .map(|l| (l.pack, l.offset))
                     .unwrap_or((crate::pack::PackId([0; 32]), 0)),
                 None => (crate::pack::PackId([0; 32]), 0),

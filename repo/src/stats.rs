@@ -6,7 +6,7 @@
 //! * stored bytes: what those distinct objects (chunks and trees) take in packs, sealed;
 //! * dedup ratio = logical / unique; compression ratio = unique / stored.
 
-use crate::crypto::ObjectId;
+use crate::crypto::{ObjType, ObjectId};
 use crate::error::{Error, Result};
 use crate::pack::store::PackStore;
 use crate::repository::Repository;
@@ -82,12 +82,16 @@ pub fn usage(repo: &Repository, roots: &[ObjectId], cache: &mut TreeCache) -> Re
         }
     }
     let index = repo.index()?;
-    for id in chunks.iter().chain(trees.iter()) {
+    let typed = chunks
+        .iter()
+        .map(|c| (ObjType::Chunk, c))
+        .chain(trees.iter().map(|t| (ObjType::Tree, t)));
+    for (ty, id) in typed {
         let loc = index
-            .get(id)
+            .get(ty, id)
             .ok_or_else(|| Error::ObjectMissing { id: id.hex() })?;
         u.stored_bytes += loc.stored_len as u64;
-        if chunks.contains(id) {
+        if ty == ObjType::Chunk {
             u.unique_bytes += loc.plain_len as u64;
         }
     }

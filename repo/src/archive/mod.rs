@@ -83,7 +83,8 @@ struct Archiver<'r> {
     skip: (u64, u64),
     data: Packer<'r>,
     trees: Packer<'r>,
-    claimed: Mutex<HashSet<ObjectId>>,
+    /// Objects this run stores, by type and id (a chunk and a tree may share an id).
+    claimed: Mutex<HashSet<(ObjType, ObjectId)>>,
     hardlinks: Mutex<HashMap<(u64, u64), Vec<ObjectId>>>,
     unreadable: Mutex<Vec<String>>,
     warnings: Mutex<Vec<String>>,
@@ -265,7 +266,9 @@ impl Archiver<'_> {
     /// Store `plain` unless the repository or this run already has it.
     fn store(&self, ty: ObjType, plain: &[u8]) -> Result<ObjectId> {
         let id = ObjectId::compute(&self.id_key, plain);
-        if self.repo.index()?.contains(&id) || !self.claimed.lock().unwrap().insert(id) {
+        // Dedup by type and id: a file chunk whose bytes happen to equal a tree's encoding
+        // is still stored as a chunk (and the other way round).
+        if self.repo.index()?.contains(ty, &id) || !self.claimed.lock().unwrap().insert((ty, id)) {
             return Ok(id);
         }
         let (flags, stored) = crate::compress::maybe_compress(plain, self.level);
@@ -399,7 +402,7 @@ impl Archiver<'_> {
             let reuse = old.filter(|o| {
                 !self.force_read
                     && node.unchanged_since(o)
-                    && o.chunks.iter().all(|c| index.contains(c))
+                    && o.chunks.iter().all(|c| index.contains(ObjType::Chunk, c))
             });
             if let Some(o) = reuse {
                 node.chunks = o.chunks.clone();

@@ -53,7 +53,7 @@ impl fmt::Display for ObjectId {
 
 /// What an object holds; bound into its associated data so a chunk can never be
 /// passed off as a tree or the other way round.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum ObjType {
     Chunk = 1,

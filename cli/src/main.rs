@@ -32,6 +32,9 @@ pub struct Cli {
     /// No progress bars or chatter, only results and errors.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// More detail: `snapshot -v` lists what changed since its parent snapshot.
+    #[arg(long, short, global = true, conflicts_with = "quiet")]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,6 +51,10 @@ enum Command {
     Prune(commands::prune::Args),
     Check(commands::check::Args),
     Stats(commands::stats::Args),
+    Retrack(commands::retrack::Args),
+    Find(commands::find::Args),
+    Dump(commands::dump::Args),
+    Tag(commands::tag::Args),
     /// Run the node: host matched peers' data, answer challenges, push and challenge on a schedule.
     Serve(commands::serve::Args),
     /// Replicate new packs, index files and snapshots to k hosts.
@@ -72,6 +79,27 @@ enum Command {
 pub struct Global {
     pub repo: Option<PathBuf>,
     pub quiet: bool,
+    pub verbose: bool,
+}
+
+/// The error and its causes, `: `-separated like anyhow's `{:#}`, but a cause whose text the
+/// message before it already shows (an I/O error wrapped with its path, say) is not
+/// repeated: `x: No such file or directory (os error 2)`, never `…(os error 2): …(os error 2)`.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut last = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !last.is_empty() && last.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+        last = text;
+    }
+    out
 }
 
 fn main() -> ExitCode {
@@ -79,6 +107,7 @@ fn main() -> ExitCode {
     let g = Global {
         repo: cli.repo,
         quiet: cli.quiet,
+        verbose: cli.verbose,
     };
     let res = match cli.command {
         Command::Init(a) => commands::init::run(&g, a),
@@ -91,6 +120,10 @@ fn main() -> ExitCode {
         Command::Prune(a) => commands::prune::run(&g, a),
         Command::Check(a) => commands::check::run(&g, a),
         Command::Stats(a) => commands::stats::run(&g, a),
+        Command::Retrack(a) => commands::retrack::run(&g, a),
+        Command::Find(a) => commands::find::run(&g, a),
+        Command::Dump(a) => commands::dump::run(&g, a),
+        Command::Tag(a) => commands::tag::run(&g, a),
         Command::Serve(a) => commands::serve::run(&g, a),
         Command::Push(a) => commands::push::run(&g, a),
         Command::Pull(a) => commands::pull::run(&g, a),
@@ -105,7 +138,7 @@ fn main() -> ExitCode {
     match res {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("pluto: error: {e:#}");
+            eprintln!("pluto: error: {}", error_chain(&e));
             let damaged = e
                 .chain()
                 .filter_map(|c| c.downcast_ref::<pluto_repo::Error>())

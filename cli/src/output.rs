@@ -38,3 +38,72 @@ pub fn is_tty_stderr() -> bool {
     use std::io::IsTerminal;
     std::io::stderr().is_terminal()
 }
+
+/// A size as people write it: `500M`, `1.5G`, `1.5GiB`, `2T`, `4096` (bytes). K, M, G, T
+/// (with or without `B`/`iB`, any case) are powers of 1024.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = (t[..split].trim(), t[split..].trim());
+    let mult: u128 = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches('B')
+        .trim_end_matches('I')
+    {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        "P" => 1 << 50,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (use K, M, G or T, e.g. 500M or 1.5G)"
+            ))
+        }
+    };
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+    if !(digits(int) || (int.is_empty() && digits(frac))) || !(frac.is_empty() || digits(frac)) {
+        return Err(format!("{s:?} is not a size (e.g. 500M, 1.5G, 2T)"));
+    }
+    let too_large = || format!("{s:?} is too large");
+    let int_v: u128 = if int.is_empty() {
+        0
+    } else {
+        int.parse().map_err(|_| too_large())?
+    };
+    let frac = &frac[..frac.len().min(18)];
+    let frac_v: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().map_err(|_| too_large())?
+    };
+    let scale = 10u128.pow(frac.len() as u32);
+    let v = int_v
+        .checked_mul(mult)
+        .and_then(|i| i.checked_add(frac_v * mult / scale))
+        .ok_or_else(too_large)?;
+    u64::try_from(v).map_err(|_| too_large())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_read_as_people_write_them() {
+        assert_eq!(parse_size("500M"), Ok(500 << 20));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("1.5 gb"), Ok(3 << 29));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("10K"), Ok(10240));
+        assert!(parse_size("1.5X").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("G").is_err());
+        assert!(parse_size("1..5G").is_err());
+        assert!(parse_size("-1G").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert_eq!(bytes(3 << 29), "1.5 GiB");
+    }
+}

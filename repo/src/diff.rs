@@ -10,7 +10,7 @@
 //! snapshot's record, as `snapshot` would, and then compares chunk ids computed the same
 //! way (nothing is stored).
 
-use crate::archive::ignore::{is_cache_dir, Rules};
+use crate::archive::ignore::{is_cache_dir, is_nested_repository, Rules};
 use crate::crypto::ObjectId;
 use crate::error::{IoContext, Result};
 use crate::repository::Repository;
@@ -159,7 +159,10 @@ impl Walker<'_> {
                         }
                     };
                     let ft = m.file_type();
-                    if ft.is_dir() && Some((m.dev(), m.ino())) == self.skip {
+                    // the repository, and other repositories (left out by `snapshot` too)
+                    if ft.is_dir()
+                        && (Some((m.dev(), m.ino())) == self.skip || is_nested_repository(&p))
+                    {
                         continue;
                     }
                     if rules.is_excluded(&p, ft.is_dir()) {

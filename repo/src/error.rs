@@ -41,7 +41,7 @@ pub enum Error {
     NoSnapshots,
     #[error("path {path:?} is not in snapshot {snapshot}")]
     PathNotInSnapshot { path: String, snapshot: String },
-    #[error("target {0} is not empty (use --force to restore over it)")]
+    #[error("target {0} is not empty (use --force to restore over it; a restore that was interrupted resumes with --force, leaving the files already complete as they are)")]
     TargetNotEmpty(PathBuf),
     #[error("the repository is locked by another pluto process ({0})")]
     Locked(PathBuf),

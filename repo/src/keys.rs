@@ -50,8 +50,35 @@ impl Entropy {
         if count != 24 {
             return Err(Error::BadWords(format!("expected 24 words, got {count}")));
         }
-        let m = bip39::Mnemonic::parse_in_normalized(bip39::Language::English, &normalized)
-            .map_err(|e| Error::BadWords(e.to_string()))?;
+        let lang = bip39::Language::English;
+        // Every unknown word at once, by its place (1-based, as the words are shown) and
+        // with the nearest real words, so one look at the written copy fixes them all.
+        let unknown: Vec<String> = normalized
+            .split(' ')
+            .enumerate()
+            .filter(|(_, w)| lang.find_word(w).is_none())
+            .map(|(i, w)| {
+                format!(
+                    "word {} {w:?} is not a recovery word (nearest: {})",
+                    i + 1,
+                    nearest_words(w).join(", ")
+                )
+            })
+            .collect();
+        if !unknown.is_empty() {
+            return Err(Error::BadWords(unknown.join("; ")));
+        }
+        let m = bip39::Mnemonic::parse_in_normalized(lang, &normalized).map_err(|e| {
+            Error::BadWords(match e {
+                bip39::Error::InvalidChecksum => {
+                    "the words are all real recovery words but do not \
+                    fit together (their checksum fails): one is wrong, or two are in the wrong \
+                    order; compare them one by one, in order, with your written copy"
+                        .to_string()
+                }
+                e => e.to_string(),
+            })
+        })?;
         let (bytes, len) = m.to_entropy_array();
         let mut out = [0u8; ENTROPY_LEN];
         out.copy_from_slice(&bytes[..len.min(ENTROPY_LEN)]);
@@ -134,6 +161,50 @@ pub fn read_secret(path: &Path) -> Result<Entropy> {
     hex::decode_to_slice(hexpart.trim(), &mut out)
         .map_err(|_| bad("entropy is not 64 hex digits"))?;
     Ok(Entropy(out))
+}
+
+/// The BIP39 words closest to `w` by edit distance (at most 3 of them, nearest first).
+pub fn nearest_words(w: &str) -> Vec<&'static str> {
+    let mut scored: Vec<(usize, &'static str)> = bip39::Language::English
+        .word_list()
+        .iter()
+        .map(|c| (edit_distance(w, c), *c))
+        .collect();
+    scored.sort();
+    let best = scored.first().map_or(0, |s| s.0);
+    scored
+        .into_iter()
+        .take_while(|(d, _)| *d <= best + 1)
+        .take(3)
+        .map(|(_, c)| c)
+        .collect()
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions), with a swap of two
+/// neighbouring letters counting as one edit too (a common typo).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 #[cfg(test)]

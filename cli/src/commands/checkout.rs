@@ -4,20 +4,25 @@ use crate::{exit, Global};
 use anyhow::{bail, Context, Result};
 use pluto_netsync::peer::shares;
 use pluto_netsync::peer::sync::{self, PackSelection, SyncOptions};
+use pluto_repo::diff;
 use pluto_repo::pack::store::PackStore;
 use pluto_repo::pack::PackId;
 use pluto_repo::progress::Progress;
 use pluto_repo::repository::LockMode;
-use pluto_repo::restore::{self, restore, RestoreOptions};
+use pluto_repo::restore::{self, lookup, restore, RestoreOptions};
+use pluto_repo::snapshot::SnapshotEntry;
 use pluto_repo::tar::{write_tar, TarOptions};
+use pluto_repo::tree::{Kind, Node};
 use std::collections::HashSet;
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Restore a snapshot (or paths in it) into a directory, or write it as a tar archive.
 #[derive(clap::Args)]
 #[command(after_help = "Examples:
+  pluto checkout latest notes.txt                         # in place, like git checkout -- notes.txt
   pluto checkout latest --target /tmp/restore
   pluto checkout 1a2b3c4d --target /tmp/r docs/a.txt     # lands in /tmp/r/docs/a.txt
   pluto checkout latest --target ~/Documents --force      # over existing files
@@ -25,10 +30,16 @@ use std::sync::Arc;
   pluto checkout latest --tar - docs | ssh host tar -x    # to stdout
   pluto checkout latest --target ~/r --from-peers docs/   # after `pull --no-packs`: fetch only what docs/ needs")]
 pub struct Args {
-    /// Snapshot id (any unique prefix) or `latest`.
+    /// Snapshot id (any unique prefix) or `latest` (the newest of the tracked folder, or of
+    /// --path).
     snapshot: String,
-    /// Paths inside the snapshot to restore (default: everything).
+    /// Paths to restore (default: everything): inside the snapshot, relative to the current
+    /// directory, or absolute under the tracked folder. Each lands at the same place under
+    /// the target and replaces only what is there.
     paths: Vec<String>,
+    /// `latest` is the newest snapshot of this folder (default: the tracked one).
+    #[arg(long, value_name = "DIR")]
+    path: Option<PathBuf>,
     /// Where to restore (default: the tracked directory).
     #[arg(long, short, conflicts_with = "tar")]
     target: Option<PathBuf>,
@@ -42,6 +53,9 @@ pub struct Args {
     /// (trees, then only the contents of the paths asked for).
     #[arg(long)]
     from_peers: bool,
+    /// Print one JSON document describing what was restored.
+    #[arg(long, conflicts_with = "tar")]
+    json: bool,
     #[command(flatten)]
     peers: PeerArgs,
 }
@@ -51,25 +65,66 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         fetch_from_peers(g, &a)?;
     }
     let repo = super::open_repo(g, LockMode::Shared)?;
-    let snap = repo.find_snapshot(&a.snapshot)?;
+    let snap = super::resolve_snapshot(&repo, &a.snapshot, a.path.as_deref())?;
+    let tracked = super::latest_scope(&repo, None);
+    let paths = snapshot_paths(&repo, &snap, tracked.as_deref(), &a.paths)?;
     if let Some(tar) = &a.tar {
-        return to_tar(g, &repo, &snap, tar, a.paths);
+        return to_tar(g, &repo, &snap, tar, paths);
     }
+    let in_place = a.target.is_none();
     let target = match a.target {
         Some(t) => t,
         None => super::tracked_dir(&repo, None)?,
     };
+    // Named paths replace only themselves: refused where that would lose changes no
+    // snapshot holds (unless --force); a path already as the snapshot has it is left be.
+    if !paths.is_empty() && !a.force {
+        let latest = if in_place {
+            super::resolve_snapshot(&repo, "latest", None).ok()
+        } else {
+            None
+        };
+        let mut changed = Vec::new();
+        for p in &paths {
+            let live = target.join(p);
+            let restoring = lookup(&repo, &snap.snapshot.tree, p)?;
+            if !live_differs(&repo, restoring.as_ref(), &live)? {
+                continue;
+            }
+            if let Some(l) = &latest {
+                let node = lookup(&repo, &l.snapshot.tree, p)?;
+                if node.is_some() && !live_differs(&repo, node.as_ref(), &live)? {
+                    continue;
+                }
+            }
+            changed.push(live.display().to_string());
+        }
+        if !changed.is_empty() {
+            bail!(
+                "{} {} changes that {}: pass --force to replace {} anyway, or snapshot first",
+                changed.join(", "),
+                if changed.len() == 1 { "has" } else { "have" },
+                if in_place {
+                    "no snapshot holds (it differs from the latest snapshot of this folder)"
+                } else {
+                    "the snapshot being restored does not hold"
+                },
+                if changed.len() == 1 { "it" } else { "them" },
+            );
+        }
+    }
     let progress = Arc::new(Progress::default());
     let stats = {
-        let _bar = crate::progress::Bar::start(progress.clone(), "checkout", g.quiet);
+        let _bar = crate::progress::Bar::start(progress.clone(), "checkout", g.quiet || a.json);
         restore(
             &repo,
             &snap.snapshot,
             &snap.id,
             &target,
             &RestoreOptions {
-                force: a.force,
-                paths: a.paths,
+                // named paths were checked above; only a whole restore wants an empty target
+                force: a.force || !paths.is_empty(),
+                paths: paths.clone(),
                 progress: Some(progress),
             },
         )
@@ -81,16 +136,30 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             )
         })?
     };
-    if !g.quiet {
+    if a.json {
+        let doc = serde_json::json!({
+            "snapshot": snap.id,
+            "short_id": snap.short_id(),
+            "target": target,
+            "paths": paths,
+            "stats": stats,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else if !g.quiet {
         println!(
-            "restored snapshot {} into {}: {} files ({}), {} dirs, {} symlinks, {} hard links",
+            "restored snapshot {} into {}: {} files ({}), {} dirs, {} symlinks, {} hard links{}",
             snap.short_id(),
             target.display(),
             stats.files,
             bytes(stats.bytes),
             stats.dirs,
             stats.symlinks,
-            stats.hardlinks
+            stats.hardlinks,
+            if stats.skipped > 0 {
+                format!("; {} files already in place", stats.skipped)
+            } else {
+                String::new()
+            }
         );
     }
     Ok(exit::OK)
@@ -102,7 +171,9 @@ fn fetch_from_peers(g: &Global, a: &Args) -> Result<()> {
     let repo = super::open_repo(g, LockMode::Shared)?;
     let root = repo.root().to_path_buf();
     let key = repo.keys().node.clone();
-    let snap = repo.find_snapshot(&a.snapshot)?;
+    let snap = super::resolve_snapshot(&repo, &a.snapshot, a.path.as_deref())?;
+    let tracked = super::latest_scope(&repo, None);
+    let paths = snapshot_paths(&repo, &snap, tracked.as_deref(), &a.paths)?;
     let here: HashSet<PackId> = repo
         .store()
         .list()
@@ -173,7 +244,7 @@ fn fetch_from_peers(g: &Global, a: &Args) -> Result<()> {
             .map(|p| p.0)
             .collect(),
     )?;
-    let needed = restore::packs_needed(&repo, &snap.snapshot, &snap.id, &a.paths)?;
+    let needed = restore::packs_needed(&repo, &snap.snapshot, &snap.id, &paths)?;
     fetch(
         needed
             .iter()
@@ -193,6 +264,77 @@ fn fetch_from_peers(g: &Global, a: &Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The paths the user named, as paths inside the snapshot (see
+/// [`super::snapshot_path_candidates`]): the first candidate the snapshot has, else the
+/// first one (whose absence the restore reports).
+fn snapshot_paths(
+    repo: &pluto_repo::Repository,
+    snap: &SnapshotEntry,
+    tracked: Option<&Path>,
+    given: &[String],
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for p in given {
+        let cands = super::snapshot_path_candidates(snap, tracked, p);
+        let mut chosen = None;
+        for c in &cands {
+            if c.is_empty() || lookup(repo, &snap.snapshot.tree, c)?.is_some() {
+                chosen = Some(c.clone());
+                break;
+            }
+        }
+        let c = chosen.unwrap_or_else(|| cands[0].clone());
+        if c.is_empty() {
+            // the whole snapshot root was named: same as naming nothing
+            return Ok(Vec::new());
+        }
+        out.push(c);
+    }
+    Ok(out)
+}
+
+/// Does what is at `live` differ in content from `node` (absent: from nothing)? Only what
+/// a restore would lose counts: content, a symlink's target, a file where the snapshot has
+/// a directory or the reverse. Files only on disk inside a named directory stay untouched by
+/// a restore, so they do not count; nor do mode or mtime.
+fn live_differs(repo: &pluto_repo::Repository, node: Option<&Node>, live: &Path) -> Result<bool> {
+    let meta = match std::fs::symlink_metadata(live) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", live.display())),
+    };
+    let Some(node) = node else {
+        return Ok(true);
+    };
+    Ok(match node.kind {
+        Kind::File => {
+            if !meta.is_file() || meta.len() != node.size {
+                true
+            } else {
+                diff::live_chunk_ids(repo, live)? != node.chunks
+            }
+        }
+        Kind::Symlink => {
+            !meta.file_type().is_symlink()
+                || std::fs::read_link(live)
+                    .map(|t| t.as_os_str().as_bytes() != node.target.as_deref().unwrap_or_default())
+                    .unwrap_or(true)
+        }
+        Kind::Dir => {
+            if !meta.is_dir() {
+                return Ok(true);
+            }
+            let Some(sub) = node.subtree else {
+                return Ok(false);
+            };
+            let d = diff::diff_worktree(repo, &sub, live, &[])?;
+            d.changes
+                .iter()
+                .any(|c| c.change == diff::ChangeKind::Modified)
+        }
+    })
 }
 
 fn to_tar(

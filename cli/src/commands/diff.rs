@@ -31,7 +31,7 @@ pub struct Args {
 
 pub fn run(g: &Global, a: Args) -> Result<u8> {
     let repo = super::open_repo(g, LockMode::Shared)?;
-    let old = repo.find_snapshot(&a.old)?;
+    let old = super::resolve_snapshot(&repo, &a.old, None)?;
     let (new_name, d) = if a.worktree {
         let dir = super::tracked_dir(&repo, None)?;
         let d = diff_worktree(&repo, &old.snapshot.tree, &dir, &a.excludes)?;
@@ -40,7 +40,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         let Some(new) = a.new.as_deref() else {
             bail!("diff needs two snapshots, or one and --worktree");
         };
-        let new = repo.find_snapshot(new)?;
+        let new = super::resolve_snapshot(&repo, new, None)?;
         let d = diff_trees(&repo, &old.snapshot.tree, &new.snapshot.tree)?;
         (new.id, d)
     };

@@ -114,6 +114,13 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                 repo_path.display(),
                 &repo.keys().node_id_hex()[..16]
             );
+            if n == 0 {
+                println!(
+                    "Nothing is here yet: bring your snapshots back from your hosts with\n  pluto --repo {} pull --coordinator mqtt://HOST:1883\nthen restore with\n  pluto --repo {} checkout latest --target DIR",
+                    repo_path.display(),
+                    repo_path.display()
+                );
+            }
         }
         return Ok(exit::OK);
     }

@@ -80,11 +80,18 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     for s in chosen {
         let sn = &s.snapshot;
         if a.oneline {
+            let tags = if sn.tags.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", sn.tags.join(","))
+            };
             println!(
-                "{} {} {} {:>7} files {:>10} +{:<10} {}",
+                "{} {} {}:{}{} {:>7} files {:>10} +{:<10} {}",
                 &s.id[..ab],
                 time_short(sn.time_ns),
                 sn.hostname,
+                sn.paths.join(","),
+                tags,
                 sn.stats.files,
                 bytes(sn.stats.bytes),
                 bytes(sn.stats.stored_added),

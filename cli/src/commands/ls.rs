@@ -27,7 +27,7 @@ pub struct Args {
 
 pub fn run(g: &Global, a: Args) -> Result<u8> {
     let repo = super::open_repo(g, LockMode::Shared)?;
-    let snap = repo.find_snapshot(&a.snapshot)?;
+    let snap = super::resolve_snapshot(&repo, &a.snapshot, None)?;
     let entries = list(&repo, &snap.snapshot.tree, &snap.id, &a.path, a.recursive)?;
     if a.json {
         let docs: Vec<_> = entries

@@ -1,6 +1,8 @@
 pub mod check;
 pub mod checkout;
 pub mod diff;
+pub mod dump;
+pub mod find;
 pub mod forget;
 pub mod friend;
 pub mod init;
@@ -10,16 +12,19 @@ pub mod ls;
 pub mod prune;
 pub mod pull;
 pub mod push;
+pub mod retrack;
 pub mod serve;
 pub mod snapshot;
 pub mod stats;
 pub mod status;
+pub mod tag;
 
 use crate::Global;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use pluto_repo::repository::{discover, LockMode};
+use pluto_repo::snapshot::SnapshotEntry;
 use pluto_repo::Repository;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Open the repository named by --repo/PLUTO_REPO, or found by walking up from here.
 pub fn open_repo(g: &Global, mode: LockMode) -> Result<Repository> {
@@ -30,21 +35,179 @@ pub fn open_repo(g: &Global, mode: LockMode) -> Result<Repository> {
 
 /// The directory a snapshot records: the one given, else the one recorded at init, else
 /// the directory holding `.pluto`, else the current one.
+///
+/// A `.pluto` folder that was moved or copied with its folder still names the old place:
+/// that is refused with what to do (`pluto retrack`), rather than failing on a path that is
+/// gone, or quietly backing up the original from inside the copy.
 pub fn tracked_dir(repo: &Repository, given: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(d) = given {
         return Ok(d);
     }
-    if let Some(w) = repo.worktree() {
-        return Ok(w);
-    }
-    if repo
+    let holder = repo
         .root()
         .file_name()
         .is_some_and(|n| n == pluto_repo::repository::REPO_DIR)
-    {
-        if let Some(p) = repo.root().parent() {
-            return Ok(p.to_path_buf());
+        .then(|| repo.root().parent().map(Path::to_path_buf))
+        .flatten();
+    if let Some(w) = repo.worktree() {
+        if let Some(h) = &holder {
+            check_not_moved(repo, &w, h)?;
         }
+        return Ok(w);
+    }
+    if let Some(p) = holder {
+        return Ok(p);
     }
     Ok(std::env::current_dir()?)
+}
+
+/// `w` is the recorded tracked folder, `holder` the folder `.pluto` is in now.
+fn check_not_moved(repo: &Repository, w: &Path, holder: &Path) -> Result<()> {
+    let here = std::fs::canonicalize(holder).unwrap_or_else(|_| holder.to_path_buf());
+    match std::fs::canonicalize(w) {
+        Err(_) => bail!(
+            "this repository tracks {}, which no longer exists; its .pluto is now in {}. \
+             If the folder was moved or renamed, run `pluto retrack` to track {} (snapshots of \
+             the old path stay readable by id); or pass the directory: `pluto snapshot DIR`",
+            w.display(),
+            here.display(),
+            here.display()
+        ),
+        Ok(cw) if cw != here => {
+            // The original folder still has its own .pluto with the same config: this one
+            // is a copy. (A repository kept elsewhere on purpose, with `init --repo`, is not
+            // named .pluto inside another folder, or has no twin.)
+            let twin = cw.join(pluto_repo::repository::REPO_DIR).join("config");
+            let ours = repo.root().join("config");
+            if let (Ok(a), Ok(b)) = (std::fs::read(&twin), std::fs::read(&ours)) {
+                if a == b {
+                    bail!(
+                        "this .pluto (in {}) is a copy of the repository of {}, which it still \
+                         tracks: a snapshot here would back up {}. Run `pluto retrack` to track \
+                         {} with this copy instead, or work in {}",
+                        here.display(),
+                        cw.display(),
+                        cw.display(),
+                        here.display(),
+                        cw.display()
+                    );
+                }
+            }
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
+/// The folder `latest` is taken of: `--path` when given, else the tracked folder when one
+/// is known (recorded, or the folder holding `.pluto`). Canonical when it exists.
+pub fn latest_scope(repo: &Repository, path: Option<&Path>) -> Option<PathBuf> {
+    let p = match path {
+        Some(p) => p.to_path_buf(),
+        None => match repo.worktree() {
+            Some(w) => w,
+            None => {
+                let holder = repo
+                    .root()
+                    .file_name()
+                    .is_some_and(|n| n == pluto_repo::repository::REPO_DIR)
+                    .then(|| repo.root().parent().map(Path::to_path_buf))
+                    .flatten()?;
+                holder
+            }
+        },
+    };
+    Some(std::fs::canonicalize(&p).unwrap_or(p))
+}
+
+/// Resolve a snapshot named on the command line. `latest` (and `HEAD`) is the newest
+/// snapshot *of the tracked folder* (or of `path`): snapshots of other folders in the same
+/// repository are chosen by id. When the folder has none, a repository whose snapshots are
+/// all of one other folder (a recovery on a new machine, into a new place) gives its newest;
+/// with several folders the user is asked to choose.
+pub fn resolve_snapshot(
+    repo: &Repository,
+    spec: &str,
+    path: Option<&Path>,
+) -> Result<SnapshotEntry> {
+    if spec != "latest" && spec != "HEAD" {
+        return Ok(repo.find_snapshot(spec)?);
+    }
+    let all = repo.snapshots()?;
+    if all.is_empty() {
+        return Err(pluto_repo::Error::NoSnapshots.into());
+    }
+    let Some(scope) = latest_scope(repo, path) else {
+        return Ok(all[all.len() - 1].clone());
+    };
+    let scope_s = scope.to_string_lossy();
+    if let Some(s) = all
+        .iter()
+        .rev()
+        .find(|s| s.snapshot.paths.iter().any(|p| *p == scope_s))
+    {
+        return Ok(s.clone());
+    }
+    let mut folders: Vec<&str> = all
+        .iter()
+        .flat_map(|s| s.snapshot.paths.iter().map(String::as_str))
+        .collect();
+    folders.sort();
+    folders.dedup();
+    if folders.len() == 1 && path.is_none() {
+        return Ok(all[all.len() - 1].clone());
+    }
+    bail!(
+        "no snapshot of {} yet; this repository has snapshots of {}: name one by id (`pluto log \
+         --path DIR`), or pass --path DIR",
+        scope.display(),
+        folders.join(", ")
+    )
+}
+
+/// A path as the user typed it (absolute, relative to the current directory, or relative
+/// to the snapshot's root) as candidates for a path inside snapshot `snap`, best first.
+/// `base` is the folder the snapshot's paths stand for on disk now (the tracked folder).
+pub fn snapshot_path_candidates(snap: &SnapshotEntry, base: Option<&Path>, p: &str) -> Vec<String> {
+    let cwd = std::env::current_dir()
+        .ok()
+        .map(|c| std::fs::canonicalize(&c).unwrap_or(c));
+    let mut roots: Vec<PathBuf> = snap.snapshot.paths.iter().map(PathBuf::from).collect();
+    if let Some(b) = base {
+        roots.push(std::fs::canonicalize(b).unwrap_or_else(|_| b.to_path_buf()));
+    }
+    let mut out = Vec::new();
+    let given = Path::new(p);
+    let absolute = if given.is_absolute() {
+        Some(normalize(given))
+    } else {
+        cwd.as_ref().map(|c| normalize(&c.join(given)))
+    };
+    if let Some(abs) = &absolute {
+        for r in &roots {
+            if let Ok(rel) = abs.strip_prefix(r) {
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    // as a path inside the snapshot (from its root)
+    out.push(p.trim_start_matches('/').to_string());
+    out.dedup();
+    out
+}
+
+/// `a/./b/../c` → `a/c`, without touching the disk.
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }

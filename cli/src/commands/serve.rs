@@ -36,7 +36,7 @@ pub struct Args {
     #[arg(long, value_name = "ws://HOST:PORT")]
     public_addr: Option<String>,
     /// Disk given to others (e.g. 50G, 512M).
-    #[arg(long, default_value = "10G", value_parser = parse_size)]
+    #[arg(long, default_value = "10G", value_parser = crate::output::parse_size)]
     offer: u64,
     /// Also host this owner without the coordinator: NODEID=SIZE (repeatable).
     #[arg(long = "allow", value_name = "NODEID=SIZE")]
@@ -47,7 +47,7 @@ pub struct Args {
     copies: Option<u8>,
     /// Space to reserve for this node's own data on each host (default: four times what
     /// the repository holds, at least 256M, at most what the offer balances: offer / copies).
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = crate::output::parse_size)]
     want: Option<u64>,
     /// Push this node's new data this often (seconds; 0 = never).
     #[arg(long, default_value_t = 3600)]
@@ -55,33 +55,6 @@ pub struct Args {
     /// Challenge this node's hosts this often (seconds; 0 = never).
     #[arg(long, default_value_t = 600)]
     challenge_every: u64,
-}
-
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((i, _)) => {
-            let m = match s[i..]
-                .to_ascii_uppercase()
-                .trim_end_matches("IB")
-                .trim_end_matches('B')
-            {
-                "" => 1u64,
-                "K" => 1 << 10,
-                "M" => 1 << 20,
-                "G" => 1 << 30,
-                "T" => 1 << 40,
-                u => return Err(format!("unknown size unit {u:?}")),
-            };
-            (&s[..i], m)
-        }
-        None => (s, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .map_err(|e| format!("{s:?}: {e}"))?
-        .checked_mul(mult)
-        .ok_or_else(|| "size too large".into())
 }
 
 /// Connect as the node's main session, announce, learn the owners this node hosts, and —
@@ -109,7 +82,11 @@ async fn join_coordinator(
         .want
         .unwrap_or_else(|| have.saturating_mul(4).max(256 << 20).min(balanced));
     if have > want {
-        eprintln!("pluto: this repository holds {have} bytes but --want reserves {want} on each host; offer more");
+        eprintln!(
+            "pluto: this repository holds {} but --want reserves {} on each host; offer more",
+            crate::output::bytes(have),
+            crate::output::bytes(want)
+        );
     }
     c.announce(Announce {
         addrs: vec![public.to_string()],
@@ -284,8 +261,10 @@ fn grant(allow: &AllowList, owner: NodeId, quota: u64, by: &str) {
     let granted = allow.set(owner, quota);
     if granted < quota {
         eprintln!(
-            "pluto: {by} asked to host {quota} bytes for {}; only {granted} fit in this node's offer",
-            &owner.to_hex()[..16]
+            "pluto: {by} asked to host {} for {}; only {} fit in this node's offer",
+            crate::output::bytes(quota),
+            &owner.to_hex()[..16],
+            crate::output::bytes(granted)
         );
     }
 }
@@ -305,9 +284,70 @@ async fn shutdown_signal() {
     }
 }
 
+/// Less than this is no offer at all (a typo for a size, most likely: `--offer 100`).
+const MIN_OFFER: u64 = 8 << 20;
+
+/// Refuse an offer this node cannot keep: below [`MIN_OFFER`], or more than the disk under
+/// the repository has free (plus what it already hosts, which counts against the offer).
+fn check_offer(root: &std::path::Path, offer: u64) -> Result<()> {
+    use crate::output::bytes;
+    if offer < MIN_OFFER {
+        anyhow::bail!(
+            "--offer {}: too little to host anything (at least {}; sizes take units, e.g. 500M, 1.5G, 100G)",
+            bytes(offer),
+            bytes(MIN_OFFER)
+        );
+    }
+    let hosted = dir_bytes(&root.join("hosted"));
+    if let Some(free) = free_bytes(root) {
+        if offer > free.saturating_add(hosted) {
+            anyhow::bail!(
+                "--offer {}: the disk under {} has only {} free{}; offer at most that",
+                bytes(offer),
+                root.display(),
+                bytes(free),
+                if hosted > 0 {
+                    format!(" (besides the {} already hosted)", bytes(hosted))
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Bytes free to an unprivileged user on the file system holding `path` (statvfs).
+fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct we own from a NUL-terminated path.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return None;
+        }
+        Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    }
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 pub fn run(g: &Global, a: Args) -> Result<u8> {
     let repo = super::open_repo(g, LockMode::Shared)?;
     let root = repo.root().to_path_buf();
+    check_offer(&root, a.offer)?;
     let keys = repo.keys();
     let key = keys.node.clone();
     let allow = Arc::new(AllowList::with_capacity(a.offer));
@@ -317,7 +357,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         grant(
             &allow,
             id,
-            parse_size(size).map_err(anyhow::Error::msg)?,
+            crate::output::parse_size(size).map_err(anyhow::Error::msg)?,
             "--allow",
         );
     }
@@ -335,7 +375,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         let server = Server::bind(&a.listen, scfg).await?;
         let public = a.public_addr.clone().unwrap_or_else(|| server.url());
         if !quiet {
-            println!("node {} serving peers on {} (offering {} bytes)", NodeId::of(&key), server.url(), a.offer);
+            println!("node {} serving peers on {} (offering {})", NodeId::of(&key), server.url(), crate::output::bytes(a.offer));
         }
         let url = coordinator_url(&root, &a.peers.coordinator)?;
         let (mut client, mut events) = (None, None);

@@ -1,6 +1,6 @@
 use crate::output::bytes;
 use crate::{exit, Global};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use pluto_repo::archive::{create_snapshot, SnapshotOptions};
 use pluto_repo::progress::Progress;
 use pluto_repo::repository::LockMode;
@@ -26,9 +26,22 @@ pub struct Args {
     /// Tag the snapshot (repeatable).
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
-    /// Leave out paths matching this gitignore-style pattern (repeatable).
+    /// Leave out paths matching this gitignore-style pattern (repeatable). An absolute path
+    /// under the directory recorded means that path.
     #[arg(long = "exclude", value_name = "PATTERN")]
     excludes: Vec<String>,
+    /// Read more --exclude patterns from FILE, one a line (`#` comments; repeatable).
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    exclude_files: Vec<PathBuf>,
+    /// Leave out files larger than SIZE (e.g. 500M, 1.5G).
+    #[arg(long, value_name = "SIZE", value_parser = crate::output::parse_size)]
+    exclude_larger_than: Option<u64>,
+    /// Stay on the directory's file system: leave out directories that are other mounts.
+    #[arg(long, short = 'x')]
+    one_file_system: bool,
+    /// Also record nested repositories (`.pluto` folders), left out by default.
+    #[arg(long)]
+    include_repositories: bool,
     /// Also record directories marked as caches by CACHEDIR.TAG.
     #[arg(long)]
     include_caches: bool,
@@ -74,17 +87,42 @@ fn parse_time(s: &str) -> Result<i64> {
         .ok_or_else(|| anyhow::anyhow!("--time {s:?} is outside the years 1678 to 2262"))
 }
 
-pub fn run(g: &Global, a: Args) -> Result<u8> {
+pub fn run(g: &Global, mut a: Args) -> Result<u8> {
+    for f in &a.exclude_files {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("--exclude-file {}", f.display()))?;
+        a.excludes.extend(
+            text.lines()
+                .map(str::trim_end)
+                .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+    }
     let time_ns = a.time.as_deref().map(parse_time).transpose()?;
     // Snapshots only add files under unique names, so they run beside readers, `serve`
     // and each other; only prune needs the repository to itself.
-    let repo = super::open_repo(g, LockMode::Shared)?;
+    let mut repo = super::open_repo(g, LockMode::Shared)?;
     repo.clean_tmp_older_than(std::time::Duration::from_secs(6 * 3600));
     let dir = super::tracked_dir(&repo, a.dir)?;
     let progress = Arc::new(Progress::default());
     let started = Instant::now();
     let outcome = {
         let _bar = crate::progress::Bar::start(progress.clone(), "snapshot", g.quiet || a.json);
+        // Count what there is to do beside the snapshot, so the bar fills against the real
+        // total. Only metadata is read; the thread is left to finish or die with the process.
+        if !(g.quiet || a.json) && crate::output::is_tty_stderr() {
+            let (p, d, ex, caches, repos) = (
+                progress.clone(),
+                dir.clone(),
+                a.excludes.clone(),
+                a.include_caches,
+                a.include_repositories,
+            );
+            let skip = vec![repo.root().to_path_buf()];
+            std::thread::spawn(move || {
+                pluto_repo::progress::count_tree(&d, &ex, caches, repos, &skip, &p)
+            });
+        }
         create_snapshot(
             &repo,
             &dir,
@@ -96,6 +134,9 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                 force_read: a.force_read,
                 excludes: a.excludes,
                 include_caches: a.include_caches,
+                exclude_larger_than: a.exclude_larger_than,
+                one_file_system: a.one_file_system,
+                include_repositories: a.include_repositories,
                 progress: Some(progress),
                 time_ns,
             },
@@ -104,8 +145,35 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     for w in &outcome.warnings {
         eprintln!("pluto: warning: {w}");
     }
+    if !g.quiet {
+        for n in &outcome.notes {
+            eprintln!("pluto: note: {n}");
+        }
+    }
     let s = &outcome.snapshot;
     let partial = !s.stats.unreadable.is_empty();
+    if g.verbose && !a.json {
+        // the snapshot just wrote index files this handle has not loaded
+        repo.reload_index()?;
+        if let Some(parent) = &s.parent {
+            let old = repo.read_snapshot(parent)?;
+            let d = pluto_repo::diff::diff_trees(&repo, &old.tree, &s.tree)?;
+            for c in &d.changes {
+                let mark = match c.change {
+                    pluto_repo::diff::ChangeKind::Added => '+',
+                    pluto_repo::diff::ChangeKind::Removed => '-',
+                    pluto_repo::diff::ChangeKind::Modified => 'M',
+                    pluto_repo::diff::ChangeKind::Metadata => 'U',
+                };
+                println!("{mark} {}", c.path);
+            }
+        } else {
+            println!(
+                "(first snapshot of {}: everything is new)",
+                s.paths.join(", ")
+            );
+        }
+    }
     if a.json {
         let doc = serde_json::json!({
             "id": outcome.id,
@@ -118,6 +186,8 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             "message": s.message,
             "stats": s.stats,
             "partial": partial,
+            "notes": outcome.notes,
+            "warnings": outcome.warnings,
             "seconds": started.elapsed().as_secs_f64(),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);

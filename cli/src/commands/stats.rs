@@ -37,7 +37,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let repo = super::open_repo(g, LockMode::Shared)?;
     let all = repo.snapshots()?;
     let chosen = match &a.snapshot {
-        Some(s) => vec![repo.find_snapshot(s)?],
+        Some(s) => vec![super::resolve_snapshot(&repo, s, None)?],
         None => all.clone(),
     };
     let mut cache = TreeCache::default();

@@ -49,6 +49,12 @@ pub struct SnapshotOptions {
     pub excludes: Vec<String>,
     /// Snapshot cache directories (CACHEDIR.TAG) too.
     pub include_caches: bool,
+    /// Leave out files larger than this many bytes.
+    pub exclude_larger_than: Option<u64>,
+    /// Stay on the file system of the root: directories of other mounts are left out.
+    pub one_file_system: bool,
+    /// Also record nested repositories (`.pluto` folders), left out by default.
+    pub include_repositories: bool,
     pub progress: Option<Arc<Progress>>,
     /// Time to record (for tests and imports); now by default.
     pub time_ns: Option<i64>,
@@ -57,8 +63,11 @@ pub struct SnapshotOptions {
 pub struct SnapshotOutcome {
     pub id: String,
     pub snapshot: Snapshot,
-    /// Warnings (unreadable files, bad ignore files); also in `snapshot.stats.unreadable`.
+    /// Warnings (unreadable files, bad ignore files, excludes that matched nothing);
+    /// unreadable files are also in `snapshot.stats.unreadable`.
     pub warnings: Vec<String>,
+    /// What was left out by default and the user may want to know (nested repositories).
+    pub notes: Vec<String>,
 }
 
 #[derive(Default)]
@@ -80,6 +89,10 @@ struct Archiver<'r> {
     chunker: crate::chunker::ChunkerParams,
     force_read: bool,
     include_caches: bool,
+    larger_than: Option<u64>,
+    /// The root's device when staying on one file system.
+    one_fs: Option<u64>,
+    include_repositories: bool,
     skip: (u64, u64),
     data: Packer<'r>,
     trees: Packer<'r>,
@@ -88,6 +101,7 @@ struct Archiver<'r> {
     hardlinks: Mutex<HashMap<(u64, u64), Vec<ObjectId>>>,
     unreadable: Mutex<Vec<String>>,
     warnings: Mutex<Vec<String>>,
+    notes: Mutex<Vec<String>>,
     index_files: Mutex<Vec<String>>,
     n: Counters,
     progress: Option<Arc<Progress>>,
@@ -148,6 +162,9 @@ pub fn create_snapshot(
         chunker: repo.config().chunker,
         force_read: opts.force_read,
         include_caches: opts.include_caches,
+        larger_than: opts.exclude_larger_than,
+        one_fs: opts.one_file_system.then_some(meta.dev()),
+        include_repositories: opts.include_repositories,
         skip: (repo_meta.dev(), repo_meta.ino()),
         data: Packer::new(repo, ObjType::Chunk),
         trees: Packer::new(repo, ObjType::Tree),
@@ -155,6 +172,7 @@ pub fn create_snapshot(
         hardlinks: Mutex::new(HashMap::new()),
         unreadable: Mutex::new(Vec::new()),
         warnings: Mutex::new(Vec::new()),
+        notes: Mutex::new(Vec::new()),
         index_files: Mutex::new(Vec::new()),
         n: Counters::default(),
         progress: opts.progress.clone(),
@@ -178,7 +196,15 @@ pub fn create_snapshot(
     let n = &a.n;
     let unreadable = std::mem::take(&mut *a.unreadable.lock().unwrap());
     let mut warnings = std::mem::take(&mut *a.warnings.lock().unwrap());
+    for p in rules.unmatched_patterns(&opts.excludes, &root) {
+        warnings.push(format!(
+            "--exclude {p:?} matched nothing under {}",
+            root.display()
+        ));
+    }
     warnings.extend(unreadable.iter().cloned());
+    let mut notes = std::mem::take(&mut *a.notes.lock().unwrap());
+    notes.sort();
     let snapshot = Snapshot {
         version: 1,
         time_ns: opts.time_ns.unwrap_or_else(now_ns),
@@ -208,6 +234,7 @@ pub fn create_snapshot(
         id,
         snapshot,
         warnings,
+        notes,
     })
 }
 
@@ -302,6 +329,9 @@ impl Archiver<'_> {
 
     /// Read a file and store its content; `Ok(None)` when it cannot be read.
     fn file(&self, path: &Path, size: u64) -> Result<Option<Vec<ObjectId>>> {
+        if let Some(p) = &self.progress {
+            p.set_current(path);
+        }
         let mut f = match fs::File::open(path) {
             Ok(f) => f,
             Err(e) => {
@@ -388,6 +418,19 @@ impl Archiver<'_> {
             return Ok(None);
         }
         if rules.is_excluded(&path, ft.is_dir()) {
+            return Ok(None);
+        }
+        if ft.is_dir() && self.one_fs.is_some_and(|d| d != m.dev()) {
+            return Ok(None);
+        }
+        if ft.is_dir() && !self.include_repositories && ignore::is_nested_repository(&path) {
+            self.notes.lock().unwrap().push(format!(
+                "left out {}: another repository (pass --include-repositories to back it up)",
+                path.display()
+            ));
+            return Ok(None);
+        }
+        if ft.is_file() && self.larger_than.is_some_and(|l| m.size() > l) {
             return Ok(None);
         }
         let name_b = name.as_bytes();

@@ -8,20 +8,29 @@
 //! at once), each gets `first_packet_timeout` to deliver its CONNECT, and a CONNECT longer
 //! than `max_packet` is refused from its length alone. What passes is spliced to the
 //! broker on loopback, unchanged; authentication stays the broker's (signed tokens).
+//!
+//! Admission is fair between addresses: one address (an IPv6 /64 counts as one) may have at
+//! most `max_per_address` connections on their way in, so a single flooding client holds a
+//! small share of the slots and everyone else still gets in. A quarter of the slots is kept
+//! for addresses a node has already come in from (in the last day), so even a flood from
+//! many addresses does not keep the nodes already known out.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
 /// Limits of the gate.
 #[derive(Debug, Clone)]
 pub struct GateLimits {
+    /// Connections on their way in (accepted, CONNECT not yet delivered), in all.
     pub max_handshaking: usize,
+    /// ... and from one address (an IPv6 /64 is one address).
+    pub max_per_address: usize,
     pub first_packet_timeout: Duration,
     pub max_packet: usize,
 }
@@ -30,8 +39,112 @@ impl Default for GateLimits {
     fn default() -> Self {
         GateLimits {
             max_handshaking: 1024,
-            first_packet_timeout: Duration::from_secs(10),
+            max_per_address: 16,
+            // A CONNECT is one small packet sent right after the TCP handshake; 5 s leaves a
+            // slow link room while a silent socket is let go quickly.
+            first_packet_timeout: Duration::from_secs(5),
             max_packet: pluto_netsync::wire::MAX_FRAME_BYTES + 1024,
+        }
+    }
+}
+
+/// What one address is, for fairness: IPv4 addresses one by one, IPv6 by /64 (what one
+/// subscriber usually gets).
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// Addresses a node came in from are remembered this long...
+const KNOWN_FOR: Duration = Duration::from_secs(24 * 3600);
+/// ... and at most this many (the oldest are forgotten first when the map is full).
+const MAX_KNOWN: usize = 100_000;
+
+/// Who is on their way in, and from where.
+#[derive(Default)]
+struct Admission {
+    total: usize,
+    per_address: HashMap<IpAddr, usize>,
+    known: HashMap<IpAddr, Instant>,
+}
+
+/// Why a connection was not let in.
+#[derive(Debug, PartialEq, Eq)]
+enum Turned {
+    Full,
+    AddressFull,
+}
+
+impl Admission {
+    fn is_known(&self, key: &IpAddr, now: Instant) -> bool {
+        self.known
+            .get(key)
+            .is_some_and(|t| now.duration_since(*t) < KNOWN_FOR)
+    }
+
+    fn admit(&mut self, key: IpAddr, limits: &GateLimits, now: Instant) -> Result<(), Turned> {
+        let mine = self.per_address.get(&key).copied().unwrap_or(0);
+        if mine >= limits.max_per_address {
+            return Err(Turned::AddressFull);
+        }
+        // A quarter of the slots only for known addresses.
+        let open_to_all = limits.max_handshaking - limits.max_handshaking / 4;
+        let cap = if self.is_known(&key, now) {
+            limits.max_handshaking
+        } else {
+            open_to_all
+        };
+        if self.total >= cap {
+            return Err(Turned::Full);
+        }
+        self.total += 1;
+        *self.per_address.entry(key).or_insert(0) += 1;
+        Ok(())
+    }
+
+    fn release(&mut self, key: &IpAddr) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(n) = self.per_address.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_address.remove(key);
+            }
+        }
+    }
+
+    fn came_in(&mut self, key: IpAddr, now: Instant) {
+        if self.known.len() >= MAX_KNOWN && !self.known.contains_key(&key) {
+            self.known.retain(|_, t| now.duration_since(*t) < KNOWN_FOR);
+            if self.known.len() >= MAX_KNOWN {
+                // Still full of recent ones: forget the oldest half.
+                let mut ages: Vec<Instant> = self.known.values().copied().collect();
+                ages.sort_unstable();
+                let cut = ages[ages.len() / 2];
+                self.known.retain(|_, t| *t > cut);
+            }
+        }
+        self.known.insert(key, now);
+    }
+}
+
+/// A slot taken by one connection on its way in; given back when dropped.
+struct Slot {
+    admission: Arc<Mutex<Admission>>,
+    key: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut a) = self.admission.lock() {
+            a.release(&self.key);
         }
     }
 }
@@ -40,8 +153,11 @@ impl Default for GateLimits {
 #[derive(Debug, Default)]
 pub struct GateStats {
     pub passed: AtomicU64,
-    /// Closed on arrival: too many connections were on their way in.
+    /// Closed on arrival: too many connections were on their way in (in all, or from that
+    /// address: see `address_over_limit`).
     pub over_limit: AtomicU64,
+    /// Of `over_limit`: because that address already had its share on their way in.
+    pub address_over_limit: AtomicU64,
     /// Did not deliver a CONNECT in time.
     pub timed_out: AtomicU64,
     /// First packet not a CONNECT, longer than allowed, or malformed.
@@ -149,11 +265,11 @@ pub async fn serve(
     limits: GateLimits,
     stats: Arc<GateStats>,
 ) {
-    let handshaking = Arc::new(Semaphore::new(limits.max_handshaking));
+    let admission = Arc::new(Mutex::new(Admission::default()));
     let mut failures = AcceptFailures::default();
     loop {
-        let mut tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
+        let (mut tcp, peer) = match listener.accept().await {
+            Ok(x) => x,
             Err(e) => {
                 stats.accept_failed.fetch_add(1, Ordering::Relaxed);
                 failures.record(&e);
@@ -162,12 +278,24 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = handshaking.clone().try_acquire_owned() else {
+        let key = address_key(peer.ip());
+        let admitted = match admission.lock() {
+            Ok(mut a) => a.admit(key, &limits, Instant::now()),
+            Err(_) => Err(Turned::Full),
+        };
+        if let Err(why) = admitted {
             stats.over_limit.fetch_add(1, Ordering::Relaxed);
+            if why == Turned::AddressFull {
+                stats.address_over_limit.fetch_add(1, Ordering::Relaxed);
+            }
             drop(tcp);
             continue;
+        }
+        let permit = Slot {
+            admission: admission.clone(),
+            key,
         };
-        let (limits, stats) = (limits.clone(), stats.clone());
+        let (limits, stats, admission) = (limits.clone(), stats.clone(), admission.clone());
         tokio::spawn(async move {
             let first = tokio::time::timeout(
                 limits.first_packet_timeout,
@@ -176,7 +304,12 @@ pub async fn serve(
             .await;
             drop(permit);
             let connect = match first {
-                Ok(Ok(c)) => c,
+                Ok(Ok(c)) => {
+                    if let Ok(mut a) = admission.lock() {
+                        a.came_in(key, Instant::now());
+                    }
+                    c
+                }
                 Ok(Err(e)) => {
                     stats.refused.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(?e, "broker gate: first packet refused");
@@ -204,6 +337,53 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        address_key(s.parse().unwrap())
+    }
+
+    #[test]
+    fn one_address_gets_a_small_share_and_known_addresses_a_reserve() {
+        let limits = GateLimits {
+            max_handshaking: 40,
+            max_per_address: 4,
+            ..GateLimits::default()
+        };
+        let now = Instant::now();
+        let mut a = Admission::default();
+        for _ in 0..4 {
+            assert_eq!(a.admit(ip("10.0.0.1"), &limits, now), Ok(()));
+        }
+        assert_eq!(
+            a.admit(ip("10.0.0.1"), &limits, now),
+            Err(Turned::AddressFull)
+        );
+        // an IPv6 /64 is one address
+        for i in 0..4 {
+            let v6 = format!("2001:db8:1:2::{i}");
+            assert_eq!(a.admit(ip(&v6), &limits, now), Ok(()));
+        }
+        assert_eq!(
+            a.admit(ip("2001:db8:1:2:ffff::9"), &limits, now),
+            Err(Turned::AddressFull)
+        );
+        assert_eq!(a.admit(ip("2001:db8:1:3::1"), &limits, now), Ok(()));
+        a.came_in(ip("192.0.2.7"), now);
+        // unknown addresses fill the three quarters open to all...
+        for i in 0..21 {
+            assert_eq!(a.admit(ip(&format!("10.1.0.{i}")), &limits, now), Ok(()));
+        }
+        assert_eq!(a.total, 30);
+        assert_eq!(a.admit(ip("10.2.0.1"), &limits, now), Err(Turned::Full));
+        // ...and a known one still gets in
+        assert_eq!(a.admit(ip("192.0.2.7"), &limits, now), Ok(()));
+        // slots are given back
+        for _ in 0..4 {
+            a.release(&ip("10.0.0.1"));
+        }
+        assert!(!a.per_address.contains_key(&ip("10.0.0.1")));
+        assert_eq!(a.admit(ip("10.0.0.1"), &limits, now), Ok(()));
+    }
 
     #[test]
     fn fixed_headers_are_read_as_mqtt_defines_them() {

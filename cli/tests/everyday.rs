@@ -469,7 +469,11 @@ fn the_snapshot_bar_counts_against_the_real_total_and_ctrl_c_says_where_it_stopp
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     // The bar shows the final count (41 files) while the big file is still being read.
-    while !String::from_utf8_lossy(&seen).contains("/41 files  ") && Instant::now() < deadline {
+    let shown = |s: &[u8]| {
+        let s = String::from_utf8_lossy(s);
+        s.contains("/41 files  ") && s.contains("big.img")
+    };
+    while !shown(&seen) && Instant::now() < deadline {
         if let Ok(b) = rx.recv_timeout(Duration::from_millis(200)) {
             seen.extend(b);
         }
@@ -500,4 +504,49 @@ fn the_snapshot_bar_counts_against_the_real_total_and_ctrl_c_says_where_it_stopp
     assert!(all.contains("of 8.0 GiB"), "{all}");
     assert!(!status.success());
     assert!(snap_ids(&a).is_empty(), "an interrupted snapshot was saved");
+}
+
+/// A tmpfs mounted inside the tree for the test's lifetime (needs root, as CI runs).
+struct Mount(std::path::PathBuf);
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn one_file_system_leaves_out_what_is_mounted_inside_the_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    write(&a.join("here.txt"), b"on the root's file system");
+    let mnt = a.join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED one_file_system_leaves_out_what_is_mounted_inside_the_tree: not root");
+        return;
+    }
+    let o = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    if !o.status.success() {
+        eprintln!(
+            "SKIPPED one_file_system_leaves_out_what_is_mounted_inside_the_tree: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        return;
+    }
+    let _m = Mount(mnt.clone());
+    write(&mnt.join("elsewhere.txt"), b"on another file system");
+    ok(&a, &["init"]);
+    ok(&a, &["snapshot"]);
+    assert!(ok(&a, &["ls", "latest", "-r"]).contains("mnt/elsewhere.txt"));
+    ok(&a, &["snapshot", "--one-file-system"]);
+    let out = ok(&a, &["ls", "latest", "-r"]);
+    assert!(
+        out.contains("here.txt") && !out.contains("elsewhere.txt"),
+        "{out}"
+    );
 }

@@ -35,8 +35,11 @@ pub struct Args {
     /// Address peers use to reach this node (default: ws://<listen>).
     #[arg(long, value_name = "ws://HOST:PORT")]
     public_addr: Option<String>,
-    /// Disk given to others (e.g. 50G, 512M).
-    #[arg(long, default_value = "10G", value_parser = crate::output::parse_size)]
+    /// Disk given to others (e.g. 50G, 1.5G, 512M; default 10G).
+    #[arg(long = "offer", value_name = "SIZE", value_parser = crate::output::parse_size)]
+    offer_given: Option<u64>,
+    /// The offer in force: --offer, or the default.
+    #[arg(skip)]
     offer: u64,
     /// Also host this owner without the coordinator: NODEID=SIZE (repeatable).
     #[arg(long = "allow", value_name = "NODEID=SIZE")]
@@ -284,12 +287,17 @@ async fn shutdown_signal() {
     }
 }
 
+/// The offer when --offer is not given.
+const DEFAULT_OFFER: u64 = 10 << 30;
+
 /// Less than this is no offer at all (a typo for a size, most likely: `--offer 100`).
 const MIN_OFFER: u64 = 8 << 20;
 
 /// Refuse an offer this node cannot keep: below [`MIN_OFFER`], or more than the disk under
 /// the repository has free (plus what it already hosts, which counts against the offer).
-fn check_offer(root: &std::path::Path, offer: u64) -> Result<()> {
+/// The default offer is not refused for want of disk (that would stop a node the user never
+/// asked to offer anything in particular): it is only warned about.
+fn check_offer(root: &std::path::Path, offer: u64, explicit: bool) -> Result<()> {
     use crate::output::bytes;
     if offer < MIN_OFFER {
         anyhow::bail!(
@@ -300,7 +308,14 @@ fn check_offer(root: &std::path::Path, offer: u64) -> Result<()> {
     }
     let hosted = dir_bytes(&root.join("hosted"));
     if let Some(free) = free_bytes(root) {
-        if offer > free.saturating_add(hosted) {
+        if offer > free.saturating_add(hosted) && !explicit {
+            eprintln!(
+                "pluto: warning: offering {} (the default) but the disk under {} has only {} free: pass --offer SIZE",
+                bytes(offer),
+                root.display(),
+                bytes(free)
+            );
+        } else if offer > free.saturating_add(hosted) {
             anyhow::bail!(
                 "--offer {}: the disk under {} has only {} free{}; offer at most that",
                 bytes(offer),
@@ -344,10 +359,11 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
-pub fn run(g: &Global, a: Args) -> Result<u8> {
+pub fn run(g: &Global, mut a: Args) -> Result<u8> {
     let repo = super::open_repo(g, LockMode::Shared)?;
     let root = repo.root().to_path_buf();
-    check_offer(&root, a.offer)?;
+    a.offer = a.offer_given.unwrap_or(DEFAULT_OFFER);
+    check_offer(&root, a.offer, a.offer_given.is_some())?;
     let keys = repo.keys();
     let key = keys.node.clone();
     let allow = Arc::new(AllowList::with_capacity(a.offer));

@@ -329,9 +329,6 @@ impl Archiver<'_> {
 
     /// Read a file and store its content; `Ok(None)` when it cannot be read.
     fn file(&self, path: &Path, size: u64) -> Result<Option<Vec<ObjectId>>> {
-        if let Some(p) = &self.progress {
-            p.set_current(path);
-        }
         let mut f = match fs::File::open(path) {
             Ok(f) => f,
             Err(e) => {
@@ -379,6 +376,8 @@ impl Archiver<'_> {
             chunks.extend(self.store_chunks(&buf, &cuts)?);
             if let Some(p) = &self.progress {
                 p.add_done(0, cuts.iter().map(|c| c.1 as u64).sum());
+                // per block, so a big file being read shows while small ones come and go
+                p.set_current(path);
             }
             match carry {
                 Some((o, _)) => {

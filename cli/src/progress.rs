@@ -79,12 +79,22 @@ impl Bar {
             return Bar { stop, handle: None };
         }
         DRAWING.store(true, Ordering::SeqCst);
-        // SAFETY: installs a handler that only touches atomics or restores the default.
+        // Only where Ctrl-C would simply kill the process: a handler someone else installed
+        // (tokio's in `serve`, a command that finishes its work on Ctrl-C) is left in charge,
+        // and can print [`summary`] itself.
+        // SAFETY: sigaction only reads the current action into a struct we own; the handler
+        // installed touches atomics or restores the default, nothing else.
         unsafe {
-            libc::signal(
-                libc::SIGINT,
-                on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t,
-            );
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGINT, std::ptr::null(), &mut old) == 0
+                && (old.sa_sigaction == libc::SIG_DFL
+                    || old.sa_sigaction == on_sigint as extern "C" fn(libc::c_int) as usize)
+            {
+                libc::signal(
+                    libc::SIGINT,
+                    on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t,
+                );
+            }
         }
         let s = stop.clone();
         let handle = std::thread::spawn(move || {

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pluto_netsync::peer::challenge;
+use pluto_netsync::peer::proto::{self, Range, Request, Response};
 use pluto_netsync::wire::{
     self, topics, topics::CoordTopic, Announce, CoordMsg, Envelope, NodeId, NodeMsg, PeerMode,
     Refusal, RefusalCode, RelationState, RepairSource, ReplayGuard, Reply, WireError,
@@ -35,6 +37,16 @@ pub struct Params {
     pub repair_grace: Duration,
     /// A repair not reported done in this time is ordered again (from another node).
     pub repair_timeout: Duration,
+    /// One owner may challenge one host at most once in this time: an owner cannot drive a
+    /// host's score down by challenging it back to back. Half the challenge interval (the
+    /// coordinator asks owners for one challenge per host and interval).
+    pub pair_challenge_gap: Duration,
+    /// Failures the coordinator cannot check itself count only once this many distinct
+    /// owners (in good standing) reported failures of the same host within 30 days.
+    pub independent_reporters: u64,
+    /// An owner whose verdicts contradicted the coordinator's own checks this many times
+    /// is no longer heard: its failure reports are refused.
+    pub distrust_after: u64,
 }
 
 impl Default for Params {
@@ -51,6 +63,9 @@ impl Default for Params {
             reputation: ReputationParams::default(),
             repair_grace: Duration::from_secs(3 * 24 * 3600),
             repair_timeout: Duration::from_secs(600),
+            pair_challenge_gap: Duration::from_secs(3 * 3600),
+            independent_reporters: 3,
+            distrust_after: 3,
         }
     }
 }
@@ -95,6 +110,41 @@ pub struct Core {
     /// Signs repair tickets (the coordinator's own key).
     ticket_key: Option<ed25519_dalek::SigningKey>,
     last_repair_scan_ms: u64,
+    /// Open relayed proof challenges the coordinator can check itself: (pack, ranges).
+    checks: HashMap<u64, ([u8; 32], Vec<Range>)>,
+}
+
+/// A relayed challenge the coordinator can check itself: a `Prove` request (peer protocol)
+/// with valid ranges.
+fn checkable(payload: &[u8]) -> Option<([u8; 32], Vec<Range>)> {
+    match proto::decode::<Request>(payload) {
+        Ok(req @ Request::Prove { .. }) if req.validate().is_ok() => match req {
+            Request::Prove { pack, ranges } => Some((pack, ranges)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The coordinator's own verdict on a host's answer to a proof challenge: `Some(true)` when
+/// the proof verifies against the pack's name, `Some(false)` when the host sent a proof that
+/// does not, `None` when it sent something else (a refusal: the coordinator cannot tell a
+/// host that lost the pack from an owner that named one it never stored or removed).
+/// The size is the end of the last range: the host proves only ranges that end at its
+/// pack's end, and a proof covering the last byte authenticates the size.
+fn check_proof(pack: &[u8; 32], ranges: &[Range], answer: &[u8]) -> Option<bool> {
+    let size = ranges
+        .iter()
+        .map(|r| r.offset.checked_add(u64::from(r.len)))
+        .collect::<Option<Vec<_>>>()?
+        .into_iter()
+        .max()?;
+    match proto::decode::<Response>(answer) {
+        Ok(Response::Proof { encoded }) => {
+            Some(challenge::verify_proof(pack, size, ranges, &encoded).is_ok())
+        }
+        _ => None,
+    }
 }
 
 fn secs(ms: u64) -> u64 {
@@ -172,6 +222,7 @@ impl Core {
             last_challenge_round_ms: start_ms,
             ticket_key: None,
             last_repair_scan_ms: start_ms,
+            checks: HashMap::new(),
             relay: None,
             stats: Stats::default(),
             external,
@@ -482,12 +533,13 @@ impl Core {
                             && c.state == ChallengeState::Sent
                             && now <= c.deadline =>
                     {
-                        self.store.set_challenge_state(
-                            challenge_id,
-                            ChallengeState::Answered,
-                            None,
-                            now,
-                        )?;
+                        // Check the proof ourselves when we can: that verdict, not the
+                        // owner's, is what the host's score hears.
+                        let verdict = self
+                            .checks
+                            .remove(&challenge_id)
+                            .and_then(|(pack, ranges)| check_proof(&pack, &ranges, &payload));
+                        // the owner hears the answer before any exclusion it causes
                         out.push(Out::Send(
                             c.owner,
                             CoordMsg::ChallengeAnswer {
@@ -496,6 +548,23 @@ impl Core {
                                 payload,
                             },
                         ));
+                        match verdict {
+                            Some(passed) => {
+                                self.store.set_challenge_state(
+                                    challenge_id,
+                                    ChallengeState::Checked,
+                                    Some(passed),
+                                    now,
+                                )?;
+                                self.audit(node, passed, now, out)?;
+                            }
+                            None => self.store.set_challenge_state(
+                                challenge_id,
+                                ChallengeState::Answered,
+                                None,
+                                now,
+                            )?,
+                        }
                         Ok(Reply::Ok)
                     }
                     Some(c) if c.host == node && now > c.deadline => {
@@ -511,6 +580,30 @@ impl Core {
                 challenge_id,
                 passed,
             } => match self.store.challenge(challenge_id)? {
+                Some(c) if c.owner == node && c.state == ChallengeState::Checked => {
+                    // The coordinator checked this proof itself: the owner's verdict is
+                    // weighed against it, and only its own counted.
+                    let mine = self.store.challenge_verdict(challenge_id)?.unwrap_or(false);
+                    self.store.set_challenge_state(
+                        challenge_id,
+                        ChallengeState::Judged,
+                        None,
+                        now,
+                    )?;
+                    self.store.judged(&node, passed == mine)?;
+                    if passed == mine {
+                        Ok(Reply::Ok)
+                    } else {
+                        tracing::warn!(owner = %node, host = %c.host, owner_says = passed, coordinator_says = mine, "an owner's verdict contradicts the coordinator's check of the same proof");
+                        Err(refusal(
+                            RefusalCode::BadRequest,
+                            format!(
+                                "the coordinator checked this proof itself: it {}; your verdict is not counted",
+                                if mine { "verifies" } else { "does not verify" }
+                            ),
+                        ))
+                    }
+                }
                 Some(c) if c.owner == node && c.state == ChallengeState::Answered => {
                     self.store.set_challenge_state(
                         challenge_id,
@@ -518,8 +611,13 @@ impl Core {
                         Some(passed),
                         now,
                     )?;
-                    self.audit(c.host, passed, now, out)?;
-                    Ok(Reply::Ok)
+                    if passed {
+                        // unchecked passes do not raise a score either: an owner colluding
+                        // with a host could vet it
+                        Ok(Reply::Ok)
+                    } else {
+                        self.reported_failure(node, c.host, now, out)?
+                    }
                 }
                 _ => Err(refusal(
                     RefusalCode::BadRequest,
@@ -540,9 +638,10 @@ impl Core {
                     ))
                 } else if self.store.release_relationship(&node, &host, &reason)? {
                     tracing::info!(owner = %node, %host, %reason, "owner released a host");
-                    // The owner's own challenge is evidence as good as a relayed one (the
-                    // owner judges those too): it costs the host one failed audit.
-                    self.audit(host, false, now, out)?;
+                    // The owner's own challenge is a failure the coordinator cannot check:
+                    // it counts as such a report (the release itself always stands: it is
+                    // the owner's own data).
+                    let _ = self.reported_failure(node, host, now, out)?;
                     Ok(Reply::Ok)
                 } else {
                     Err(refusal(
@@ -574,6 +673,30 @@ impl Core {
                             RefusalCode::BadRequest,
                             "an owner cannot hold its own shares",
                         )));
+                    }
+                }
+                // A record is a claim the repair scan acts on (it grants the rebuilt share's
+                // quota elsewhere): it may name only hosts matching gave this owner, and no
+                // share larger than the quota its holder granted.
+                let (as_owner, _) = self.store.relationships_of(&node)?;
+                for s in groups.iter().flat_map(|g| &g.shares) {
+                    match as_owner.iter().find(|r| r.host == s.host) {
+                        None => {
+                            return Ok(Err(refusal(
+                                RefusalCode::NotMatched,
+                                format!("{} was never matched with this node", s.host),
+                            )))
+                        }
+                        Some(r) if s.len > r.quota_bytes => {
+                            return Ok(Err(refusal(
+                                RefusalCode::BadRequest,
+                                format!(
+                                    "a share of {} bytes on {} is over the {} bytes it grants",
+                                    s.len, s.host, r.quota_bytes
+                                ),
+                            )))
+                        }
+                        Some(_) => {}
                     }
                 }
                 for g in &groups {
@@ -647,6 +770,60 @@ impl Core {
         ))
     }
 
+    /// The give-what-you-take rule: an owner must offer `balance_ratio` × (want × copies).
+    fn balance(&self, o: &NodeRow) -> Result<(), Refusal> {
+        let need_total = (o.want_bytes as f64) * (o.copies as f64) * self.params.balance_ratio;
+        if (o.offer_bytes as f64) < need_total {
+            return Err(refusal(
+                RefusalCode::InsufficientOffer,
+                format!(
+                    "offer {} bytes but ask {} bytes × {} copies: offer at least {:.0} bytes",
+                    o.offer_bytes, o.want_bytes, o.copies, need_total
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// May `h` be granted `quota` bytes of `o`'s data? The one check behind every grant —
+    /// a match and a repair placement alike — so that no message can obtain quota that
+    /// matching would not give: the host is online, in good standing, not the owner, of the
+    /// kind the owner asked for (friends, strangers), has room within its offer, and stays
+    /// under the cap on unvetted hosts. Returns (vetted, score) when it may.
+    fn may_host(
+        &self,
+        o: &NodeRow,
+        h: &NodeRow,
+        friend: bool,
+        quota: u64,
+        now: u64,
+    ) -> Result<Option<(bool, f64)>, Error> {
+        if h.id == o.id || h.excluded.is_some() || !h.online {
+            return Ok(None);
+        }
+        match o.mode {
+            PeerMode::FriendsOnly if !friend => return Ok(None),
+            PeerMode::RandomOnly if friend => return Ok(None),
+            _ => {}
+        }
+        let hosted = self.store.hosted_quota(&h.id)?;
+        if hosted.saturating_add(quota) > h.offer_bytes {
+            return Ok(None);
+        }
+        let vetted = h.audits_passed >= self.params.reputation.vetting_audits;
+        if !vetted
+            && !friend
+            && hosted.saturating_add(quota) > self.params.reputation.vetting_cap_bytes
+        {
+            return Ok(None);
+        }
+        let score = self.score(h, now)?;
+        if score < self.params.reputation.audit_threshold {
+            return Ok(None);
+        }
+        Ok(Some((vetted, score)))
+    }
+
     fn request_matches(
         &mut self,
         owner: NodeId,
@@ -663,15 +840,8 @@ impl Core {
                 format!("this node is excluded: {reason}"),
             )));
         }
-        let need_total = (o.want_bytes as f64) * (o.copies as f64) * self.params.balance_ratio;
-        if (o.offer_bytes as f64) < need_total {
-            return Ok(Err(refusal(
-                RefusalCode::InsufficientOffer,
-                format!(
-                    "offer {} bytes but ask {} bytes × {} copies: offer at least {:.0} bytes",
-                    o.offer_bytes, o.want_bytes, o.copies, need_total
-                ),
-            )));
+        if let Err(r) = self.balance(&o) {
+            return Ok(Err(r));
         }
         let (as_owner, _) = self.store.relationships_of(&owner)?;
         let active = as_owner
@@ -687,35 +857,14 @@ impl Core {
             }
             let mut cands = Vec::new();
             for h in self.store.candidate_nodes(&owner, 64)? {
-                if h.id == owner
-                    || h.excluded.is_some()
-                    || !h.online
-                    || as_owner.iter().any(|r| r.host == h.id)
-                {
+                if as_owner.iter().any(|r| r.host == h.id) {
                     continue;
                 }
                 let friend = friends.contains(&h.id);
-                match o.mode {
-                    PeerMode::FriendsOnly if !friend => continue,
-                    PeerMode::RandomOnly if friend => continue,
-                    _ => {}
-                }
-                let hosted = self.store.hosted_quota(&h.id)?;
-                if hosted.saturating_add(o.want_bytes) > h.offer_bytes {
+                let Some((vetted, score)) = self.may_host(&o, &h, friend, o.want_bytes, now)?
+                else {
                     continue;
-                }
-                let vetted = h.audits_passed >= self.params.reputation.vetting_audits;
-                if !vetted
-                    && !friend
-                    && hosted.saturating_add(o.want_bytes)
-                        > self.params.reputation.vetting_cap_bytes
-                {
-                    continue;
-                }
-                let score = self.score(&h, now)?;
-                if score < self.params.reputation.audit_threshold {
-                    continue;
-                }
+                };
                 let jitter: f64 = rand::thread_rng().gen_range(0.0..0.05);
                 cands.push((h, friend, vetted, score + jitter));
             }
@@ -782,8 +931,30 @@ impl Core {
                 "a challenge to this host is still open",
             )));
         }
+        let gap = self.params.pair_challenge_gap.as_secs();
+        if let Some(last) = self.store.last_challenge(&owner, &host)? {
+            if now < last.saturating_add(gap) {
+                return Ok(Err(refusal(
+                    RefusalCode::RateLimited,
+                    format!(
+                        "one challenge of a host per owner every {gap} s; next in {} s",
+                        last + gap - now
+                    ),
+                )));
+            }
+        }
+        // An unanswered challenge counts against the host: only when it could answer.
+        if !self.store.node(&host)?.is_some_and(|h| h.online) {
+            return Ok(Err(refusal(
+                RefusalCode::PeerOffline,
+                format!("{host} is offline"),
+            )));
+        }
         let deadline = now + self.params.challenge_deadline.as_secs();
         let id = self.store.insert_challenge(&owner, &host, now, deadline)?;
+        if let Some(check) = checkable(&payload) {
+            self.checks.insert(id, check);
+        }
         out.push(Out::Send(
             host,
             CoordMsg::Challenge {
@@ -841,6 +1012,39 @@ impl Core {
             },
         ));
         Ok(Ok(Reply::RelayTicket { url, token: mine }))
+    }
+
+    /// A failure `owner` reports of `host` that the coordinator could not check. Refused
+    /// from an owner whose verdicts kept contradicting the coordinator's own checks; counted
+    /// against the host only once several independent owners report failures of it — one
+    /// owner alone cannot move a host's score.
+    fn reported_failure(
+        &mut self,
+        owner: NodeId,
+        host: NodeId,
+        now: u64,
+        out: &mut Vec<Out>,
+    ) -> Result<Result<Reply, Refusal>, Error> {
+        let (_, disagreed) = self.store.judge(&owner)?;
+        if disagreed >= self.params.distrust_after {
+            tracing::warn!(%owner, %host, disagreed, "failure report refused: this owner's verdicts contradicted the coordinator's checks");
+            return Ok(Err(refusal(
+                RefusalCode::BadRequest,
+                format!("{disagreed} of your verdicts contradicted the coordinator's own checks of the same proofs: your failure reports are not counted"),
+            )));
+        }
+        self.store.insert_report(&host, &owner, now)?;
+        let reporters = self.store.reporters(
+            &host,
+            now.saturating_sub(30 * 86_400),
+            self.params.distrust_after,
+        )?;
+        if reporters >= self.params.independent_reporters {
+            self.audit(host, false, now, out)?;
+        } else {
+            tracing::info!(%owner, %host, reporters, "failure report recorded; it counts once {} owners report", self.params.independent_reporters);
+        }
+        Ok(Ok(Reply::Ok))
     }
 
     /// Record one audit outcome for `host`; exclude it if its score falls below the threshold.
@@ -917,35 +1121,62 @@ impl Core {
             let Some(o) = self.store.node(&slot.owner)? else {
                 continue;
             };
+            // A repair that needs a new host grants quota: only within what matching would
+            // give this owner — its balance, its copies (hosts still standing, the lost ones
+            // not counted), and each host's own checks (`may_host`), quota = its want.
+            let offline_before = now.saturating_sub(self.params.repair_grace.as_secs());
+            let mut standing = 0usize;
+            for rel in as_owner.iter().filter(|r| r.state == RelationState::Active) {
+                if self.store.node(&rel.host)?.is_some_and(|h| {
+                    h.excluded.is_none() && (h.online || h.last_seen >= offline_before)
+                }) {
+                    standing += 1;
+                }
+            }
+            let may_grant = o.excluded.is_none()
+                && self.balance(&o).is_ok()
+                && standing < usize::from(o.copies)
+                && slot.len <= o.want_bytes;
+            let friends = self.store.friends_of(&slot.owner)?;
             let mut best: Option<(NodeRow, f64)> = None;
             for c in self.store.candidate_nodes(&slot.owner, 64)? {
-                if c.id == slot.owner
-                    || c.excluded.is_some()
-                    || !c.online
-                    || group.iter().any(|s| s.host == c.id)
-                    || as_owner
-                        .iter()
-                        .any(|r| r.host == c.id && r.state != RelationState::Active)
-                    || self.store.hosted_quota(&c.id)?.saturating_add(slot.len) > c.offer_bytes
-                {
+                if group.iter().any(|s| s.host == c.id) {
                     continue;
                 }
-                let score = self.score(&c, now)?;
-                if score < self.params.reputation.audit_threshold {
-                    continue;
-                }
+                let score = match as_owner.iter().find(|r| r.host == c.id) {
+                    // already a host of the owner: the share goes under the quota it granted
+                    Some(rel) => {
+                        if rel.state != RelationState::Active || c.excluded.is_some() || !c.online {
+                            continue;
+                        }
+                        let score = self.score(&c, now)?;
+                        if score < self.params.reputation.audit_threshold {
+                            continue;
+                        }
+                        score
+                    }
+                    None if may_grant => {
+                        let friend = friends.contains(&c.id);
+                        match self.may_host(&o, &c, friend, o.want_bytes, now)? {
+                            Some((_, score)) => score,
+                            None => continue,
+                        }
+                    }
+                    None => continue,
+                };
                 if best.as_ref().is_none_or(|(_, b)| score > *b) {
                     best = Some((c, score));
                 }
             }
             let Some((r, _)) = best else {
-                tracing::warn!(owner = %slot.owner, "cannot repair: no node can take the share");
+                tracing::warn!(owner = %slot.owner, "cannot repair: no node can take the share within the owner's grants");
                 continue;
             };
             if !as_owner.iter().any(|rel| rel.host == r.id) {
-                let quota = o.want_bytes.max(slot.len);
+                let quota = o.want_bytes;
+                let friend = friends.contains(&r.id);
                 self.store
-                    .insert_relationship(&slot.owner, &r.id, quota, false, now)?;
+                    .insert_relationship(&slot.owner, &r.id, quota, friend, now)?;
                 out.push(Out::Send(
                     r.id,
                     CoordMsg::NewOwner {
@@ -1012,6 +1243,7 @@ impl Core {
     fn tick_inner(&mut self, now_ms: u64, out: &mut Vec<Out>) -> Result<(), Error> {
         let now = secs(now_ms);
         for c in self.store.overdue_challenges(now)? {
+            self.checks.remove(&c.id);
             self.store
                 .set_challenge_state(c.id, ChallengeState::Expired, Some(false), now)?;
             if c.state == ChallengeState::Sent {

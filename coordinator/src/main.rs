@@ -79,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.relay_url = a.relay_url;
     cfg.params.ping_interval = Duration::from_secs(a.ping_interval.max(1));
     cfg.params.challenge_interval = Duration::from_secs(a.challenge_interval.max(1));
+    cfg.params.pair_challenge_gap = cfg.params.challenge_interval / 2;
     cfg.params.balance_ratio = a.balance_ratio;
     cfg.params.repair_grace = Duration::from_secs(a.repair_grace);
     if let Some(url) = a.broker {

@@ -97,6 +97,9 @@ pub enum ChallengeState {
     Answered = 1,
     Judged = 2,
     Expired = 3,
+    /// The coordinator checked the host's proof itself (verdict in `passed`); the owner's
+    /// report is still awaited, to be weighed against it.
+    Checked = 4,
 }
 
 impl ChallengeState {
@@ -105,6 +108,7 @@ impl ChallengeState {
             0 => ChallengeState::Sent,
             1 => ChallengeState::Answered,
             2 => ChallengeState::Judged,
+            4 => ChallengeState::Checked,
             _ => ChallengeState::Expired,
         }
     }
@@ -194,6 +198,12 @@ CREATE TABLE IF NOT EXISTS challenges (
   done_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS challenges_open ON challenges(state, deadline);
+CREATE INDEX IF NOT EXISTS challenges_pair ON challenges(owner, host, issued);
+-- failures an owner reported that the coordinator could not check itself
+CREATE TABLE IF NOT EXISTS reports (host TEXT NOT NULL, owner TEXT NOT NULL, at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS reports_host ON reports(host, at);
+-- how often an owner's verdicts agreed with the coordinator's own checks of the same proofs
+CREATE TABLE IF NOT EXISTS judges (owner TEXT PRIMARY KEY, agreed INTEGER NOT NULL DEFAULT 0, disagreed INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS uptime (node TEXT NOT NULL, day INTEGER NOT NULL, probes INTEGER NOT NULL, answered INTEGER NOT NULL, PRIMARY KEY (node, day));
 "#;
 
@@ -640,6 +650,80 @@ impl Store {
             params![id as i64, state as i64, passed, now as i64],
         )?;
         Ok(())
+    }
+
+    /// When `owner` last challenged `host` (unix seconds), if ever.
+    pub fn last_challenge(&self, owner: &NodeId, host: &NodeId) -> Result<Option<u64>, Error> {
+        let v: Option<i64> = self.conn.query_row(
+            "SELECT MAX(issued) FROM challenges WHERE owner = ?1 AND host = ?2",
+            [owner.to_hex(), host.to_hex()],
+            |r| r.get(0),
+        )?;
+        Ok(v.map(|v| v as u64))
+    }
+
+    /// Remember a failure `owner` reported of `host` that the coordinator could not check.
+    pub fn insert_report(&self, host: &NodeId, owner: &NodeId, now: u64) -> Result<(), Error> {
+        self.conn.execute(
+            "INSERT INTO reports (host, owner, at) VALUES (?1, ?2, ?3)",
+            params![host.to_hex(), owner.to_hex(), now as i64],
+        )?;
+        self.conn.execute(
+            "DELETE FROM reports WHERE host = ?1 AND at < ?2",
+            params![host.to_hex(), now.saturating_sub(30 * 86_400) as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Distinct owners, each with fewer than `distrust_after` disagreements, that reported
+    /// failures of `host` since `since`.
+    pub fn reporters(&self, host: &NodeId, since: u64, distrust_after: u64) -> Result<u64, Error> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(DISTINCT r.owner) FROM reports r LEFT JOIN judges j ON j.owner = r.owner
+             WHERE r.host = ?1 AND r.at >= ?2 AND COALESCE(j.disagreed, 0) < ?3",
+            params![host.to_hex(), since as i64, distrust_after as i64],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Count one verdict of `owner` against the coordinator's own check of the same proof.
+    pub fn judged(&self, owner: &NodeId, agreed: bool) -> Result<(), Error> {
+        let col = if agreed { "agreed" } else { "disagreed" };
+        self.conn.execute(
+            &format!(
+                "INSERT INTO judges (owner, {col}) VALUES (?1, 1)
+                 ON CONFLICT(owner) DO UPDATE SET {col} = {col} + 1"
+            ),
+            [owner.to_hex()],
+        )?;
+        Ok(())
+    }
+
+    /// (agreed, disagreed) verdicts of `owner`.
+    pub fn judge(&self, owner: &NodeId) -> Result<(u64, u64), Error> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT agreed, disagreed FROM judges WHERE owner = ?1",
+                [owner.to_hex()],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .optional()?
+            .unwrap_or((0, 0)))
+    }
+
+    /// The coordinator's own verdict on a challenge, if it checked one.
+    pub fn challenge_verdict(&self, id: u64) -> Result<Option<bool>, Error> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT passed FROM challenges WHERE id = ?1",
+                [id as i64],
+                |r| r.get::<_, Option<bool>>(0),
+            )
+            .optional()?
+            .flatten())
     }
 
     /// Challenges past their deadline still waiting for an answer or a verdict.

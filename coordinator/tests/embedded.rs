@@ -198,9 +198,11 @@ async fn a_host_that_leaves_is_replaced_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn challenges_are_relayed_and_failures_exclude_the_host() {
+async fn challenges_are_relayed_and_failures_the_coordinator_confirms_exclude_the_host() {
     let mut params = test_params();
     params.challenge_deadline = Duration::from_secs(2);
+    // back to back here, to keep the test short (the default is one an hour per pair)
+    params.pair_challenge_gap = Duration::ZERO;
     let (coord, _dir) = start_coordinator(params).await;
     let url = coord.broker_url();
     let (owner, mut orx) = connect(&url, &new_key(), &coord).await;
@@ -277,10 +279,16 @@ async fn challenges_are_relayed_and_failures_exclude_the_host() {
         other => panic!("late answer accepted: {other:?}"),
     }
 
-    // wrong answers: the owner reports failures until the host is excluded
+    let after_expiry = coord.node(&h1.node_id()).unwrap().unwrap();
+    assert_eq!(after_expiry.audits_failed, 1, "the expiry counts");
+
+    // The host's copy rots: its proofs no longer verify against the pack's name. The
+    // coordinator checks each one itself, and those failures exclude the host.
+    let pack = HeldPack::new(100_000, 1);
     let mut excluded = false;
     for _ in 0..12 {
-        let id = match owner.send_challenge(h1.node_id(), vec![3]).await {
+        let challenge = pack.challenge();
+        let id = match owner.send_challenge(h1.node_id(), challenge.clone()).await {
             Ok(id) => id,
             Err(ClientError::Refused(r)) if r.code == RefusalCode::NotMatched => {
                 excluded = true;
@@ -294,14 +302,17 @@ async fn challenges_are_relayed_and_failures_exclude_the_host() {
             |m| matches!(m, CoordMsg::Challenge { challenge_id, .. } if *challenge_id == id),
         )
         .await;
-        h1.answer_challenge(id, b"wrong".to_vec()).await.unwrap();
+        h1.answer_challenge(id, pack.answer(&challenge, true))
+            .await
+            .unwrap();
         let _ = wait_msg(&mut orx, 5, |m| {
             matches!(m, CoordMsg::ChallengeAnswer { .. })
         })
         .await;
+        // the owner agrees (its verdict is weighed, not counted)
         owner.report_challenge(id, false).await.unwrap();
     }
-    assert!(excluded, "host still matched after 12 failed challenges");
+    assert!(excluded, "host still matched after 12 failed proofs");
     let m = wait_msg(&mut h1rx, 5, |m| matches!(m, CoordMsg::Excluded { .. })).await;
     let CoordMsg::Excluded { reason } = m else {
         unreachable!()

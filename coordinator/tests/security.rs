@@ -8,7 +8,7 @@ use common::*;
 use ed25519_dalek::Signer;
 use pluto_netsync::coord_client::ClientError;
 use pluto_netsync::wire::{
-    self, topics, CoordMsg, Envelope, NodeId, NodeMsg, PeerMode, RefusalCode, Reply,
+    self, topics, CoordMsg, Envelope, NodeId, NodeMsg, PeerMode, RefusalCode, RelationState, Reply,
 };
 use rumqttc::{Event, LastWill, Packet, QoS, SubscribeReasonCode};
 
@@ -616,4 +616,366 @@ async fn two_thousand_silent_connections_are_shed_and_nodes_get_in() {
         stats.timed_out.load(Relaxed),
         grown >> 10
     );
+}
+
+/// Issue 13, case 2: an owner that announced offer = want = 1 GiB names, in `RecordShares`,
+/// a node that just left as the holder of 9 GiB shares, hoping the repair scan grants it
+/// quota on fresh hosts past its balance, its copies and the cap on unvetted hosts. Only
+/// hosts matching gave it may be named, no share may exceed its holder's quota, and a repair
+/// grants a new host only within the owner's copies, at its want.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_shares_obtain_no_quota_that_matching_would_not_give() {
+    use pluto_netsync::wire::{ShareGroupRecord, ShareSlot};
+    let mut params = test_params();
+    params.repair_grace = Duration::from_secs(1);
+    let (coord, _dir) = start_coordinator(params).await;
+    let url = coord.broker_url();
+    // Four spare nodes with 9 GiB of room each: what the attack was after.
+    let mut spares = Vec::new();
+    for i in 0..4 {
+        let (c, rx) = connect(&url, &new_key(), &coord).await;
+        c.announce(announce(10 + i, 9 * GIB, 0, 1, PeerMode::Mixed))
+            .await
+            .unwrap();
+        spares.push((c, rx));
+    }
+    let (owner, _orx) = connect(&url, &new_key(), &coord).await;
+    owner
+        .announce(announce(1, GIB, GIB, 1, PeerMode::Mixed))
+        .await
+        .unwrap();
+    let (hosts, _) = owner.request_matches().await.unwrap();
+    assert_eq!(hosts.len(), 1);
+    let matched = hosts[0].host;
+    // A node that was never matched with the owner leaves the network.
+    let (leaver, _) = connect(&url, &new_key(), &coord).await;
+    leaver
+        .announce(announce(20, 9 * GIB, 0, 1, PeerMode::Mixed))
+        .await
+        .unwrap();
+    leaver.leave().await.unwrap();
+    let slot = |b: u8, len: u64, host: NodeId| ShareSlot {
+        name: [b; 32],
+        len,
+        host,
+    };
+    let refused = |r: Result<(), ClientError>, code: RefusalCode| match r {
+        Err(ClientError::Refused(r)) => assert_eq!(r.code, code, "{r}"),
+        other => panic!("expected {code:?}, got {other:?}"),
+    };
+    // The attack as found: shares of 9 GiB on the node that left.
+    let attack: Vec<_> = (0..4u8)
+        .map(|i| ShareGroupRecord {
+            k: 1,
+            n: 2,
+            shares: vec![
+                slot(100 + i, 9 * GIB, leaver.node_id()),
+                slot(110 + i, 9 * GIB, matched),
+            ],
+        })
+        .collect();
+    refused(owner.record_shares(attack).await, RefusalCode::NotMatched);
+    // Named on its matched host only, but larger than the quota that host grants.
+    refused(
+        owner
+            .record_shares(vec![ShareGroupRecord {
+                k: 1,
+                n: 2,
+                shares: vec![slot(120, 9 * GIB, matched), slot(121, GIB, matched)],
+            }])
+            .await,
+        RefusalCode::BadRequest,
+    );
+    // Several repair scans run (one a second); nothing was granted.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (as_owner, _) = owner.relationships().await.unwrap();
+    assert_eq!(as_owner.len(), 1, "{as_owner:?}");
+    assert_eq!((as_owner[0].host, as_owner[0].quota_bytes), (matched, GIB));
+    let mut granted = 0;
+    for (s, _) in &spares {
+        let (_, as_host) = s.relationships().await.unwrap();
+        granted += as_host.iter().map(|r| r.quota_bytes).sum::<u64>();
+    }
+    assert_eq!(granted, GIB, "the matched host's 1 GiB and nothing more");
+    assert_eq!(coord.stats().repairs_ordered, 0);
+}
+
+/// The repair scan rebuilds a lost share on a new host only while the owner has fewer hosts
+/// standing than the copies it asked for, and grants that host the owner's want, not more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_grants_a_new_host_only_within_the_owners_copies() {
+    use pluto_netsync::wire::{ShareGroupRecord, ShareSlot};
+    let mut params = test_params();
+    params.repair_grace = Duration::from_secs(1);
+    let (coord, _dir) = start_coordinator(params).await;
+    let url = coord.broker_url();
+    let (owner, mut orx) = connect(&url, &new_key(), &coord).await;
+    owner
+        .announce(announce(1, 2 * GIB, GIB, 2, PeerMode::Mixed))
+        .await
+        .unwrap();
+    let mut hosts = Vec::new();
+    for i in 0..2 {
+        let (c, rx) = connect(&url, &new_key(), &coord).await;
+        c.announce(announce(10 + i, 9 * GIB, 0, 1, PeerMode::Mixed))
+            .await
+            .unwrap();
+        hosts.push((c, rx));
+    }
+    let (matched, _) = owner.request_matches().await.unwrap();
+    assert_eq!(matched.len(), 2);
+    let (h1, h2) = (matched[0].host, matched[1].host);
+    // three 1-of-2 groups, one share on each matched host
+    let groups: Vec<_> = (0..3u8)
+        .map(|i| ShareGroupRecord {
+            k: 1,
+            n: 2,
+            shares: vec![
+                ShareSlot {
+                    name: [10 + i; 32],
+                    len: 1 << 20,
+                    host: h1,
+                },
+                ShareSlot {
+                    name: [20 + i; 32],
+                    len: 1 << 20,
+                    host: h2,
+                },
+            ],
+        })
+        .collect();
+    owner.record_shares(groups).await.unwrap();
+    // spares join, then h1 leaves: its three shares are lost
+    let mut spares = Vec::new();
+    for i in 0..3 {
+        let (c, rx) = connect(&url, &new_key(), &coord).await;
+        c.announce(announce(30 + i, 9 * GIB, 0, 1, PeerMode::Mixed))
+            .await
+            .unwrap();
+        spares.push((c, rx));
+    }
+    let leaver = hosts.iter().find(|(c, _)| c.node_id() == h1).unwrap();
+    leaver.0.leave().await.unwrap();
+    let _ = wait_msg(&mut orx, 5, |m| matches!(m, CoordMsg::MoveCopies { .. })).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while coord.stats().repairs_ordered < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of 3 repairs ordered",
+            coord.stats().repairs_ordered
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // one new host, with the owner's want; the other repairs went to it too
+    let (as_owner, _) = owner.relationships().await.unwrap();
+    let active: Vec<_> = as_owner
+        .iter()
+        .filter(|r| r.state == RelationState::Active)
+        .collect();
+    assert_eq!(active.len(), 2, "{as_owner:?}");
+    assert!(active.iter().all(|r| r.quota_bytes == GIB), "{active:?}");
+    let mut granted = 0;
+    for (s, _) in &spares {
+        let (_, as_host) = s.relationships().await.unwrap();
+        granted += as_host.iter().map(|r| r.quota_bytes).sum::<u64>();
+    }
+    assert_eq!(granted, GIB, "the spares were granted {granted} bytes");
+}
+
+/// A node's client and the coordinator's messages to it.
+type Node = (
+    pluto_netsync::coord_client::CoordClient,
+    tokio::sync::mpsc::Receiver<pluto_netsync::coord_client::CoordEvent>,
+);
+
+/// An owner and the host it was matched with.
+async fn owner_and_host(coord: &pluto_coordinator::Running) -> (Node, Node) {
+    let url = coord.broker_url();
+    let host = connect(&url, &new_key(), coord).await;
+    host.0
+        .announce(announce(2, 10 * GIB, 0, 1, PeerMode::Mixed))
+        .await
+        .unwrap();
+    let owner = connect(&url, &new_key(), coord).await;
+    owner
+        .0
+        .announce(announce(1, 10 * GIB, GIB, 1, PeerMode::Mixed))
+        .await
+        .unwrap();
+    let (hosts, _) = owner.0.request_matches().await.unwrap();
+    assert_eq!(hosts[0].host, host.0.node_id());
+    (owner, host)
+}
+
+/// One relayed proof round: the owner challenges, the host answers (a true proof unless
+/// `rotten`), the owner hears the answer and reports `verdict`. Returns the report's outcome.
+async fn proof_round(
+    owner: &mut Node,
+    host: &mut Node,
+    pack: &HeldPack,
+    rotten: bool,
+    verdict: bool,
+) -> Result<(), ClientError> {
+    let challenge = pack.challenge();
+    let id = owner
+        .0
+        .send_challenge(host.0.node_id(), challenge.clone())
+        .await?;
+    let _ = wait_msg(
+        &mut host.1,
+        5,
+        |m| matches!(m, CoordMsg::Challenge { challenge_id, .. } if *challenge_id == id),
+    )
+    .await;
+    host.0
+        .answer_challenge(id, pack.answer(&challenge, rotten))
+        .await
+        .unwrap();
+    let _ = wait_msg(
+        &mut owner.1,
+        5,
+        |m| matches!(m, CoordMsg::ChallengeAnswer { challenge_id, .. } if *challenge_id == id),
+    )
+    .await;
+    owner.0.report_challenge(id, verdict).await
+}
+
+/// Issue 13, case 1: an owner matched with a host opened challenges back to back and
+/// reported each correct answer as failed; after 10 rounds the host was excluded. Now one
+/// owner may challenge one host once an hour, and the coordinator checks the proof itself:
+/// the lying reports are refused and the host keeps its standing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_owner_cannot_get_an_honest_host_excluded_by_reporting_its_proofs_failed() {
+    let (coord, _dir) = start_coordinator(test_params()).await;
+    let (mut owner, mut host) = owner_and_host(&coord).await;
+    let hid = host.0.node_id();
+    let pack = HeldPack::new(200_000, 7);
+    let mut rate_limited = 0;
+    for round in 0..10 {
+        match proof_round(&mut owner, &mut host, &pack, false, false).await {
+            Err(ClientError::Refused(r)) if round == 0 => {
+                assert_eq!(r.code, RefusalCode::BadRequest, "{r}");
+                assert!(r.message.contains("verifies"), "{r}");
+            }
+            Err(ClientError::Refused(r)) if r.code == RefusalCode::RateLimited => rate_limited += 1,
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+    assert_eq!(rate_limited, 9, "back-to-back challenges were relayed");
+    let h = coord.node(&hid).unwrap().unwrap();
+    assert!(h.excluded.is_none(), "{:?}", h.excluded);
+    assert_eq!((h.audits_passed, h.audits_failed), (1, 0));
+    let (as_owner, _) = owner.0.relationships().await.unwrap();
+    assert_eq!(as_owner[0].state, RelationState::Active);
+}
+
+/// Without the pair rate limit (its second line of defence alone): twenty correct proofs
+/// reported as failed are refused one by one, none moves the score, and after three
+/// contradictions the owner's failure reports the coordinator cannot check — and its
+/// release of the host — no longer count either. A host whose proofs truly fail is still
+/// excluded, by the coordinator's own checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_whose_reports_contradict_the_coordinators_checks_loses_its_weight() {
+    let mut params = test_params();
+    params.pair_challenge_gap = Duration::ZERO;
+    let (coord, _dir) = start_coordinator(params).await;
+    let (mut owner, mut host) = owner_and_host(&coord).await;
+    let hid = host.0.node_id();
+    let pack = HeldPack::new(200_000, 3);
+    for round in 0..20 {
+        match proof_round(&mut owner, &mut host, &pack, false, false).await {
+            Err(ClientError::Refused(r)) => assert!(r.message.contains("verifies"), "{r}"),
+            other => panic!("round {round}: lying report accepted: {other:?}"),
+        }
+    }
+    let h = coord.node(&hid).unwrap().unwrap();
+    assert!(h.excluded.is_none());
+    assert_eq!((h.audits_passed, h.audits_failed), (20, 0));
+    assert_eq!(h.audit_beta, 0.0);
+    // a challenge the coordinator cannot check (not a proof), answered with junk: the
+    // owner's failure report is refused, it has lost its weight
+    let id = owner
+        .0
+        .send_challenge(hid, b"opaque".to_vec())
+        .await
+        .unwrap();
+    let _ = wait_msg(&mut host.1, 5, |m| matches!(m, CoordMsg::Challenge { .. })).await;
+    host.0.answer_challenge(id, b"?".to_vec()).await.unwrap();
+    let _ = wait_msg(&mut owner.1, 5, |m| {
+        matches!(m, CoordMsg::ChallengeAnswer { .. })
+    })
+    .await;
+    match owner.0.report_challenge(id, false).await {
+        Err(ClientError::Refused(r)) => assert!(r.message.contains("contradicted"), "{r}"),
+        other => panic!("distrusted owner's report accepted: {other:?}"),
+    }
+    owner.0.release_host(hid, "caught failing").await.unwrap();
+    let h = coord.node(&hid).unwrap().unwrap();
+    assert_eq!(h.audits_failed, 0, "the release cost the host an audit");
+
+    // another owner, whose host's copy has rotted: the coordinator's checks exclude it
+    // (the first two go offline, so that matching picks the new host)
+    owner.0.close().await.unwrap();
+    host.0.close().await.unwrap();
+    let (mut owner2, mut bad) = owner_and_host(&coord).await;
+    let mut excluded = false;
+    for _ in 0..12 {
+        match proof_round(&mut owner2, &mut bad, &pack, true, false).await {
+            Ok(()) => {}
+            Err(ClientError::Refused(r)) if r.code == RefusalCode::NotMatched => {
+                excluded = true;
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(excluded, "a host whose proofs fail is still matched");
+    let b = coord.node(&bad.0.node_id()).unwrap().unwrap();
+    assert!(b.excluded.unwrap().contains("audit score"));
+    assert_eq!(coord.node(&hid).unwrap().unwrap().excluded, None);
+}
+
+/// Failures the coordinator cannot check count only once several independent owners
+/// report them: two owners' reports leave the host's score alone, the third's counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchecked_failure_reports_count_only_from_several_independent_owners() {
+    let (coord, _dir) = start_coordinator(test_params()).await;
+    let url = coord.broker_url();
+    let (host, mut hrx) = connect(&url, &new_key(), &coord).await;
+    host.announce(announce(2, 100 * GIB, 0, 1, PeerMode::Mixed))
+        .await
+        .unwrap();
+    let hid = host.node_id();
+    for n in 1..=3u64 {
+        let (owner, mut orx) = connect(&url, &new_key(), &coord).await;
+        owner
+            .announce(announce(1, 10 * GIB, GIB, 1, PeerMode::Mixed))
+            .await
+            .unwrap();
+        let (hosts, _) = owner.request_matches().await.unwrap();
+        assert_eq!(hosts[0].host, hid);
+        let id = owner.send_challenge(hid, b"keyed".to_vec()).await.unwrap();
+        let _ = wait_msg(
+            &mut hrx,
+            5,
+            |m| matches!(m, CoordMsg::Challenge { challenge_id, .. } if *challenge_id == id),
+        )
+        .await;
+        host.answer_challenge(id, b"unknown pack".to_vec())
+            .await
+            .unwrap();
+        let _ = wait_msg(&mut orx, 5, |m| {
+            matches!(m, CoordMsg::ChallengeAnswer { .. })
+        })
+        .await;
+        owner.report_challenge(id, false).await.unwrap();
+        let h = coord.node(&hid).unwrap().unwrap();
+        assert_eq!(
+            h.audits_failed,
+            n.saturating_sub(2),
+            "after {n} owner(s) reported"
+        );
+        // offline, so that the next owner is matched with the host and not with this one
+        owner.close().await.unwrap();
+    }
 }

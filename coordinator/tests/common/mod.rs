@@ -188,3 +188,52 @@ pub async fn raw_connected(
     .expect("suback");
     (c, el)
 }
+
+/// A pack a host holds for the relayed-proof tests: pseudo-random bytes and their name.
+pub struct HeldPack {
+    pub data: Vec<u8>,
+    pub name: [u8; 32],
+}
+
+impl HeldPack {
+    pub fn new(len: usize, seed: u8) -> HeldPack {
+        let data: Vec<u8> = (0..len)
+            .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1] ^ seed)
+            .collect();
+        let name = *blake3::hash(&data).as_bytes();
+        HeldPack { data, name }
+    }
+
+    /// The relayed challenge an owner sends: a peer-protocol `Prove` request, the way
+    /// `pluto serve` asks it (one range, ending at the pack's end).
+    pub fn challenge(&self) -> Vec<u8> {
+        use pluto_netsync::peer::{challenge, proto};
+        let ranges = challenge::pick_ranges(
+            self.data.len() as u64,
+            challenge::RELAYED_RANGES,
+            challenge::DEFAULT_RANGE_LEN,
+        );
+        proto::encode(&proto::Request::Prove {
+            pack: self.name,
+            ranges,
+        })
+        .unwrap()
+    }
+
+    /// The host's answer to `challenge`: a proof of the asked ranges from its copy, with
+    /// every byte flipped when `rotten` (the outboard kept since arrival is intact).
+    pub fn answer(&self, challenge: &[u8], rotten: bool) -> Vec<u8> {
+        use pluto_netsync::peer::{challenge as ch, proto};
+        let proto::Request::Prove { ranges, .. } = proto::decode(challenge).unwrap() else {
+            panic!("not a proof challenge")
+        };
+        let ob = ch::build_outboard(&self.data[..], self.data.len() as u64).unwrap();
+        let copy: Vec<u8> = if rotten {
+            self.data.iter().map(|b| b ^ 0x5a).collect()
+        } else {
+            self.data.clone()
+        };
+        let encoded = ch::prove(&copy[..], &ob, &ranges).unwrap();
+        proto::encode(&proto::Response::Proof { encoded }).unwrap()
+    }
+}

@@ -297,13 +297,48 @@ fn handle_blocking(store: &HostedStore, owner: &NodeId, req: Request) -> Respons
 pub fn answer_relayed_challenge(store: &HostedStore, owner: &NodeId, payload: &[u8]) -> Vec<u8> {
     let resp = match proto::decode::<Request>(payload) {
         Ok(req @ (Request::Challenge { .. } | Request::Prove { .. })) => match req.validate() {
-            Ok(()) => handle_blocking(store, owner, req),
+            Ok(()) => match relayed_proof_ends_at_the_end(store, owner, &req) {
+                Ok(()) => handle_blocking(store, owner, req),
+                Err(why) => refusal(RefusalCode::BadRequest, why),
+            },
             Err(why) => refusal(RefusalCode::BadRequest, why),
         },
         Ok(_) => refusal(RefusalCode::BadRequest, "only challenges are relayed"),
         Err(e) => refusal(RefusalCode::BadRequest, e.to_string()),
     };
     proto::encode(&resp).unwrap_or_default()
+}
+
+/// The coordinator checks a relayed proof itself, taking the end of its last range as the
+/// pack's size (a proof that covers the last byte authenticates the size). So a host proves
+/// only ranges that end exactly at the end of its pack: an owner that names another size
+/// gets a refusal, never a proof that would fail the coordinator's check through no fault
+/// of the host's.
+fn relayed_proof_ends_at_the_end(
+    store: &HostedStore,
+    owner: &NodeId,
+    req: &Request,
+) -> std::result::Result<(), String> {
+    let Request::Prove { pack, ranges } = req else {
+        return Ok(());
+    };
+    let Ok(size) = store
+        .size(owner, Kind::Pack, pack)
+        .or_else(|_| store.size(owner, Kind::Share, pack))
+    else {
+        return Ok(()); // the request itself answers NotFound
+    };
+    let end = ranges
+        .iter()
+        .map(|r| r.offset.saturating_add(u64::from(r.len)))
+        .max();
+    if end != Some(size) {
+        return Err(format!(
+            "a relayed proof must cover the end of the pack ({size} bytes), not end at {}",
+            end.unwrap_or(0)
+        ));
+    }
+    Ok(())
 }
 
 /// Host side of a relayed session (`CoordMsg::RelayOffer`): join the relay with the token,

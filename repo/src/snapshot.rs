@@ -23,6 +23,11 @@ pub struct SnapshotStats {
     pub stored_added: u64,
     /// Paths that could not be read (the snapshot is partial when this is not empty).
     pub unreadable: Vec<String>,
+    /// Files that kept changing while they were read: each is recorded as it was read (its
+    /// size is what its chunks hold), and the snapshot is partial. Left out of the JSON when
+    /// empty, so older snapshots decode and their bytes do not change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed_during_read: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

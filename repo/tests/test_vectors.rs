@@ -318,6 +318,7 @@ fn compute(book: &Book) -> Vec<(&'static str, String)> {
             bytes_added: (plain.len() + empty.len() + tree_bytes.len()) as u64,
             stored_added: 200,
             unreadable: vec![],
+            changed_during_read: vec![],
         },
     };
     let snapshot_json = String::from_utf8(snapshot.encode()).unwrap();

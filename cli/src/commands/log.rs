@@ -114,10 +114,13 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             bytes(sn.stats.bytes),
             bytes(sn.stats.bytes_added),
             bytes(sn.stats.stored_added),
-            if sn.stats.unreadable.is_empty() {
-                String::new()
-            } else {
-                format!(", PARTIAL: {} unreadable", sn.stats.unreadable.len())
+            match (
+                sn.stats.unreadable.len(),
+                sn.stats.changed_during_read.len()
+            ) {
+                (0, 0) => String::new(),
+                (u, 0) => format!(", PARTIAL: {u} unreadable"),
+                (u, c) => format!(", PARTIAL: {u} unreadable, {c} changed while read"),
             }
         );
         if !sn.message.is_empty() {

@@ -16,7 +16,8 @@ use std::time::Instant;
   pluto snapshot --json | jq .id
 
 Files listed in .plutoignore files (gitignore syntax, any directory) are left out, and so are
-directories holding a CACHEDIR.TAG. Exit code 3: saved, but some files could not be read.")]
+directories holding a CACHEDIR.TAG. Exit code 3: saved, but some files could not be read, or
+kept changing while they were read (recorded as read, and named).")]
 pub struct Args {
     /// The directory to record (default: the tracked directory).
     dir: Option<PathBuf>,
@@ -151,7 +152,9 @@ pub fn run(g: &Global, mut a: Args) -> Result<u8> {
         }
     }
     let s = &outcome.snapshot;
-    let partial = !s.stats.unreadable.is_empty();
+    let unreadable = s.stats.unreadable.len();
+    let changed = s.stats.changed_during_read.len();
+    let partial = unreadable + changed > 0;
     if g.verbose && !a.json {
         // the snapshot just wrote index files this handle has not loaded
         repo.reload_index()?;
@@ -175,6 +178,10 @@ pub fn run(g: &Global, mut a: Args) -> Result<u8> {
         }
     }
     if a.json {
+        // The JSON document always has the list, empty or not (the snapshot file leaves it
+        // out when empty).
+        let mut stats = serde_json::to_value(&s.stats)?;
+        stats["changed_during_read"] = serde_json::json!(s.stats.changed_during_read);
         let doc = serde_json::json!({
             "id": outcome.id,
             "short_id": &outcome.id[..8],
@@ -184,7 +191,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<u8> {
             "paths": s.paths,
             "tags": s.tags,
             "message": s.message,
-            "stats": s.stats,
+            "stats": stats,
             "partial": partial,
             "notes": outcome.notes,
             "warnings": outcome.warnings,
@@ -201,13 +208,13 @@ pub fn run(g: &Global, mut a: Args) -> Result<u8> {
             bytes(s.stats.bytes_added),
             bytes(s.stats.stored_added),
             started.elapsed().as_secs_f64(),
-            if partial {
-                format!(
-                    " — PARTIAL: {} path(s) could not be read",
-                    s.stats.unreadable.len()
-                )
-            } else {
-                String::new()
+            match (unreadable, changed) {
+                (0, 0) => String::new(),
+                (u, 0) => format!(" — PARTIAL: {u} path(s) could not be read"),
+                (0, c) => format!(" — PARTIAL: {c} file(s) changed while read"),
+                (u, c) => format!(
+                    " — PARTIAL: {u} path(s) could not be read, {c} file(s) changed while read"
+                ),
             }
         );
     }

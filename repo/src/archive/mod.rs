@@ -23,7 +23,6 @@ use packer::Packer;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -35,6 +34,17 @@ const BLOCK: usize = 16 * 1024 * 1024;
 /// Write an index file whenever this many packs are closed, so a long snapshot that is
 /// killed keeps most of its work.
 const INDEX_EVERY_PACKS: usize = 32;
+/// Reads of a file that keeps changing before it is recorded as read and reported.
+const READ_TRIES: usize = 3;
+
+/// A hard-linked file already read in this snapshot: its content and the metadata of that
+/// read, shared by its other names.
+struct Link {
+    chunks: Vec<ObjectId>,
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+}
 
 #[derive(Default)]
 pub struct SnapshotOptions {
@@ -98,8 +108,12 @@ struct Archiver<'r> {
     trees: Packer<'r>,
     /// Objects this run stores, by type and id (a chunk and a tree may share an id).
     claimed: Mutex<HashSet<(ObjType, ObjectId)>>,
-    hardlinks: Mutex<HashMap<(u64, u64), Vec<ObjectId>>>,
+    hardlinks: Mutex<HashMap<(u64, u64), Link>>,
     unreadable: Mutex<Vec<String>>,
+    /// Files that changed while they were read: (path, warning).
+    changed: Mutex<Vec<(String, String)>>,
+    /// The all-zero chunk long holes are made of: (length, id), once known.
+    zero: Mutex<Option<(u64, ObjectId)>>,
     warnings: Mutex<Vec<String>>,
     notes: Mutex<Vec<String>>,
     index_files: Mutex<Vec<String>>,
@@ -171,6 +185,8 @@ pub fn create_snapshot(
         claimed: Mutex::new(HashSet::new()),
         hardlinks: Mutex::new(HashMap::new()),
         unreadable: Mutex::new(Vec::new()),
+        changed: Mutex::new(Vec::new()),
+        zero: Mutex::new(None),
         warnings: Mutex::new(Vec::new()),
         notes: Mutex::new(Vec::new()),
         index_files: Mutex::new(Vec::new()),
@@ -195,6 +211,8 @@ pub fn create_snapshot(
 
     let n = &a.n;
     let unreadable = std::mem::take(&mut *a.unreadable.lock().unwrap());
+    let mut changed = std::mem::take(&mut *a.changed.lock().unwrap());
+    changed.sort();
     let mut warnings = std::mem::take(&mut *a.warnings.lock().unwrap());
     for p in rules.unmatched_patterns(&opts.excludes, &root) {
         warnings.push(format!(
@@ -205,6 +223,8 @@ pub fn create_snapshot(
     warnings.extend(unreadable.iter().cloned());
     let mut notes = std::mem::take(&mut *a.notes.lock().unwrap());
     notes.sort();
+    warnings.extend(changed.iter().map(|c| c.1.clone()));
+    let changed_during_read: Vec<String> = changed.into_iter().map(|c| c.0).collect();
     let snapshot = Snapshot {
         version: 1,
         time_ns: opts.time_ns.unwrap_or_else(now_ns),
@@ -227,6 +247,7 @@ pub fn create_snapshot(
             stored_added: a.data.stored_bytes.load(Ordering::Relaxed)
                 + a.trees.stored_bytes.load(Ordering::Relaxed),
             unreadable,
+            changed_during_read,
         },
     };
     let id = repo.write_snapshot(&snapshot)?;
@@ -248,6 +269,74 @@ fn mtime_ns(m: &fs::Metadata) -> i64 {
 }
 fn ctime_ns(m: &fs::Metadata) -> i64 {
     m.ctime() * 1_000_000_000 + m.ctime_nsec()
+}
+
+/// Where a sparse file's data lies, found with SEEK_DATA/SEEK_HOLE as the read goes.
+struct Regions {
+    fd: std::os::unix::io::RawFd,
+    /// The size when the read began: the read stops there (a file that grew is read again).
+    size: u64,
+    /// The data region at or after the last position asked about.
+    data: std::ops::Range<u64>,
+}
+
+enum Region {
+    /// Data up to this offset.
+    Data(u64),
+    /// A hole (zeros) up to this offset.
+    Hole(u64),
+    End,
+}
+
+impl Regions {
+    fn at(&mut self, pos: u64) -> std::io::Result<Region> {
+        if pos >= self.size {
+            return Ok(Region::End);
+        }
+        if pos >= self.data.end {
+            let seek = |off: u64, whence| {
+                // SAFETY: lseek on a descriptor the caller holds open; no memory involved.
+                let r = unsafe { libc::lseek(self.fd, off as libc::off_t, whence) };
+                if r < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(r as u64)
+                }
+            };
+            self.data = match seek(pos, libc::SEEK_DATA) {
+                Ok(start) => {
+                    let start = start.min(self.size);
+                    let end = seek(start, libc::SEEK_HOLE).unwrap_or(self.size);
+                    // A region that moved meanwhile: read the rest plainly, so the read
+                    // always advances (holes read as zeros; a change shows after the read).
+                    let end = if end <= start {
+                        self.size
+                    } else {
+                        end.min(self.size)
+                    };
+                    start..end
+                }
+                // No data after `pos`: a hole up to the end.
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => self.size..self.size,
+                // A file system without the calls: all of it is data.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => pos..self.size,
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(if pos < self.data.start {
+            Region::Hole(self.data.start)
+        } else {
+            Region::Data(self.data.end)
+        })
+    }
+}
+
+/// The same version of one open file: nothing a write or truncation disturbs has moved.
+fn same_version(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    a.size() == b.size()
+        && mtime_ns(a) == mtime_ns(b)
+        && ctime_ns(a) == ctime_ns(b)
+        && (a.dev(), a.ino()) == (b.dev(), b.ino())
 }
 
 fn node_from_meta(name: &[u8], kind: Kind, m: &fs::Metadata) -> Node {
@@ -275,6 +364,13 @@ impl Archiver<'_> {
             .lock()
             .unwrap()
             .push(format!("{}: {e}", path.display()));
+    }
+
+    fn note_changed(&self, path: &Path, what: &str) {
+        self.changed.lock().unwrap().push((
+            path.to_string_lossy().into_owned(),
+            format!("{}: {what}", path.display()),
+        ));
     }
 
     fn write_index(&self, all: bool) -> Result<()> {
@@ -327,47 +423,103 @@ impl Archiver<'_> {
         }
     }
 
-    /// Read a file and store its content; `Ok(None)` when it cannot be read.
-    fn file(&self, path: &Path, size: u64) -> Result<Option<Vec<ObjectId>>> {
-        let mut f = match fs::File::open(path) {
-            Ok(f) => f,
-            Err(e) => {
-                self.note_unreadable(path, e);
-                return Ok(None);
-            }
-        };
+    /// Read an open file from its start and store its content: the chunk ids and the
+    /// number of bytes it covers, or `Ok(None)` when a read fails (noted as unreadable).
+    ///
+    /// A sparse file is read region by region (SEEK_DATA/SEEK_HOLE): its holes are never
+    /// read. They are chunked as the zeros they read as, so the chunks are the very ones the
+    /// same bytes stored densely give; inside a long hole every chunk is the all-zero chunk
+    /// of one length, listed without touching a byte.
+    fn read_content(
+        &self,
+        path: &Path,
+        f: &fs::File,
+        meta: &fs::Metadata,
+    ) -> Result<Option<(Vec<ObjectId>, u64)>> {
+        use std::os::unix::fs::FileExt;
+        use std::os::unix::io::AsRawFd;
+        let size = meta.size();
+        // Fewer blocks allocated than the size needs: there are holes to skip.
+        let mut regions = (meta.blocks().saturating_mul(512) < size).then(|| Regions {
+            fd: f.as_raw_fd(),
+            size,
+            data: 0..0,
+        });
+        let max = self.chunker.max as u64;
         let mut chunks = Vec::new();
         let mut buf: Vec<u8> = Vec::with_capacity((size as usize).min(BLOCK) + 1);
-        let mut total = 0u64;
+        // Logical offset of the byte after `buf`.
+        let mut pos = 0u64;
         loop {
-            // Fill the block (a short read is not the end of the file).
-            let want = BLOCK.saturating_sub(buf.len()).max(1);
-            let start = buf.len();
-            let got = match (&mut f).take(want as u64).read_to_end(&mut buf) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.note_unreadable(path, e);
-                    return Ok(None);
+            // Fill the block (a short read is not the end of the file), up to a long hole.
+            let mut eof = false;
+            let mut long_hole = None;
+            while buf.len() < BLOCK && !eof {
+                let room = BLOCK - buf.len();
+                let (want, hole_end) = match regions.as_mut().map(|r| r.at(pos)) {
+                    // Up to the size the read began with, and one byte more to see whether
+                    // the file grew: a file that keeps growing is not chased forever.
+                    None => (room.min((size + 1).saturating_sub(pos) as usize), None),
+                    Some(Err(e)) => {
+                        self.note_unreadable(path, e);
+                        return Ok(None);
+                    }
+                    Some(Ok(Region::End)) => {
+                        eof = true;
+                        break;
+                    }
+                    Some(Ok(Region::Data(end))) => (room.min((end - pos) as usize), None),
+                    Some(Ok(Region::Hole(end))) => (room.min((end - pos) as usize), Some(end)),
+                };
+                if let Some(end) = hole_end {
+                    let n = if end - pos > 2 * max {
+                        // Enough zeros to end the chunk in hand; the rest is skipped below.
+                        long_hole = Some(end);
+                        want.min(max as usize)
+                    } else {
+                        want
+                    };
+                    buf.resize(buf.len() + n, 0);
+                    pos += n as u64;
+                    if long_hole.is_some() {
+                        break;
+                    }
+                    continue;
                 }
-            };
-            debug_assert_eq!(buf.len(), start + got);
-            total += got as u64;
-            let eof = got == 0 || buf.len() < BLOCK;
-            if !eof {
+                let start = buf.len();
+                buf.resize(start + want, 0);
+                let mut got = 0usize;
+                while got < want {
+                    match f.read_at(&mut buf[start + got..], pos + got as u64) {
+                        Ok(0) => break,
+                        Ok(n) => got += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            self.note_unreadable(path, e);
+                            return Ok(None);
+                        }
+                    }
+                }
+                buf.truncate(start + got);
+                pos += got as u64;
+                if got < want || pos > size {
+                    eof = true;
+                }
+            }
+            if !eof && regions.is_none() {
                 // Ask for the next block now, so the disk reads it while this one is cut,
                 // hashed and compressed.
-                use std::os::unix::io::AsRawFd;
                 // SAFETY: advice on a descriptor we own; no memory is involved.
                 unsafe {
                     libc::posix_fadvise(
                         f.as_raw_fd(),
-                        total as libc::off_t,
+                        pos as libc::off_t,
                         BLOCK as libc::off_t,
                         libc::POSIX_FADV_WILLNEED,
                     );
                 }
             }
-            if buf.is_empty() {
+            if buf.is_empty() && eof {
                 break;
             }
             let mut cuts = self.chunker.cut(&buf);
@@ -385,13 +537,118 @@ impl Archiver<'_> {
                 }
                 None => buf.clear(),
             }
-            if eof && buf.is_empty() {
+            if eof {
                 break;
             }
+            // In a long hole, once a chunk starts on a zero with at least `max` zeros after
+            // it, the chunker cuts the same all-zero chunk again and again: list it.
+            if let Some(end) = long_hole {
+                let chunk_start = pos - buf.len() as u64;
+                if chunk_start + max <= end && buf.iter().all(|&b| b == 0) {
+                    let (zlen, zid) = self.zero_chunk()?;
+                    let n = (end - chunk_start - max) / zlen + 1;
+                    chunks.extend(std::iter::repeat_n(zid, n as usize));
+                    buf.clear();
+                    pos = chunk_start + n * zlen;
+                    if let Some(p) = &self.progress {
+                        p.add_done(0, n * zlen);
+                    }
+                }
+            }
         }
-        self.n.files_read.fetch_add(1, Ordering::Relaxed);
-        self.n.bytes_read.fetch_add(total, Ordering::Relaxed);
-        Ok(Some(chunks))
+        Ok(Some((chunks, pos)))
+    }
+
+    /// The length and id of the chunk the chunker cuts from a long run of zeros, stored
+    /// once per snapshot.
+    fn zero_chunk(&self) -> Result<(u64, ObjectId)> {
+        let mut z = self.zero.lock().unwrap();
+        if let Some(c) = *z {
+            return Ok(c);
+        }
+        let zeros = vec![0u8; self.chunker.max as usize];
+        let len = self.chunker.cut(&zeros)[0].1;
+        let id = self.store(ObjType::Chunk, &zeros[..len])?;
+        *z = Some((len as u64, id));
+        Ok((len as u64, id))
+    }
+
+    /// Read a regular file and fill `node` (metadata, size and chunks) from one consistent
+    /// read of it; `Ok(false)` when it is left out (unreadable, or no longer a file).
+    ///
+    /// The entry must never contradict its content, so the metadata comes from the open
+    /// descriptor, not from the directory walk, and is taken before and after the read: a
+    /// file that changed meanwhile (grown, truncated, rewritten) is read again, up to
+    /// `READ_TRIES` times, and then recorded as it was read and reported.
+    fn file(&self, path: &Path, node: &mut Node) -> Result<bool> {
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_NONBLOCK: a path swapped for a FIFO must not hang the snapshot; O_NOFOLLOW: nor
+        // be read through a symlink put in its place.
+        let f = match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                self.note_changed(
+                    path,
+                    "was replaced by a symlink while it was read, left out",
+                );
+                return Ok(false);
+            }
+            Err(e) => {
+                self.note_unreadable(path, e);
+                return Ok(false);
+            }
+        };
+        let mut last = None;
+        for _ in 0..READ_TRIES {
+            let before = match f.metadata() {
+                Ok(m) => m,
+                Err(e) => {
+                    self.note_unreadable(path, e);
+                    return Ok(false);
+                }
+            };
+            if !before.is_file() {
+                self.note_changed(path, "is no longer a regular file, left out");
+                return Ok(false);
+            }
+            let Some((chunks, total)) = self.read_content(path, &f, &before)? else {
+                return Ok(false);
+            };
+            self.n.files_read.fetch_add(1, Ordering::Relaxed);
+            self.n.bytes_read.fetch_add(total, Ordering::Relaxed);
+            let after = match f.metadata() {
+                Ok(m) => m,
+                Err(e) => {
+                    self.note_unreadable(path, e);
+                    return Ok(false);
+                }
+            };
+            if total == before.size() && same_version(&before, &after) {
+                *node = node_from_meta(&node.name, Kind::File, &after);
+                node.chunks = chunks;
+                return Ok(true);
+            }
+            last = Some((chunks, total, before));
+        }
+        let (chunks, total, before) = last.expect("READ_TRIES > 0");
+        // Recorded as read: the size is what the chunks hold. The change time is set to 0
+        // (never a real file's), so the next snapshot cannot take the file for unchanged and
+        // reads it again; ctime is only for change detection and is never restored.
+        *node = node_from_meta(&node.name, Kind::File, &before);
+        node.size = total;
+        node.ctime_ns = 0;
+        node.chunks = chunks;
+        self.note_changed(
+            path,
+            &format!(
+                "changed while it was read ({READ_TRIES} tries); recorded as read, {total} bytes"
+            ),
+        );
+        Ok(true)
     }
 
     fn entry(
@@ -437,7 +694,6 @@ impl Archiver<'_> {
         if ft.is_file() {
             let mut node = node_from_meta(name_b, Kind::File, &m);
             self.n.files.fetch_add(1, Ordering::Relaxed);
-            self.n.bytes.fetch_add(node.size, Ordering::Relaxed);
             // Reuse only if every chunk is still indexed: a damaged index must not turn into a
             // snapshot that silently references missing data.
             let index = self.repo.index()?;
@@ -448,6 +704,7 @@ impl Archiver<'_> {
             });
             if let Some(o) = reuse {
                 node.chunks = o.chunks.clone();
+                self.n.bytes.fetch_add(node.size, Ordering::Relaxed);
                 if let Some(p) = &self.progress {
                     p.add_done(1, node.size);
                 }
@@ -455,23 +712,34 @@ impl Archiver<'_> {
             }
             let link_key = (node.nlink > 1).then_some((node.dev, node.inode));
             if let Some(k) = link_key {
-                if let Some(c) = self.hardlinks.lock().unwrap().get(&k) {
-                    node.chunks = c.clone();
+                if let Some(l) = self.hardlinks.lock().unwrap().get(&k) {
+                    // The content and the metadata of the read that stored it, so the entry
+                    // agrees with its chunks even if the file changed since.
+                    node.chunks = l.chunks.clone();
+                    node.size = l.size;
+                    node.mtime_ns = l.mtime_ns;
+                    node.ctime_ns = l.ctime_ns;
+                    self.n.bytes.fetch_add(node.size, Ordering::Relaxed);
                     if let Some(p) = &self.progress {
                         p.add_done(1, node.size);
                     }
                     return Ok(Some(node));
                 }
             }
-            match self.file(&path, node.size)? {
-                Some(c) => node.chunks = c,
-                None => return Ok(None),
+            if !self.file(&path, &mut node)? {
+                return Ok(None);
             }
+            self.n.bytes.fetch_add(node.size, Ordering::Relaxed);
             if let Some(k) = link_key {
-                self.hardlinks
-                    .lock()
-                    .unwrap()
-                    .insert(k, node.chunks.clone());
+                self.hardlinks.lock().unwrap().insert(
+                    k,
+                    Link {
+                        chunks: node.chunks.clone(),
+                        size: node.size,
+                        mtime_ns: node.mtime_ns,
+                        ctime_ns: node.ctime_ns,
+                    },
+                );
             }
             if let Some(p) = &self.progress {
                 p.add_done(1, 0);

@@ -47,6 +47,10 @@ pub struct Params {
     /// An owner whose verdicts contradicted the coordinator's own checks this many times
     /// is no longer heard: its failure reports are refused.
     pub distrust_after: u64,
+    /// Frames one node may have within the freshness window (±120 s). The replay cache
+    /// remembers each frame for as long as it is fresh, whatever the traffic; past this a
+    /// node's frames are refused (`RateLimited`) rather than an id forgotten.
+    pub replay_per_node: usize,
 }
 
 impl Default for Params {
@@ -66,6 +70,7 @@ impl Default for Params {
             pair_challenge_gap: Duration::from_secs(3 * 3600),
             independent_reporters: 3,
             distrust_after: 3,
+            replay_per_node: 1024,
         }
     }
 }
@@ -100,6 +105,8 @@ pub struct Core {
     store: Store,
     params: Params,
     guard: ReplayGuard,
+    /// Enrollments come from keys made up on the spot: their own cache, bounded in all.
+    enroll_guard: ReplayGuard,
     buckets: HashMap<NodeId, Bucket>,
     pings: HashMap<NodeId, u64>,
     last_ping_round_ms: u64,
@@ -167,6 +174,7 @@ fn wire_refusal(e: &WireError) -> Refusal {
         WireError::WrongTopic { .. } => RefusalCode::WrongTopic,
         WireError::Stale { .. } => RefusalCode::Stale,
         WireError::Replayed { .. } => RefusalCode::Replayed,
+        WireError::ReplayWindowFull { .. } => RefusalCode::RateLimited,
     };
     refusal(code, e.to_string())
 }
@@ -214,7 +222,8 @@ impl Core {
     pub fn new(store: Store, params: Params, start_ms: u64, external: bool) -> Core {
         Core {
             store,
-            guard: ReplayGuard::new(start_ms, 200_000),
+            guard: ReplayGuard::new(start_ms, params.replay_per_node),
+            enroll_guard: ReplayGuard::new(start_ms, 4).with_max_total(100_000),
             params,
             buckets: HashMap::new(),
             pings: HashMap::new(),
@@ -406,9 +415,9 @@ impl Core {
                 return;
             }
         };
-        if let Err(e) = self
-            .guard
-            .check(env.sender, env.request_id, env.timestamp_ms, now_ms)
+        if let Err(e) =
+            self.enroll_guard
+                .check(env.sender, env.request_id, env.timestamp_ms, now_ms)
         {
             tracing::warn!(error = %e, "refused enrollment");
             return;

@@ -979,3 +979,112 @@ async fn unchecked_failure_reports_count_only_from_several_independent_owners() 
         owner.close().await.unwrap();
     }
 }
+
+/// Issue 13, case 4, against the coordinator: a frame captured from a node (here its
+/// request for an invite code) is replayed after a flood of valid frames from many other
+/// identities — and from one that goes past its share of the cache. The replay is still
+/// refused, and so is the flooder's own first frame: nothing fresh was forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_captured_frame_replayed_after_a_flood_is_refused() {
+    let mut params = test_params();
+    // the flood is made of valid frames within the rate limit
+    params.rate_per_sec = 10_000.0;
+    params.rate_burst = 10_000.0;
+    params.replay_per_node = 150;
+    let (coord, _dir) = start_coordinator(params).await;
+    let url = coord.broker_url();
+    let ck = coord.public_key;
+    let vkey = new_key();
+    let vid = NodeId::of(&vkey);
+    let vreq = topics::request(&vid);
+    let (v, mut vel) = raw_connected(&url, &vkey).await;
+    let ann = NodeMsg::Announce(announce(1, GIB, 0, 1, PeerMode::Mixed));
+    v.publish(
+        vreq.clone(),
+        QoS::AtLeastOnce,
+        false,
+        wire::seal(&vkey, &vreq, 1, wire::now_ms(), &ann).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        raw_reply(&mut vel, &vid, &ck, 5).await,
+        Ok((1, Ok(Reply::Announced { .. })))
+    ));
+    let captured = wire::seal(&vkey, &vreq, 2, wire::now_ms(), &NodeMsg::FriendInvite).unwrap();
+    v.publish(vreq.clone(), QoS::AtLeastOnce, false, captured.clone())
+        .await
+        .unwrap();
+    assert!(matches!(
+        raw_reply(&mut vel, &vid, &ck, 5).await,
+        Ok((2, Ok(Reply::InviteCode { .. })))
+    ));
+
+    // 20 identities, 200 frames each: 150 fill each one's share, 50 are refused
+    let handled_before = coord.stats().handled;
+    let mut flooders = Vec::new();
+    for _ in 0..20 {
+        let k = new_key();
+        let (c, el) = raw_connected(&url, &k).await;
+        flooders.push((k, c, el));
+    }
+    let mut first_frames = Vec::new();
+    let mut tasks = Vec::new();
+    for (k, c, mut el) in flooders {
+        let id = NodeId::of(&k);
+        let req = topics::request(&id);
+        let frames: Vec<_> = (0..200u64)
+            .map(|i| wire::seal(&k, &req, 1000 + i, wire::now_ms(), &NodeMsg::Goodbye).unwrap())
+            .collect();
+        first_frames.push((k.clone(), c.clone(), frames[0].clone()));
+        tasks.push(tokio::spawn(async move {
+            // one loop: publish while turning the event loop (which sends and acks),
+            // until every frame is answered or 20 s pass
+            let mut replies = 0;
+            let mut frames = frames.into_iter();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            let mut next = frames.next();
+            while replies < 200 {
+                if let Some(f) = next.take() {
+                    match c.try_publish(req.clone(), QoS::AtMostOnce, false, f.clone()) {
+                        Ok(()) => next = frames.next(),
+                        Err(_) => next = Some(f),
+                    }
+                }
+                match tokio::time::timeout_at(deadline, el.poll()).await {
+                    Ok(Ok(Event::Incoming(Packet::Publish(_)))) => replies += 1,
+                    Ok(Ok(_)) => {}
+                    _ => break,
+                }
+            }
+            (replies, el)
+        }));
+    }
+    let mut els = Vec::new();
+    for t in tasks {
+        let (replies, el) = t.await.unwrap();
+        assert_eq!(replies, 200, "every flood frame was answered");
+        els.push(el);
+    }
+    assert!(coord.stats().handled >= handled_before + 4000);
+
+    // the captured frame, replayed well within its freshness window
+    v.publish(vreq.clone(), QoS::AtLeastOnce, false, captured)
+        .await
+        .unwrap();
+    match raw_reply(&mut vel, &vid, &ck, 5).await {
+        Ok((2, Err(r))) => assert_eq!(r.code, RefusalCode::Replayed, "{r}"),
+        other => panic!("replayed invite request: {other:?}"),
+    }
+    // the flooders' own first frames too
+    for ((k, c, first), mut el) in first_frames.into_iter().zip(els) {
+        let id = NodeId::of(&k);
+        c.publish(topics::request(&id), QoS::AtLeastOnce, false, first)
+            .await
+            .unwrap();
+        match raw_reply(&mut el, &id, &ck, 5).await {
+            Ok((1000, Err(r))) => assert_eq!(r.code, RefusalCode::Replayed, "{r}"),
+            other => panic!("a flooder's first frame: {other:?}"),
+        }
+    }
+}

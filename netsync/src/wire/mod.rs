@@ -73,6 +73,8 @@ pub enum WireError {
     Stale { timestamp_ms: u64, now_ms: u64 },
     #[error("message {request_id} from {sender} was already received (replay)")]
     Replayed { sender: NodeId, request_id: u64 },
+    #[error("{sender} sent {limit} messages within the freshness window; wait until some age out")]
+    ReplayWindowFull { sender: NodeId, limit: usize },
     #[error("bad connect token: {0}")]
     BadToken(String),
 }

@@ -150,3 +150,69 @@ fn node_id_parse() {
     assert!("ABC".parse::<NodeId>().is_err());
     assert!(id.to_hex().to_uppercase().parse::<NodeId>().is_err());
 }
+
+/// Issue 13, case 4: the cache forgot its oldest ids once it held 200,000, however young:
+/// 600 identities sending 240,000 frames in 95 s made a captured frame acceptable again.
+/// Now an id is kept for exactly as long as its frame is fresh, whatever the traffic.
+#[test]
+fn a_flood_from_many_senders_does_not_make_a_fresh_frame_replayable() {
+    let now = 10_000_000_000;
+    let mut g = ReplayGuard::new(now - 1000, 1024);
+    let victim = NodeId::of(&key(6));
+    g.check(victim, 1, now, now).unwrap();
+    // 600 identities, 300,000 frames over 95 s
+    let frames = 300_000u64;
+    for i in 0..frames {
+        let mut id = [0u8; 32];
+        id[..2].copy_from_slice(&((i % 600) as u16).to_le_bytes());
+        id[31] = 0xee;
+        let t = now + i * 95_000 / frames;
+        g.check(NodeId(id), i, t, t).unwrap();
+    }
+    assert_eq!(g.len(), frames as usize + 1, "nothing fresh was forgotten");
+    assert!(matches!(
+        g.check(victim, 1, now, now + 96_000),
+        Err(WireError::Replayed { .. })
+    ));
+    // once the frame is stale, freshness refuses it; and the memory is given back
+    assert!(matches!(
+        g.check(victim, 1, now, now + MAX_CLOCK_SKEW_MS + 1),
+        Err(WireError::Stale { .. })
+    ));
+    let later = now + 95_000 + MAX_CLOCK_SKEW_MS + 2_000;
+    g.check(victim, 2, later, later).unwrap();
+    assert_eq!((g.len(), g.senders()), (1, 1));
+}
+
+/// One sender with `max_per_sender` fresh frames is refused more (not given room by
+/// forgetting its oldest), until they age out.
+#[test]
+fn a_sender_over_its_window_is_refused_not_forgotten() {
+    let now = 10_000_000_000;
+    let s = NodeId::of(&key(7));
+    let mut g = ReplayGuard::new(now - 1000, 100);
+    for i in 0..100 {
+        g.check(s, i, now, now).unwrap();
+    }
+    assert!(matches!(
+        g.check(s, 100, now, now),
+        Err(WireError::ReplayWindowFull { limit: 100, .. })
+    ));
+    assert!(matches!(
+        g.check(s, 0, now, now + 1000),
+        Err(WireError::Replayed { .. })
+    ));
+    // another sender is not affected
+    g.check(NodeId::of(&key(8)), 0, now, now).unwrap();
+    let later = now + MAX_CLOCK_SKEW_MS + 1000;
+    g.check(s, 100, later, later).unwrap();
+    // a bound in all, for enrollment
+    let mut e = ReplayGuard::new(now - 1000, 4).with_max_total(2);
+    e.check(NodeId([1; 32]), 0, now, now).unwrap();
+    e.check(NodeId([2; 32]), 0, now, now).unwrap();
+    assert!(matches!(
+        e.check(NodeId([3; 32]), 0, now, now),
+        Err(WireError::ReplayWindowFull { limit: 2, .. })
+    ));
+    assert_eq!(e.senders(), 2);
+}

@@ -6,7 +6,7 @@
 //! | object-id      | `ObjectId::compute` (keyed BLAKE3)      | `blake3::hash`             |
 //! | compress-seal  | `maybe_compress` + `SubKey::seal_into`  | zstd bulk, ring AES-GCM    |
 //! | pack-write     | `PackWriter::add` (seal+write+hash)     | ring AES-256-GCM seal      |
-//! | index-lookup   | `Index::get` on 1M entries              | `HashMap<[u8; 32], u64>`   |
+//! | index-lookup   | `Index::get` (type, id) on 1M entries | `HashMap<[u8; 32], u64>`   |
 //!
 //! Run: `cargo bench -p pluto-benches` (set CARGO_TARGET_DIR to keep builds apart).
 
@@ -188,7 +188,12 @@ fn index_lookup(c: &mut Criterion) {
     let mut g = c.benchmark_group("index-lookup");
     g.throughput(Throughput::Elements(probe.len() as u64));
     g.bench_function("pluto Index::get (1M entries)", |b| {
-        b.iter(|| probe.iter().filter(|id| idx.get(id).is_some()).count())
+        b.iter(|| {
+            probe
+                .iter()
+                .filter(|id| idx.get(ObjType::Chunk, id).is_some())
+                .count()
+        })
     });
     g.bench_function("raw HashMap<[u8;32],u64>::get (1M)", |b| {
         b.iter(|| probe.iter().filter(|id| map.contains_key(&id.0)).count())

@@ -49,6 +49,10 @@ pub enum Error {
     Relay(String),
     #[error("internal invariant broken: {0}")]
     Invariant(&'static str),
+    #[error("the database {db} is {what}, but coordinator.key is there: the coordinator's state (nodes, matches, reputation) is gone. Restore {db} from your backup of the data directory; or, to begin again with empty state under the same key (every node must announce again), start once with --new-database")]
+    StateMissing { db: PathBuf, what: &'static str },
+    #[error("the database {path} is damaged ({detail}). Stop here: restore it from your backup of the data directory (with its -wal file, if there is one); or move it aside and start once with --new-database to begin again with empty state (every node must announce again)")]
+    Damaged { path: PathBuf, detail: String },
 }
 
 /// An existing broker to use instead of the embedded one.
@@ -76,6 +80,10 @@ pub struct Config {
     pub tick: Duration,
     /// Limits on connections on their way in to the embedded broker.
     pub gate: gate::GateLimits,
+    /// Start even though `coordinator.key` exists and the database is missing or empty
+    /// (`--new-database`): without it such a start is refused, since it would serve every
+    /// node `UnknownNode` with no word of why.
+    pub new_database: bool,
 }
 
 impl Config {
@@ -89,6 +97,7 @@ impl Config {
             params: Params::default(),
             tick: Duration::from_millis(500),
             gate: gate::GateLimits::default(),
+            new_database: false,
         }
     }
 }
@@ -212,12 +221,34 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         path: config.data_dir.clone(),
         source,
     })?;
+    // A key without its database means the state was lost (deleted, truncated, a restore
+    // that forgot a file): refuse, rather than start empty and tell every node it is unknown.
+    let key_existed = config.data_dir.join("coordinator.key").exists();
+    let db_path = config.data_dir.join("coordinator.sqlite");
+    if key_existed && !config.new_database {
+        match std::fs::metadata(&db_path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::StateMissing {
+                    db: db_path,
+                    what: "missing",
+                })
+            }
+            Ok(m) if m.len() == 0 => {
+                return Err(Error::StateMissing {
+                    db: db_path,
+                    what: "empty",
+                })
+            }
+            _ => {}
+        }
+    }
     let key = load_or_create_key(&config.data_dir)?;
     let me = NodeId::of(&key);
     let start_ms = wire::now_ms();
-    let store = store::Store::open(
-        &config.data_dir.join("coordinator.sqlite"),
+    let store = store::Store::open_checked(
+        &db_path,
         config.params.reputation.initial_alpha(),
+        key_existed && !config.new_database,
     )?;
     let external = config.broker.is_some();
     let mut core = core::Core::new(store, config.params.clone(), start_ms, external);

@@ -47,6 +47,10 @@ struct Args {
     /// Required ratio of offered to requested storage.
     #[arg(long, default_value_t = 1.0)]
     balance_ratio: f64,
+    /// Start with an empty database although coordinator.key exists (the database was lost:
+    /// every node must announce again). Without it such a start is refused.
+    #[arg(long)]
+    new_database: bool,
 }
 
 #[tokio::main]
@@ -76,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
     let mut cfg = Config::new(&a.data);
     cfg.listen = a.listen;
     cfg.relay_listen = a.relay_listen;
+    cfg.new_database = a.new_database;
     cfg.relay_url = a.relay_url;
     cfg.params.ping_interval = Duration::from_secs(a.ping_interval.max(1));
     cfg.params.challenge_interval = Duration::from_secs(a.challenge_interval.max(1));

@@ -209,7 +209,55 @@ CREATE TABLE IF NOT EXISTS uptime (node TEXT NOT NULL, day INTEGER NOT NULL, pro
 
 impl Store {
     pub fn open(path: &Path, initial_alpha: f64) -> Result<Store, Error> {
-        let conn = Connection::open(path)?;
+        Self::open_checked(path, initial_alpha, false)
+    }
+
+    /// Open after SQLite's quick integrity check; a damaged file (truncated, junk written
+    /// into it) is refused with what to do rather than served from. With `require_state`,
+    /// a database without the coordinator's tables is refused too.
+    pub fn open_checked(
+        path: &Path,
+        initial_alpha: f64,
+        require_state: bool,
+    ) -> Result<Store, Error> {
+        let damaged = |detail: String| Error::Damaged {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let conn = Connection::open(path).map_err(|e| damaged(e.to_string()))?;
+        let problems: Vec<String> = (|| -> rusqlite::Result<Vec<String>> {
+            let mut st = conn.prepare("PRAGMA quick_check")?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect()
+        })()
+        .map_err(|e| damaged(e.to_string()))?;
+        if problems != ["ok"] {
+            let mut detail = problems
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ");
+            if problems.len() > 3 {
+                detail.push_str(&format!("; and {} more", problems.len() - 3));
+            }
+            return Err(damaged(format!("quick_check: {detail}")));
+        }
+        if require_state {
+            let tables: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'nodes'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(|e| damaged(e.to_string()))?;
+            if tables == 0 {
+                return Err(Error::StateMissing {
+                    db: path.to_path_buf(),
+                    what: "empty (it has none of the coordinator's tables)",
+                });
+            }
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;

@@ -12,7 +12,8 @@ use std::process::ExitCode;
 pub mod exit {
     pub const OK: u8 = 0;
     pub const ERROR: u8 = 1;
-    /// The snapshot was saved, but some files could not be read.
+    /// Partial: `snapshot` saved the snapshot but some files could not be read, or
+    /// `checkout` restored everything but some paths whose data is damaged or missing.
     pub const PARTIAL: u8 = 3;
     /// The repository is damaged: check found errors, or data could not be read back.
     pub const DAMAGED: u8 = 4;
@@ -23,7 +24,7 @@ pub mod exit {
     name = "pluto",
     version,
     about = "Encrypted, deduplicated backups — to your disk, and to other people's computers",
-    after_help = "Start with `pluto init` in the directory to back up, then `pluto snapshot`.\nExit codes: 0 ok, 1 error, 2 usage, 3 snapshot partial, 4 repository damaged."
+    after_help = "Start with `pluto init` in the directory to back up, then `pluto snapshot`.\nExit codes: 0 ok, 1 error, 2 usage, 3 partial (snapshot or checkout), 4 repository damaged."
 )]
 pub struct Cli {
     /// The repository (default: .pluto in the current directory or a parent).
@@ -50,6 +51,7 @@ enum Command {
     Forget(commands::forget::Args),
     Prune(commands::prune::Args),
     Check(commands::check::Args),
+    Repair(commands::repair::Args),
     Stats(commands::stats::Args),
     Retrack(commands::retrack::Args),
     Find(commands::find::Args),
@@ -119,6 +121,7 @@ fn main() -> ExitCode {
         Command::Forget(a) => commands::forget::run(&g, a),
         Command::Prune(a) => commands::prune::run(&g, a),
         Command::Check(a) => commands::check::run(&g, a),
+        Command::Repair(a) => commands::repair::run(&g, a),
         Command::Stats(a) => commands::stats::run(&g, a),
         Command::Retrack(a) => commands::retrack::run(&g, a),
         Command::Find(a) => commands::find::run(&g, a),

@@ -73,12 +73,24 @@ fn a_corrupt_pack_is_named_with_the_snapshots_it_affects() {
     both.sort();
     assert_eq!(affected, both);
 
-    // Restoring the damaged file says "damaged" too.
+    // Restoring names the damaged file and restores the rest: a partial restore.
     let target = tmp.path().join("r");
-    fails(
+    let err = fails(
         &src,
         &["checkout", "latest", "--target", target.to_str().unwrap()],
-        4,
+        3,
+    );
+    assert!(
+        err.contains("not restored") && err.contains("shared.bin"),
+        "{err}"
+    );
+    assert!(
+        !target.join("shared.bin").exists(),
+        "no file with wrong content"
+    );
+    assert_eq!(
+        fs::read(target.join("later.txt")).unwrap(),
+        b"only in the second snapshot"
     );
 }
 

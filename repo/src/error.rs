@@ -19,9 +19,19 @@ pub enum Error {
     SecretMissing(PathBuf),
     #[error("these recovery words do not open the repository at {0}")]
     WrongKey(PathBuf),
+    /// The key opens nothing, and the repository has no other file to try it on.
+    #[error("the key does not open the config of the repository at {0}: either the words (or secret file) are wrong, or the config is damaged; with no snapshot or index file to try the key on, pluto cannot tell which")]
+    WrongKeyOrDamagedConfig(PathBuf),
+    /// The key from the secret file opens nothing in the repository.
+    #[error("the secret file {secret} does not open the repository at {root}: the secret is damaged or belongs to another repository; rewrite it with `pluto init --recover --repo {root}` and your 24 words")]
+    SecretDoesNotOpen { secret: PathBuf, root: PathBuf },
+    /// The config is damaged while the key is right (it opens the other files), or the
+    /// config is cut short or garbled before the key even matters.
+    #[error("the repository's config file {path} is damaged ({reason}); your words and secret are not at fault, but they cannot recreate it (it holds the repository's id and chunking parameters): copy `config` back from another copy of the repository, e.g. one your hosts hold")]
+    ConfigDamaged { path: PathBuf, reason: String },
     #[error("invalid recovery words: {0}")]
     BadWords(String),
-    #[error("secret file {path} is malformed: {reason}")]
+    #[error("secret file {path} is damaged ({reason}): rewrite it with `pluto init --recover --repo {}` and your 24 words", path.parent().map(|p| p.display().to_string()).unwrap_or_default())]
     BadSecret { path: PathBuf, reason: String },
     #[error("corrupt {what} {name}: {reason}")]
     Corrupt {
@@ -87,6 +97,7 @@ impl Error {
         matches!(
             self,
             Error::Corrupt { .. }
+                | Error::ConfigDamaged { .. }
                 | Error::ObjectMissing { .. }
                 | Error::PackMissing { .. }
                 | Error::PruneRefused(_)

@@ -17,6 +17,7 @@ pub mod ls;
 pub mod pack;
 pub mod progress;
 pub mod prune;
+pub mod repair;
 pub mod repository;
 pub mod restore;
 pub mod snapshot;

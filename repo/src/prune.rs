@@ -81,8 +81,13 @@ pub type ObjKey = (ObjType, ObjectId);
 pub fn used_objects(repo: &Repository) -> Result<HashSet<ObjKey>> {
     let mut used = HashSet::new();
     for name in repo.snapshot_names()? {
+        // An unreadable snapshot may name any pack: deleting nothing is the only safe guess.
         let snap = repo.read_snapshot(&name).map_err(|e| {
-            Error::PruneRefused(format!("snapshot {} cannot be read: {e}", &name[..8]))
+            Error::PruneRefused(format!(
+                "snapshot {} cannot be read ({e}), so the data it needs is unknown; put the file back from a copy, or forget it with `pluto forget {}`, then prune",
+                &name[..8],
+                &name[..8]
+            ))
         })?;
         let mut stack = vec![snap.tree];
         while let Some(t) = stack.pop() {
@@ -91,7 +96,7 @@ pub fn used_objects(repo: &Repository) -> Result<HashSet<ObjKey>> {
             }
             let tree = repo.read_tree(&t).map_err(|e| {
                 Error::PruneRefused(format!(
-                    "snapshot {} cannot be read completely: {e}",
+                    "snapshot {} cannot be read completely ({e}); run `pluto repair index`, then `pluto repair snapshots` and forget the originals it replaces, then prune",
                     &name[..8]
                 ))
             })?;
@@ -203,7 +208,10 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let mut indexed: BTreeMap<PackId, IndexedPack> = BTreeMap::new();
     for name in &old_index_files {
         let packs = repo.read_index_file(name).map_err(|e| {
-            Error::PruneRefused(format!("index file {} cannot be read: {e}", &name[..8]))
+            Error::PruneRefused(format!(
+                "index file {} cannot be read ({e}), so the packs it lists would look unused; run `pluto repair index` first",
+                &name[..8]
+            ))
         })?;
         for p in packs {
             indexed.insert(p.id, p);
@@ -217,7 +225,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let (uses, missing) = assign(&packs, &present, &used);
     if let Some(m) = missing.first() {
         return Err(Error::PruneRefused(format!(
-            "{} object(s) that snapshots need are in no pack present, e.g. {} {}",
+            "{} object(s) that snapshots need are in no pack present, e.g. {} {}; run `pluto repair index`, then `pluto repair snapshots --forget`, then prune",
             missing.len(),
             if m.0 == ObjType::Tree {
                 "tree"

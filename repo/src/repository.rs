@@ -75,6 +75,8 @@ pub struct Repository {
     store: LocalPackStore,
     index: OnceLock<Index>,
     pack_keys: Mutex<HashMap<PackId, Arc<SubKey>>>,
+    /// Damaged files the lenient readers skipped, for the caller to show as warnings.
+    warnings: Mutex<Vec<String>>,
     _lock: fs::File,
 }
 
@@ -153,7 +155,7 @@ impl Repository {
         if !config_path.is_file() {
             return Err(Error::NotARepository(root.to_path_buf()));
         }
-        read_config(root, &keys)?;
+        read_config(root, &keys, KeySource::Words)?;
         for sub in ["packs", "index", "snapshots", "tmp"] {
             let d = root.join(sub);
             fs::create_dir_all(&d).at(&d)?;
@@ -172,7 +174,7 @@ impl Repository {
         }
         let lock = lock_file(root, mode)?;
         let keys = read_secret(&secret)?.derive();
-        let config = read_config(root, &keys)?;
+        let config = read_config(root, &keys, KeySource::SecretFile)?;
         if config.version != FORMAT_VERSION {
             return Err(Error::UnsupportedVersion {
                 found: config.version,
@@ -182,17 +184,19 @@ impl Repository {
         config
             .chunker
             .validate()
-            .map_err(|r| Error::corrupt("config", "config", r))?;
+            .map_err(|reason| Error::ConfigDamaged {
+                path: root.join("config"),
+                reason,
+            })?;
         // Offsets inside a pack are u32: a pack must stay well below 4 GiB.
         if !(1 << 20..=1 << 30).contains(&config.pack_target_size) {
-            return Err(Error::corrupt(
-                "config",
-                "config",
-                format!(
+            return Err(Error::ConfigDamaged {
+                path: root.join("config"),
+                reason: format!(
                     "pack_target_size {} is outside 1 MiB..1 GiB",
                     config.pack_target_size
                 ),
-            ));
+            });
         }
         let repo = Repository {
             store: LocalPackStore::new(root.join("packs"), root.join("tmp")),
@@ -201,6 +205,7 @@ impl Repository {
             config,
             index: OnceLock::new(),
             pack_keys: Mutex::new(HashMap::new()),
+            warnings: Mutex::new(Vec::new()),
             _lock: lock,
         };
         if mode == LockMode::Exclusive {
@@ -308,21 +313,48 @@ impl Repository {
         fs::remove_file(&p).at(&p)
     }
 
+    /// Every readable index file; one that cannot be read is skipped and named in the
+    /// warnings (its objects then look missing: snapshots store them again, restores name
+    /// what they could not restore, and `prune` refuses until `pluto repair index`).
     fn load_index(&self) -> Result<Index> {
         use rayon::prelude::*;
         let names = self.index_files()?;
-        let files: Vec<Vec<IndexedPack>> = names
-            .par_iter()
-            .map(|n| self.read_index_file(n))
-            .collect::<Result<_>>()?;
+        let files: Vec<(String, Result<Vec<IndexedPack>>)> = names
+            .into_par_iter()
+            .map(|n| {
+                let r = self.read_index_file(&n);
+                (n, r)
+            })
+            .collect();
         let mut idx = Index::new();
-        for f in &files {
-            for p in f {
-                idx.add_pack(p);
+        for (name, f) in files {
+            match f {
+                Ok(packs) => {
+                    for p in &packs {
+                        idx.add_pack(p);
+                    }
+                }
+                Err(e) if e.is_damage() => self.warn(format!(
+                    "index file {name} cannot be read and was skipped ({e}): run `pluto check`, then `pluto repair index`"
+                )),
+                Err(e) => return Err(e),
             }
         }
         idx.finish();
         Ok(idx)
+    }
+
+    /// Note a damaged file a reader skipped.
+    pub fn warn(&self, w: String) {
+        let mut ws = self.warnings.lock().unwrap();
+        if !ws.contains(&w) {
+            ws.push(w);
+        }
+    }
+
+    /// The damaged files skipped so far (each once), emptied by the call.
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap())
     }
 
     /// The index, loaded on first use.
@@ -425,12 +457,31 @@ impl Repository {
         Snapshot::decode(&plain, name)
     }
 
-    /// All snapshots, oldest first.
+    /// All readable snapshots, oldest first. A snapshot file that cannot be read is
+    /// skipped and named in the warnings: one damaged file must not hide the others.
     pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+        Ok(self.snapshots_and_damaged()?.0)
+    }
+
+    /// The readable snapshots (oldest first) and the names of the damaged ones, each
+    /// also named in the warnings.
+    pub fn snapshots_and_damaged(&self) -> Result<(Vec<SnapshotEntry>, Vec<String>)> {
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         for name in self.snapshot_names()? {
-            let snapshot = self.read_snapshot(&name)?;
-            out.push(SnapshotEntry { id: name, snapshot });
+            match self.read_snapshot(&name) {
+                Ok(snapshot) => out.push(SnapshotEntry { id: name, snapshot }),
+                // Forgotten by a concurrent command since the listing.
+                Err(Error::UnknownSnapshot(_)) => {}
+                Err(e) if e.is_damage() => {
+                    self.warn(format!(
+                        "snapshot {name} cannot be read and was skipped ({e}); `pluto forget {}` removes it",
+                        &name[..8]
+                    ));
+                    damaged.push(name);
+                }
+                Err(e) => return Err(e),
+            }
         }
         out.sort_by(|a, b| {
             a.snapshot
@@ -438,14 +489,52 @@ impl Repository {
                 .cmp(&b.snapshot.time_ns)
                 .then(a.id.cmp(&b.id))
         });
-        Ok(out)
+        Ok((out, damaged))
     }
 
-    /// Resolve `latest`, an id or a unique prefix.
+    /// Resolve `latest`, an id or a unique prefix among the readable snapshots. A spec that
+    /// names only a damaged snapshot file gets that file's damage as the error.
     pub fn find_snapshot(&self, spec: &str) -> Result<SnapshotEntry> {
-        let all = self.snapshots()?;
-        let i = crate::snapshot::resolve(&all, spec)?;
-        Ok(all[i].clone())
+        let (all, damaged) = self.snapshots_and_damaged()?;
+        match crate::snapshot::resolve(&all, spec) {
+            Ok(i) => Ok(all[i].clone()),
+            Err(Error::UnknownSnapshot(s)) => {
+                let spec_l = spec.to_lowercase();
+                let hits: Vec<&String> = damaged
+                    .iter()
+                    .filter(|d| !spec_l.is_empty() && d.starts_with(&spec_l))
+                    .collect();
+                match hits.as_slice() {
+                    [one] => Err(self
+                        .read_snapshot(one)
+                        .err()
+                        .unwrap_or(Error::UnknownSnapshot(s))),
+                    _ => Err(Error::UnknownSnapshot(s)),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The full name of the snapshot file `spec` names (`latest`, an id or a unique prefix),
+    /// readable or not: `forget` must be able to remove a damaged snapshot file.
+    pub fn resolve_snapshot_name(&self, spec: &str) -> Result<String> {
+        match self.find_snapshot(spec) {
+            Ok(s) => Ok(s.id),
+            Err(e) if e.is_damage() => {
+                let spec_l = spec.to_lowercase();
+                let hits: Vec<String> = self
+                    .snapshot_names()?
+                    .into_iter()
+                    .filter(|n| n.starts_with(&spec_l))
+                    .collect();
+                match hits.len() {
+                    1 => Ok(hits[0].clone()),
+                    _ => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub fn write_snapshot(&self, s: &Snapshot) -> Result<String> {
@@ -467,17 +556,62 @@ impl Repository {
     }
 }
 
-fn read_config(root: &Path, keys: &Keys) -> Result<Config> {
+/// Where the key that opens the config came from, to name it when it does not.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeySource {
+    Words,
+    SecretFile,
+}
+
+fn read_config(root: &Path, keys: &Keys, source: KeySource) -> Result<Config> {
     let path = root.join("config");
     let bytes = fs::read(&path).at(&path)?;
+    let damaged = |reason: String| Error::ConfigDamaged {
+        path: path.clone(),
+        reason,
+    };
     let plain = match open_file(&keys.data, CONFIG_MAGIC, "config", "config", &bytes) {
         Ok(p) => p,
         Err(Error::Corrupt { reason, .. }) if reason.starts_with("authentication") => {
-            return Err(Error::WrongKey(root.to_path_buf()))
+            // A tag that fails says only "wrong key or changed bytes". The other sealed
+            // files use the same key: if one opens, the key is right and the config is
+            // damaged; if there are some and none opens, the key is wrong.
+            return Err(match key_opens_other_files(root, keys) {
+                Some(true) => damaged("it fails authentication, though the same key opens the repository's other files".into()),
+                Some(false) => match source {
+                    KeySource::Words => Error::WrongKey(root.to_path_buf()),
+                    KeySource::SecretFile => Error::SecretDoesNotOpen {
+                        secret: root.join("secret"),
+                        root: root.to_path_buf(),
+                    },
+                },
+                None => Error::WrongKeyOrDamagedConfig(root.to_path_buf()),
+            });
         }
+        // Cut short or not a config at all: damage, whatever the key.
+        Err(Error::Corrupt { reason, .. }) => return Err(damaged(reason)),
         Err(e) => return Err(e),
     };
-    serde_json::from_slice(&plain).map_err(|e| Error::corrupt("config", "config", e.to_string()))
+    serde_json::from_slice(&plain).map_err(|e| damaged(format!("does not decode: {e}")))
+}
+
+/// Whether `keys` open some of the repository's snapshot and index files (a few are
+/// tried); `None` when it has none to try.
+fn key_opens_other_files(root: &Path, keys: &Keys) -> Option<bool> {
+    let mut tried = false;
+    for (dir, magic) in [("snapshots", SNAPSHOT_MAGIC), ("index", INDEX_MAGIC)] {
+        let d = root.join(dir);
+        for name in list_names(&d).unwrap_or_default().iter().take(8) {
+            let Ok(bytes) = fs::read(d.join(name)) else {
+                continue;
+            };
+            tried = true;
+            if open_file(&keys.data, magic, dir, name, &bytes).is_ok() {
+                return Some(true);
+            }
+        }
+    }
+    tried.then_some(false)
 }
 
 /// File names of a flat directory that look like 64-hex ids.

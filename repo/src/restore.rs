@@ -39,6 +39,25 @@ pub struct RestoreStats {
     /// Files already in place, complete and as the snapshot has them (a restore that was
     /// interrupted, run again): left as they are.
     pub skipped: u64,
+    /// Entries that could not be restored because their data is damaged or missing; the
+    /// rest of the snapshot is restored all the same (a partial restore).
+    pub not_restored: Vec<NotRestored>,
+}
+
+/// One path a restore left out, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NotRestored {
+    pub path: String,
+    pub reason: String,
+}
+
+impl NotRestored {
+    pub fn new(path: &Path, reason: impl std::fmt::Display) -> Self {
+        NotRestored {
+            path: path.display().to_string(),
+            reason: reason.to_string(),
+        }
+    }
 }
 
 /// Everything to restore, as flat lists.
@@ -47,6 +66,9 @@ pub struct Plan {
     pub dirs: Vec<(PathBuf, Node)>,
     pub files: Vec<(PathBuf, Node)>,
     pub symlinks: Vec<(PathBuf, Node)>,
+    /// What cannot be restored: a directory whose tree is damaged or missing (the directory
+    /// itself is made, its contents are not).
+    pub failed: Vec<NotRestored>,
 }
 
 /// Find the node at `path` (components separated by '/') inside the tree `root`.
@@ -84,8 +106,19 @@ fn plan_node(repo: &Repository, n: Node, path: PathBuf, plan: &mut Plan) -> Resu
         Kind::File => plan.files.push((path, n)),
         Kind::Symlink => plan.symlinks.push((path, n)),
         Kind::Dir => {
+            // A damaged tree costs only what is under it.
             let sub = match n.subtree {
-                Some(t) => repo.read_tree(&t)?,
+                Some(t) => match repo.read_tree(&t) {
+                    Ok(sub) => sub,
+                    Err(e) if e.is_damage() => {
+                        plan.failed.push(NotRestored::new(
+                            &path,
+                            format!("the directory's contents are not restored: {e}"),
+                        ));
+                        Tree::default()
+                    }
+                    Err(e) => return Err(e),
+                },
                 None => Tree::default(),
             };
             plan.dirs.push((path.clone(), n));
@@ -108,15 +141,26 @@ fn plan_paths(
         plan_tree(repo, &repo.read_tree(&snapshot.tree)?, target, &mut plan)?;
         return Ok(plan);
     }
+    // The root tree must be readable to restore anything at all.
+    repo.read_tree(&snapshot.tree)?;
     for p in paths {
-        let node = lookup(repo, &snapshot.tree, p)?.ok_or_else(|| Error::PathNotInSnapshot {
-            path: p.clone(),
-            snapshot: snapshot_id[..8.min(snapshot_id.len())].to_string(),
-        })?;
         let rel: PathBuf = p
             .split('/')
             .filter(|c| !c.is_empty() && *c != ".")
             .collect();
+        let node = match lookup(repo, &snapshot.tree, p) {
+            Ok(node) => node,
+            // A damaged tree on the way: this path is lost, the others are not.
+            Err(e) if e.is_damage() => {
+                plan.failed.push(NotRestored::new(&target.join(&rel), e));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let node = node.ok_or_else(|| Error::PathNotInSnapshot {
+            path: p.clone(),
+            snapshot: snapshot_id[..8.min(snapshot_id.len())].to_string(),
+        })?;
         plan_node(repo, node, target.join(rel), &mut plan)?;
     }
     Ok(plan)
@@ -145,12 +189,13 @@ pub fn packs_needed(
     let index = repo.index()?;
     let mut packs = BTreeSet::new();
     for (_, n) in &plan.files {
-        for c in &n.chunks {
-            let loc = index
-                .get(ObjType::Chunk, c)
-                .ok_or_else(|| Error::ObjectMissing { id: c.hex() })?;
-            packs.insert(loc.pack);
-        }
+        // A chunk in no index is in no pack to fetch: the restore names its file.
+        packs.extend(
+            n.chunks
+                .iter()
+                .filter_map(|c| index.get(ObjType::Chunk, c))
+                .map(|l| l.pack),
+        );
     }
     Ok(packs)
 }
@@ -229,14 +274,30 @@ pub fn write_plan(repo: &Repository, plan: &Plan, opts: &RestoreOptions) -> Resu
         }
         writes.push((path.as_path(), n));
     }
-    let written = write_files(repo, &writes, opts)?;
-    stats.files = writes.len() as u64;
+    stats.not_restored = plan.failed.clone();
+    let (written, failed) = write_files(repo, &writes, opts)?;
+    stats.files = (writes.len() - failed.len()) as u64;
     stats.bytes = written;
+    let failed_paths: std::collections::HashSet<&Path> = failed.iter().map(|f| f.0).collect();
     for (first, path, _) in &links {
+        if failed_paths.contains(first) {
+            stats.not_restored.push(NotRestored::new(
+                path,
+                format!(
+                    "hard link to {}, which could not be restored",
+                    first.display()
+                ),
+            ));
+            continue;
+        }
         remove_existing(path)?;
         fs::hard_link(first, path).at(path)?;
         stats.hardlinks += 1;
     }
+    for (path, reason) in failed {
+        stats.not_restored.push(NotRestored::new(path, reason));
+    }
+    stats.not_restored.sort_by(|a, b| a.path.cmp(&b.path));
     for (path, n) in &plan.symlinks {
         remove_existing(path)?;
         let target = OsStr::from_bytes(n.target.as_deref().unwrap_or_default());
@@ -401,28 +462,40 @@ fn write_chunk(f: &fs::File, path: &Path, data: &[u8], offset: u64) -> Result<u6
 
 /// Write every file: small files whole by one worker, large ones in pieces by several,
 /// reads ordered by pack; metadata is set once a file is complete.
-fn write_files(repo: &Repository, writes: &[(&Path, &Node)], opts: &RestoreOptions) -> Result<u64> {
+/// Files whose data is damaged or missing are left out (a partly written one is removed)
+/// and returned with the reason; any other error (the target's disk) stops the restore.
+type Failed<'a> = Vec<(&'a Path, String)>;
+
+fn write_files<'a>(
+    repo: &Repository,
+    writes: &[(&'a Path, &'a Node)],
+    opts: &RestoreOptions,
+) -> Result<(u64, Failed<'a>)> {
     let index = repo.index()?;
     let mut jobs = Vec::with_capacity(writes.len());
     let mut uses: HashMap<ObjectId, u32> = HashMap::new();
     let mut pieces = Vec::new();
-    for (path, n) in writes {
+    let mut failed: Failed<'a> = Vec::new();
+    'files: for (path, n) in writes {
         let mut chunks = Vec::with_capacity(n.chunks.len());
         let mut off = 0u64;
         for id in &n.chunks {
-            let loc = index
-                .get(ObjType::Chunk, id)
-                .ok_or_else(|| Error::ObjectMissing { id: id.hex() })?;
+            let Some(loc) = index.get(ObjType::Chunk, id) else {
+                failed.push((path, Error::ObjectMissing { id: id.hex() }.to_string()));
+                continue 'files;
+            };
             chunks.push((*id, off, loc.plain_len));
             off += loc.plain_len as u64;
-            *uses.entry(*id).or_insert(0) += 1;
         }
         if off != n.size {
-            return Err(Error::corrupt(
-                "tree",
-                path.display().to_string(),
+            failed.push((
+                path,
                 format!("file content is {off} bytes but its entry says {}", n.size),
             ));
+            continue;
+        }
+        for (id, _, _) in &chunks {
+            *uses.entry(*id).or_insert(0) += 1;
         }
         let file = jobs.len();
         let mut start = 0;
@@ -485,6 +558,8 @@ fn write_files(repo: &Repository, writes: &[(&Path, &Node)], opts: &RestoreOptio
         .map(|(i, p)| (*p, i))
         .collect();
     let prefetched = std::sync::Mutex::new(std::collections::HashSet::new());
+    // Files (by job) whose data turned out damaged while being written.
+    let broken: std::sync::Mutex<HashMap<usize, String>> = std::sync::Mutex::new(HashMap::new());
     let write_piece = |p: &Piece| -> Result<u64> {
         let job = &jobs[p.file];
         if !job.chunks.is_empty() {
@@ -505,17 +580,31 @@ fn write_files(repo: &Repository, writes: &[(&Path, &Node)], opts: &RestoreOptio
         };
         let mut bytes = 0u64;
         let mut end = 0u64;
-        for &(id, off, len) in &job.chunks[p.chunks.clone()] {
-            let data = cache.get(repo, &id)?;
-            if data.len() != len as usize {
-                return Err(Error::corrupt(
-                    "pack",
-                    id.hex(),
-                    "chunk length differs from the index",
-                ));
+        let mut damage = None;
+        if !broken.lock().unwrap().contains_key(&p.file) {
+            for &(id, off, len) in &job.chunks[p.chunks.clone()] {
+                let data = match cache.get(repo, &id) {
+                    Ok(d) => d,
+                    Err(e) if e.is_damage() => {
+                        damage = Some(e.to_string());
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
+                if data.len() != len as usize {
+                    damage = Some(format!(
+                        "chunk {} is {} bytes, the index says {len}",
+                        id.hex(),
+                        data.len()
+                    ));
+                    break;
+                }
+                end = end.max(write_chunk(f, job.path, &data, off)?);
+                bytes += data.len() as u64;
             }
-            end = end.max(write_chunk(f, job.path, &data, off)?);
-            bytes += data.len() as u64;
+        }
+        if let Some(d) = damage {
+            broken.lock().unwrap().entry(p.file).or_insert(d);
         }
         // A single-piece file ending in a hole gets its length here (a several-piece
         // file was given its length when created).
@@ -527,7 +616,12 @@ fn write_files(repo: &Repository, writes: &[(&Path, &Node)], opts: &RestoreOptio
             None => true,
         };
         if done {
-            set_file_meta(f, job.path, job.node)?;
+            if broken.lock().unwrap().contains_key(&p.file) {
+                // Never leave a file with wrong content under its name.
+                let _ = fs::remove_file(job.path);
+            } else {
+                set_file_meta(f, job.path, job.node)?;
+            }
             if let Some(pr) = &opts.progress {
                 pr.add_done(1, 0);
             }
@@ -546,7 +640,11 @@ fn write_files(repo: &Repository, writes: &[(&Path, &Node)], opts: &RestoreOptio
         Ok(pool) => pool.install(run)?,
         Err(_) => run()?,
     };
-    Ok(written.iter().sum())
+    let broken = broken.into_inner().unwrap();
+    let mut broken: Vec<(usize, String)> = broken.into_iter().collect();
+    broken.sort();
+    failed.extend(broken.into_iter().map(|(i, r)| (jobs[i].path, r)));
+    Ok((written.iter().sum(), failed))
 }
 
 /// Mode, owner (as root) and times of a written file, through its open handle.

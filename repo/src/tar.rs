@@ -9,7 +9,7 @@ use crate::crypto::{ObjType, ObjectId};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repository::Repository;
-use crate::restore::RestoreStats;
+use crate::restore::{NotRestored, RestoreStats};
 use crate::snapshot::Snapshot;
 use crate::tree::{Kind, Node};
 use std::cell::RefCell;
@@ -40,57 +40,79 @@ pub fn pax_mtime_record(mtime_ns: i64) -> Vec<u8> {
     format!("{len}{body}").into_bytes()
 }
 
-/// Reads a file's chunks one by one; an error from the repository is kept aside so the
-/// caller can report it as what it is (damage, usually) rather than as an I/O error.
+/// Reads a file's chunks one by one and yields exactly the size its tar header promised.
+/// A chunk that turns out damaged is noted in `damage` and the rest of the file is zeros
+/// (the header is already written: a shorter or longer entry would shift every entry after
+/// it). Any other error from the repository is kept aside for the caller to report as what
+/// it is rather than as an I/O error.
 struct ChunkReader<'r> {
     repo: &'r Repository,
     chunks: std::slice::Iter<'r, ObjectId>,
     current: Vec<u8>,
     pos: usize,
-    total: u64,
+    emitted: u64,
     expected: u64,
-    path: String,
+    zero_fill: bool,
+    damage: Option<String>,
     failure: &'r RefCell<Option<Error>>,
+}
+
+impl ChunkReader<'_> {
+    fn damaged(&mut self, why: String) {
+        self.damage.get_or_insert(format!(
+            "{why}; the archive holds zeros from byte {} on",
+            self.emitted
+        ));
+        self.zero_fill = true;
+    }
 }
 
 impl Read for ChunkReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.current.len() {
-            let Some(id) = self.chunks.next() else {
-                if self.total != self.expected {
-                    let e = Error::corrupt(
-                        "tree",
-                        self.path.clone(),
-                        format!(
-                            "file content is {} bytes but its entry says {}",
-                            self.total, self.expected
-                        ),
+        let left = self.expected - self.emitted;
+        if left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        if !self.zero_fill {
+            while self.pos == self.current.len() {
+                let Some(id) = self.chunks.next() else {
+                    let why = format!(
+                        "file content is {} bytes but its entry says {}",
+                        self.emitted, self.expected
                     );
-                    *self.failure.borrow_mut() = Some(e);
-                    return Err(io::Error::other("file content does not match its size"));
-                }
-                return Ok(0);
-            };
-            match self.repo.read_object(id, ObjType::Chunk) {
-                Ok(data) => {
-                    self.total += data.len() as u64;
-                    // Never hand tar more than the header promised: it would shift every
-                    // entry after this one.
-                    if self.total > self.expected {
-                        continue;
+                    self.damaged(why);
+                    break;
+                };
+                match self.repo.read_object(id, ObjType::Chunk) {
+                    Ok(data) => {
+                        self.current = data;
+                        self.pos = 0;
                     }
-                    self.current = data;
-                    self.pos = 0;
-                }
-                Err(e) => {
-                    *self.failure.borrow_mut() = Some(e);
-                    return Err(io::Error::other("a chunk could not be read"));
+                    Err(e) if e.is_damage() => {
+                        self.damaged(e.to_string());
+                        break;
+                    }
+                    Err(e) => {
+                        *self.failure.borrow_mut() = Some(e);
+                        return Err(io::Error::other("a chunk could not be read"));
+                    }
                 }
             }
         }
-        let n = buf.len().min(self.current.len() - self.pos);
-        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
-        self.pos += n;
+        let n = if self.zero_fill {
+            let n = buf.len().min(left as usize);
+            buf[..n].fill(0);
+            n
+        } else {
+            let n = buf
+                .len()
+                .min(self.current.len() - self.pos)
+                .min(left as usize);
+            buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+            self.pos += n;
+            n
+        };
+        self.emitted += n as u64;
         Ok(n)
     }
 }
@@ -99,8 +121,9 @@ struct TarWriter<'r, W: Write> {
     repo: &'r Repository,
     builder: ::tar::Builder<W>,
     out_name: PathBuf,
-    /// First path written for each hard-link group (device, inode).
-    link_primary: HashMap<(u64, u64), PathBuf>,
+    /// First path written for each hard-link group (device, inode), and whether its
+    /// content is damaged.
+    link_primary: HashMap<(u64, u64), (PathBuf, bool)>,
     stats: RestoreStats,
     progress: Option<Arc<Progress>>,
     failure: RefCell<Option<Error>>,
@@ -115,6 +138,25 @@ impl<W: Write> TarWriter<'_, W> {
             path: self.out_name.clone(),
             source: e,
         }
+    }
+
+    /// Every chunk of `n` is indexed as a chunk and together they hold `n.size` bytes.
+    fn locate_chunks(&self, n: &Node) -> std::result::Result<(), String> {
+        let index = self.repo.index().map_err(|e| e.to_string())?;
+        let mut size = 0u64;
+        for c in &n.chunks {
+            match index.get(ObjType::Chunk, c) {
+                Some(l) => size += l.plain_len as u64,
+                None => return Err(Error::ObjectMissing { id: c.hex() }.to_string()),
+            }
+        }
+        if size != n.size {
+            return Err(format!(
+                "file content is {size} bytes but its entry says {}",
+                n.size
+            ));
+        }
+        Ok(())
     }
 
     fn header(n: &Node, ty: ::tar::EntryType) -> ::tar::Header {
@@ -152,7 +194,19 @@ impl<W: Write> TarWriter<'_, W> {
                     .map_err(|e| self.io(e))?;
                 self.stats.dirs += 1;
                 if let Some(t) = n.subtree {
-                    for child in self.repo.read_tree(&t)?.nodes {
+                    // A damaged tree costs only what is under it.
+                    let tree = match self.repo.read_tree(&t) {
+                        Ok(t) => t,
+                        Err(e) if e.is_damage() => {
+                            self.stats.not_restored.push(NotRestored::new(
+                                path,
+                                format!("the directory's contents are not in the archive: {e}"),
+                            ));
+                            return Ok(());
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    for child in tree.nodes {
                         self.node(&path.join(OsStr::from_bytes(&child.name)), &child)?;
                     }
                 }
@@ -168,34 +222,60 @@ impl<W: Write> TarWriter<'_, W> {
             }
             Kind::File => {
                 if n.nlink > 1 {
-                    if let Some(first) = self.link_primary.get(&(n.dev, n.inode)).cloned() {
+                    if let Some((first, damaged)) =
+                        self.link_primary.get(&(n.dev, n.inode)).cloned()
+                    {
                         let mut h = Self::header(n, ::tar::EntryType::Link);
                         self.builder
                             .append_link(&mut h, path, &first)
                             .map_err(|e| self.io(e))?;
                         self.stats.hardlinks += 1;
+                        if damaged {
+                            self.stats.not_restored.push(NotRestored::new(
+                                path,
+                                format!(
+                                    "hard link to {}, whose content is damaged",
+                                    first.display()
+                                ),
+                            ));
+                        }
                         return Ok(());
                     }
-                    self.link_primary
-                        .insert((n.dev, n.inode), path.to_path_buf());
+                }
+                // Left out whole when its chunks are known to be missing before its header
+                // is written.
+                if let Err(why) = self.locate_chunks(n) {
+                    self.stats.not_restored.push(NotRestored::new(path, why));
+                    return Ok(());
                 }
                 self.pax_mtime(n)?;
                 let mut h = Self::header(n, ::tar::EntryType::Regular);
                 h.set_size(n.size);
-                let reader = ChunkReader {
+                let mut reader = ChunkReader {
                     repo: self.repo,
                     chunks: n.chunks.iter(),
                     current: Vec::new(),
                     pos: 0,
-                    total: 0,
+                    emitted: 0,
                     expected: n.size,
-                    path: path.display().to_string(),
+                    zero_fill: false,
+                    damage: None,
                     failure: &self.failure,
                 };
-                let res = self.builder.append_data(&mut h, path, reader);
+                let res = self.builder.append_data(&mut h, path, &mut reader);
+                let damage = reader.damage.take();
                 res.map_err(|e| self.io(e))?;
-                self.stats.files += 1;
-                self.stats.bytes += n.size;
+                if n.nlink > 1 {
+                    self.link_primary
+                        .insert((n.dev, n.inode), (path.to_path_buf(), damage.is_some()));
+                }
+                match damage {
+                    Some(d) => self.stats.not_restored.push(NotRestored::new(path, d)),
+                    None => {
+                        self.stats.files += 1;
+                        self.stats.bytes += n.size;
+                    }
+                }
                 if let Some(p) = &self.progress {
                     p.add_done(1, n.size);
                 }
@@ -217,22 +297,30 @@ pub fn write_tar<W: Write>(
 ) -> Result<RestoreStats> {
     let root = repo.read_tree(&snapshot.tree)?;
     let mut entries: Vec<(PathBuf, Node)> = Vec::new();
+    let mut lost: Vec<NotRestored> = Vec::new();
     if opts.paths.is_empty() {
         for n in root.nodes {
             entries.push((PathBuf::from(OsStr::from_bytes(&n.name)), n));
         }
     } else {
         for p in &opts.paths {
-            let node = crate::restore::lookup(repo, &snapshot.tree, p)?.ok_or_else(|| {
-                Error::PathNotInSnapshot {
-                    path: p.clone(),
-                    snapshot: snapshot_id[..8.min(snapshot_id.len())].to_string(),
-                }
-            })?;
             let rel: PathBuf = p
                 .split('/')
                 .filter(|c| !c.is_empty() && *c != ".")
                 .collect();
+            let node = match crate::restore::lookup(repo, &snapshot.tree, p) {
+                Ok(n) => n,
+                // A damaged tree on the way: this path is lost, the others are not.
+                Err(e) if e.is_damage() => {
+                    lost.push(NotRestored::new(&rel, e));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let node = node.ok_or_else(|| Error::PathNotInSnapshot {
+                path: p.clone(),
+                snapshot: snapshot_id[..8.min(snapshot_id.len())].to_string(),
+            })?;
             entries.push((rel, node));
         }
     }
@@ -251,6 +339,7 @@ pub fn write_tar<W: Write>(
         progress: opts.progress.clone(),
         failure: RefCell::new(None),
     };
+    w.stats.not_restored = lost;
     for (path, n) in &entries {
         w.node(path, n)?;
     }

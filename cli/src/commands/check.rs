@@ -12,7 +12,8 @@ use std::sync::Arc;
   pluto check
   pluto check --read-data
   pluto check --read-data-subset 10%
-Exit code 4 when damage is found; each problem names the pack, index or snapshot.")]
+Exit code 4 when damage is found; each problem names the pack, index or snapshot, and the
+last lines name the repairs to run (`pluto repair index`, `pluto repair snapshots`).")]
 pub struct Args {
     /// Read and verify every object.
     #[arg(long)]
@@ -82,6 +83,12 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                 )
             };
             println!("error: {} {}: {}{affected}", p.kind, p.name, p.message);
+        }
+        if !report.repairs.is_empty() {
+            println!("to repair, run in this order (each says what it changes):");
+            for c in &report.repairs {
+                println!("  {c}");
+            }
         }
         if !g.quiet {
             println!(

@@ -136,6 +136,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             )
         })?
     };
+    super::print_warnings(&repo);
     if a.json {
         let doc = serde_json::json!({
             "snapshot": snap.id,
@@ -162,7 +163,22 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             }
         );
     }
-    Ok(exit::OK)
+    Ok(report_not_restored(&stats))
+}
+
+/// Name each path a partial restore left out, and the exit code: 3 when some were.
+fn report_not_restored(stats: &restore::RestoreStats) -> u8 {
+    if stats.not_restored.is_empty() {
+        return exit::OK;
+    }
+    for n in &stats.not_restored {
+        eprintln!("not restored: {}: {}", n.path, n.reason);
+    }
+    eprintln!(
+        "pluto: {} path(s) NOT restored (listed above): their data is damaged or missing; everything else was restored. Run `pluto check` to see the damage and the repair to run.",
+        stats.not_restored.len()
+    );
+    exit::PARTIAL
 }
 
 /// Fetch the packs a checkout of `a.paths` of `a.snapshot` reads and this repository lacks:
@@ -420,5 +436,6 @@ fn to_tar(
             stats.hardlinks
         );
     }
-    Ok(exit::OK)
+    super::print_warnings(repo);
+    Ok(report_not_restored(&stats))
 }

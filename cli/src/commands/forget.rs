@@ -66,14 +66,25 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     // Deleting takes the repository to itself (the format's rule I4): no snapshot may be
     // choosing its parent, and no reader listing snapshots, while files disappear.
     let repo = super::open_repo(g, LockMode::Exclusive)?;
-    let all = repo.snapshots()?;
+    // A damaged snapshot file is skipped (and named) by policies, which keep it; it is
+    // removed only when named by id.
+    let (all, damaged) = repo.snapshots_and_damaged()?;
+    super::print_warnings(&repo);
+    let mut damaged_named: Vec<String> = Vec::new();
     let decisions: Vec<Decision> = if !a.snapshots.is_empty() {
         if !policy.is_empty() {
             bail!("give either snapshot ids or --keep-* rules, not both");
         }
         let mut drop = Vec::new();
         for spec in &a.snapshots {
-            drop.push(repo.find_snapshot(spec)?.id);
+            let name = repo.resolve_snapshot_name(spec)?;
+            if damaged.contains(&name) {
+                if !damaged_named.contains(&name) {
+                    damaged_named.push(name);
+                }
+            } else {
+                drop.push(name);
+            }
         }
         all.iter()
             .map(|s| {
@@ -104,10 +115,17 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         for d in decisions.iter().filter(|d| !d.keep) {
             repo.remove_snapshot(&d.id)?;
         }
+        for d in &damaged_named {
+            repo.remove_snapshot(d)?;
+        }
     }
-    let ids: Vec<&str> = all.iter().map(|s| s.id.as_str()).collect();
+    let ids: Vec<&str> = all
+        .iter()
+        .map(|s| s.id.as_str())
+        .chain(damaged.iter().map(|d| d.as_str()))
+        .collect();
     let ab = abbrev_len(&ids);
-    let removed = decisions.iter().filter(|d| !d.keep).count();
+    let removed = decisions.iter().filter(|d| !d.keep).count() + damaged_named.len();
     if a.json {
         let one = |d: &Decision| {
             let s = all
@@ -121,10 +139,24 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                 "reasons": d.reasons,
             })
         };
+        let mut remove: Vec<serde_json::Value> = decisions
+            .iter()
+            .rev()
+            .filter(|d| !d.keep)
+            .map(one)
+            .collect();
+        remove.extend(damaged_named.iter().map(|d| {
+            serde_json::json!({
+                "id": d,
+                "short_id": &d[..ab],
+                "time_ns": null,
+                "reasons": ["named on the command line", "damaged snapshot file"],
+            })
+        }));
         let doc = serde_json::json!({
             "dry_run": a.dry_run,
             "keep": decisions.iter().rev().filter(|d| d.keep).map(one).collect::<Vec<_>>(),
-            "remove": decisions.iter().rev().filter(|d| !d.keep).map(one).collect::<Vec<_>>(),
+            "remove": remove,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(exit::OK);
@@ -147,10 +179,17 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             d.reasons.join(", "),
         );
     }
+    for d in &damaged_named {
+        println!(
+            "{:<12} {} (damaged snapshot file) [named on the command line]",
+            if a.dry_run { "would remove" } else { "remove" },
+            &d[..ab],
+        );
+    }
     if !g.quiet {
         println!(
             "{} snapshot(s) kept, {} {}{}",
-            decisions.len() - removed,
+            decisions.iter().filter(|d| d.keep).count(),
             removed,
             if a.dry_run {
                 "would be removed"

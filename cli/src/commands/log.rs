@@ -31,6 +31,7 @@ pub struct Args {
 pub fn run(g: &Global, a: Args) -> Result<u8> {
     let repo = super::open_repo(g, LockMode::Shared)?;
     let all = repo.snapshots()?;
+    super::print_warnings(&repo);
     let ids: Vec<&str> = all.iter().map(|s| s.id.as_str()).collect();
     let ab = abbrev_len(&ids);
     // Snapshots record canonical paths; accept `--path .` or a relative path that exists.

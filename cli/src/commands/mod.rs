@@ -12,6 +12,7 @@ pub mod ls;
 pub mod prune;
 pub mod pull;
 pub mod push;
+pub mod repair;
 pub mod retrack;
 pub mod serve;
 pub mod snapshot;
@@ -31,6 +32,14 @@ pub fn open_repo(g: &Global, mode: LockMode) -> Result<Repository> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let root = discover(g.repo.as_deref(), &cwd)?;
     Ok(Repository::open(&root, mode)?)
+}
+
+/// Name on standard error each damaged file a reader skipped (a snapshot file, an index
+/// file), so a command that worked around damage never hides it.
+pub fn print_warnings(repo: &Repository) {
+    for w in repo.take_warnings() {
+        eprintln!("warning: {w}");
+    }
 }
 
 /// The directory a snapshot records: the one given, else the one recorded at init, else

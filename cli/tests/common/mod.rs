@@ -104,7 +104,7 @@ pub fn set_mtime(path: &Path, secs: i64, nanos: u32) {
 
 /// What pluto keeps of one entry: kind, mode, mtime (ns), content or link target, and the
 /// group of paths it shares an inode with.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub kind: &'static str,
     pub mode: u32,

@@ -163,8 +163,14 @@ pub fn create_snapshot(
                 s.snapshot.hostname == hostname && s.snapshot.paths == [root_str.clone()]
             }),
         };
+    // The parent only saves reading unchanged files: a damaged parent tree means reading
+    // them, not failing (the damage is `check`'s to report).
     let parent_tree = match &parent {
-        Some(p) if !opts.force_read => Some(repo.read_tree(&p.snapshot.tree)?),
+        Some(p) if !opts.force_read => match repo.read_tree(&p.snapshot.tree) {
+            Ok(t) => Some(t),
+            Err(e) if e.is_damage() => None,
+            Err(e) => return Err(e),
+        },
         _ => None,
     };
     let repo_meta = fs::metadata(repo.root()).at(repo.root())?;
@@ -748,7 +754,12 @@ impl Archiver<'_> {
         } else if ft.is_dir() {
             let mut node = node_from_meta(name_b, Kind::Dir, &m);
             let old_tree = match old.and_then(|o| o.subtree) {
-                Some(t) => Some(self.repo.read_tree(&t)?),
+                Some(t) => match self.repo.read_tree(&t) {
+                    Ok(t) => Some(t),
+                    // As for the root: a damaged parent tree only means reading the files.
+                    Err(e) if e.is_damage() => None,
+                    Err(e) => return Err(e),
+                },
                 None => None,
             };
             match self.dir(&path, old_tree.as_ref(), rules) {

@@ -219,13 +219,14 @@ fn tar_extracted_equals_a_checkout() {
 }
 
 #[test]
-fn a_tar_of_damaged_data_fails_with_exit_4_and_leaves_no_archive() {
+fn a_tar_of_damaged_data_keeps_the_rest_and_names_the_damaged_file_with_exit_3() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("t");
     write(&src.join("big.bin"), &pseudo_random(2_000_000, 9));
+    write(&src.join("small.txt"), b"intact");
     ok(&src, &["init"]);
     ok(&src, &["snapshot"]);
-    // Flip a byte inside the largest pack (the file's data).
+    // Flip a byte inside the largest pack (the big file's data).
     let mut packs: Vec<_> = walkdir(&src.join(".pluto/packs"));
     packs.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).unwrap().len()));
     let mut b = fs::read(&packs[0]).unwrap();
@@ -235,16 +236,29 @@ fn a_tar_of_damaged_data_fails_with_exit_4_and_leaves_no_archive() {
     let err = fails(
         &src,
         &["checkout", "latest", "--tar", archive.to_str().unwrap()],
-        4,
+        3,
     );
-    assert!(err.contains("fails authentication"), "{err}");
     assert!(
-        !archive.exists(),
-        "no half-written archive under the final name"
+        err.contains("not restored: big.bin") && err.contains("fails authentication"),
+        "{err}"
     );
+    // The archive is complete and well-formed; the damaged file holds zeros from the
+    // damaged chunk on, and everything else is intact.
+    let out = tmp.path().join("x");
+    fs::create_dir_all(&out).unwrap();
+    let st = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(fs::read(out.join("small.txt")).unwrap(), b"intact");
+    assert_eq!(fs::metadata(out.join("big.bin")).unwrap().len(), 2_000_000);
     assert_eq!(
         fs::read_dir(tmp.path()).unwrap().count(),
-        1,
+        3,
         "no temp file left"
     );
 }

@@ -543,3 +543,29 @@ fn random_damage_is_found_by_check_or_does_not_hurt_any_restore() {
     eprintln!("{cases} cases: {found} found by check, {harmless} harmless (all snapshots restored exactly)");
     assert!(found > 0, "the damage model never damaged anything");
 }
+
+#[test]
+fn repair_index_killed_at_any_step_leaves_a_repository_that_checks_clean_after_a_rerun() {
+    let h = history();
+    for (i, step) in ["index-written:1", "index-deleted:1", "index-deleted:2"]
+        .iter()
+        .enumerate()
+    {
+        let copy = h.src.parent().unwrap().join(format!("copy{i}"));
+        copy_dir(&h.repo, &copy);
+        let repo = copy.to_str().unwrap();
+        fs::remove_file(&files_in(&copy.join("index"))[0]).unwrap();
+        let o = pluto_cmd(&h.src)
+            .args(["--repo", repo, "repair", "index"])
+            .env("PLUTO_TEST_KILL_AFTER", step)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), None, "killed at {step}: {}", stderr(&o));
+        // Killed after its new index file is in place: every snapshot restores already.
+        let (c, _) = expect(&h.src, &["--repo", repo, "check", "--read-data"], 0);
+        assert!(c.contains("no errors"), "killed at {step}: {c}");
+        expect(&h.src, &["--repo", repo, "repair", "index"], 0);
+        let (c, e) = expect(&h.src, &["--repo", repo, "check", "--read-data"], 0);
+        assert!(c.contains("no errors") && !e.contains("warning"), "{c}{e}");
+    }
+}

@@ -188,8 +188,6 @@ fn fetch_from_peers(g: &Global, a: &Args) -> Result<()> {
     let root = repo.root().to_path_buf();
     let key = repo.keys().node.clone();
     let snap = super::resolve_snapshot(&repo, &a.snapshot, a.path.as_deref())?;
-    let tracked = super::latest_scope(&repo, None);
-    let paths = snapshot_paths(&repo, &snap, tracked.as_deref(), &a.paths)?;
     let here: HashSet<PackId> = repo
         .store()
         .list()
@@ -260,6 +258,9 @@ fn fetch_from_peers(g: &Global, a: &Args) -> Result<()> {
             .map(|p| p.0)
             .collect(),
     )?;
+    // The paths can be mapped into the snapshot only now that its trees are here.
+    let tracked = super::latest_scope(&repo, None);
+    let paths = snapshot_paths(&repo, &snap, tracked.as_deref(), &a.paths)?;
     let needed = restore::packs_needed(&repo, &snap.snapshot, &snap.id, &paths)?;
     fetch(
         needed

@@ -59,6 +59,9 @@ pub enum Error {
     UnsupportedVersion { found: u32, supported: u32 },
     #[error("{0}")]
     Invalid(String),
+    /// The caller's cancel flag was raised (e.g. Ctrl-C): what was stored is kept.
+    #[error("interrupted: {packs} pack(s) ({bytes} bytes) written and indexed before stopping; the next snapshot reuses them")]
+    Cancelled { packs: u64, bytes: u64 },
     #[error("no keep rule given: pass at least one --keep-* option (or snapshot ids to forget)")]
     NoPolicy,
     #[error("this policy keeps none of the {snapshots} snapshots (use --force if that is really what you want)")]

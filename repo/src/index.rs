@@ -171,8 +171,18 @@ impl Index {
     }
 
     pub fn finish(&mut self) {
+        self.finish_preferring(|_| true);
+    }
+
+    /// `finish`, keeping for an object stored in several packs a copy in a pack for which
+    /// `present` holds: a snapshot that stored again what a lost pack held must be read
+    /// from the new copy, not from the pack that is gone.
+    pub fn finish_preferring(&mut self, present: impl Fn(&PackId) -> bool) {
         if !self.sorted {
-            self.recs.sort_unstable_by(|a, b| a.key().cmp(&b.key()));
+            let gone: Vec<bool> = self.packs.iter().map(|p| !present(p)).collect();
+            let gone = |r: &Rec| gone[u24(&r.0[32..35]) as usize];
+            self.recs
+                .sort_unstable_by(|a, b| a.key().cmp(&b.key()).then(gone(a).cmp(&gone(b))));
             self.recs.dedup_by(|a, b| a.key() == b.key());
             self.recs.shrink_to_fit();
             self.build_starts();

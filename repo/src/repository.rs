@@ -340,7 +340,12 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
-        idx.finish();
+        // One listing of the pack store: where an object has a copy in a pack that is gone
+        // and one in a pack that is here (a snapshot stored it again), the index points at
+        // the one that is here.
+        let present: std::collections::HashSet<PackId> =
+            self.store.list()?.into_iter().map(|p| p.0).collect();
+        idx.finish_preferring(|p| present.contains(p));
         Ok(idx)
     }
 

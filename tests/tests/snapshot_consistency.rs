@@ -225,3 +225,231 @@ fn a_sparse_disk_image_is_read_without_its_holes_and_restores_identically_and_sp
     fs::remove_file(src.join("dense.img")).unwrap();
     ok(&src, &["check", "--read-data"]);
 }
+
+/// Pack files in the repository's store, with their sizes.
+fn packs(repo: &Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(repo.join("packs")) {
+        for sub in rd.flatten() {
+            for f in fs::read_dir(sub.path()).into_iter().flatten().flatten() {
+                out.push((f.path(), f.metadata().unwrap().len()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn snapshot_json(src: &Path, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["snapshot", "--json"];
+    a.extend_from_slice(args);
+    let o = pluto(src, &a);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn after_the_largest_pack_is_lost_a_snapshot_with_force_read_stores_its_data_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("tree");
+    for i in 0..4u64 {
+        write(
+            &src.join(format!("file{i}.bin")),
+            &pseudo_random(9 * MIB, 50 + i),
+        );
+    }
+    ok(&src, &["init"]);
+    let first = snapshot_json(&src, &[]);
+    let repo = src.join(".pluto");
+    let (largest, size) = packs(&repo).into_iter().max_by_key(|p| p.1).unwrap();
+    fs::remove_file(&largest).unwrap();
+
+    // Dedup does not trust the index entries of the lost pack: its chunks are read from
+    // the files and stored again.
+    let healed = snapshot_json(&src, &["--force-read"]);
+    let stored = healed["stats"]["stored_added"].as_u64().unwrap();
+    assert!(
+        stored + 64 * 1024 >= size,
+        "the lost pack's {size} bytes are stored again (stored {stored})"
+    );
+    let out = tmp.path().join("out");
+    for (k, snap) in [&healed, &first].iter().enumerate() {
+        let target = out.join(k.to_string());
+        ok(
+            &src,
+            &[
+                "checkout",
+                snap["id"].as_str().unwrap(),
+                "--target",
+                target.to_str().unwrap(),
+            ],
+        );
+        for i in 0..4u64 {
+            assert!(
+                fs::read(target.join(format!("file{i}.bin"))).unwrap()
+                    == pseudo_random(9 * MIB, 50 + i),
+                "file{i}.bin restores"
+            );
+        }
+    }
+    // The index still lists the lost pack until prune drops it; then all is clean.
+    ok(&src, &["prune"]);
+    ok(&src, &["check", "--read-data"]);
+    // And a plain snapshot now dedups everything.
+    let again = snapshot_json(&src, &["--force-read"]);
+    assert_eq!(again["stats"]["objects_added"].as_u64(), Some(0));
+}
+
+/// Start `pluto snapshot` on `src` and stop it with `signal` once `packs` packs are
+/// complete (or it ends first); its exit status and stderr.
+fn interrupt_snapshot(src: &Path, packs_before: usize, signal: i32) -> (Option<i32>, String) {
+    let repo = src.join(".pluto");
+    let mut child = std::process::Command::new(pluto_bin())
+        .current_dir(src)
+        .args(["snapshot", "--json"])
+        .env_remove("PLUTO_REPO")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while packs(&repo).len() < packs_before && std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: a signal to the child we started.
+    unsafe {
+        libc::kill(child.id() as i32, signal);
+    }
+    let o = child.wait_with_output().unwrap();
+    (o.status.code(), stderr(&o))
+}
+
+/// A point at random, from the clock: 3 to 7 packs into the snapshot.
+fn random_point() -> usize {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as usize;
+    3 + nanos % 5
+}
+
+fn big_tree(src: &Path, files: u64) -> u64 {
+    for i in 0..files {
+        write(
+            &src.join(format!("part{i:02}.bin")),
+            &pseudo_random(16 * MIB, 700 + i),
+        );
+    }
+    files * 16 * MIB as u64
+}
+
+#[test]
+fn ctrl_c_during_a_snapshot_keeps_the_packs_in_hand_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("tree");
+    let total = big_tree(&src, 12);
+    ok(&src, &["init"]);
+    let (code, err) = interrupt_snapshot(&src, random_point(), libc::SIGINT);
+    let repo = src.join(".pluto");
+    let left: u64 = packs(&repo).iter().map(|p| p.1).sum();
+    if code == Some(0) {
+        eprintln!("the snapshot ended before the signal: nothing to test");
+        return;
+    }
+    assert_eq!(code, Some(130), "exit as Ctrl-C does: {err}");
+    assert!(
+        err.contains("interrupted:") && err.contains("indexed"),
+        "a line says the work is kept: {err}"
+    );
+    assert!(fs::read_dir(repo.join("snapshots"))
+        .unwrap()
+        .next()
+        .is_none());
+    assert!(
+        fs::read_dir(repo.join("index")).unwrap().next().is_some(),
+        "the packs in hand are indexed"
+    );
+    ok(&src, &["check"]);
+
+    let o = pluto(&src, &["snapshot", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let stored = doc["stats"]["stored_added"].as_u64().unwrap();
+    eprintln!(
+        "SIGINT after {} MiB of {} MiB were stored; the rerun stored {} MiB",
+        left >> 20,
+        total >> 20,
+        stored >> 20
+    );
+    assert!(
+        stored <= total.saturating_sub(left) + MIB as u64,
+        "nothing the interrupted run stored is stored again: {stored} > {total} - {left}"
+    );
+    ok(&src, &["check", "--read-data"]);
+}
+
+#[test]
+fn a_snapshot_killed_midway_leaves_packs_the_next_one_adopts_instead_of_storing_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("tree");
+    let files = 12u64;
+    let total = big_tree(&src, files);
+    ok(&src, &["init"]);
+    let repo = src.join(".pluto");
+    // SIGKILL once a few packs are complete: no index file is written for them.
+    let (code, _) = interrupt_snapshot(&src, random_point(), libc::SIGKILL);
+    if code == Some(0) {
+        eprintln!("the snapshot ended before the signal: nothing to test");
+        return;
+    }
+    let left = packs(&repo);
+    let left_bytes: u64 = left.iter().map(|p| p.1).sum();
+    assert!(
+        fs::read_dir(repo.join("snapshots"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the killed snapshot saved nothing"
+    );
+
+    let o = pluto(&src, &["snapshot", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let stored = doc["stats"]["stored_added"].as_u64().unwrap();
+    // What the first run left is reused: the rerun stores the rest, and at most a couple
+    // of packs' worth again (the object being sealed when the kill came, the trees).
+    let pack = 16 * MIB as u64;
+    eprintln!(
+        "killed after {} packs ({} MiB) of {} MiB; the rerun stored {} MiB",
+        left.len(),
+        left_bytes >> 20,
+        total >> 20,
+        stored >> 20
+    );
+    assert!(
+        stored <= total.saturating_sub(left_bytes) + 2 * pack,
+        "the rerun stores only what the killed run had not: {stored} > {total} - {left_bytes} + 2 packs"
+    );
+    if !left.is_empty() {
+        assert!(
+            stderr(&o).contains("were checked and reused"),
+            "the rerun says it adopted the packs: {}",
+            stderr(&o)
+        );
+    }
+    ok(&src, &["check", "--read-data"]);
+    let out = tmp.path().join("out");
+    ok(
+        &src,
+        &["checkout", "latest", "--target", out.to_str().unwrap()],
+    );
+    for i in 0..files {
+        assert!(
+            fs::read(out.join(format!("part{i:02}.bin"))).unwrap()
+                == pseudo_random(16 * MIB, 700 + i)
+        );
+    }
+}

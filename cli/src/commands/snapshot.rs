@@ -5,8 +5,46 @@ use pluto_repo::archive::{create_snapshot, SnapshotOptions};
 use pluto_repo::progress::Progress;
 use pluto_repo::repository::LockMode;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
+
+/// The signal that asked the snapshot to stop (0: none yet).
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// The library's cancel flag, raised by the handler.
+static CANCEL: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+extern "C" fn on_stop(sig: libc::c_int) {
+    // Only async-signal-safe work: atomics, or the default action at once on a second signal
+    // (a user who presses Ctrl-C twice does not want to wait for the packs to close).
+    if STOP_SIGNAL.swap(sig, Ordering::SeqCst) != 0 {
+        // SAFETY: signal and raise are async-signal-safe.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+    }
+    if let Some(c) = CANCEL.get() {
+        c.store(true, Ordering::SeqCst);
+    }
+}
+
+/// SIGINT and SIGTERM stop the snapshot cleanly: the packs in hand are finished and indexed.
+fn stop_on_signals() -> Arc<AtomicBool> {
+    let flag = CANCEL
+        .get_or_init(|| Arc::new(AtomicBool::new(false)))
+        .clone();
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler touches atomics or restores the default action, nothing else.
+        unsafe {
+            libc::signal(
+                sig,
+                on_stop as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
+    }
+    flag
+}
 
 /// Record the tracked directory as a new snapshot; only what changed is read and stored.
 #[derive(clap::Args)]
@@ -107,6 +145,8 @@ pub fn run(g: &Global, mut a: Args) -> Result<u8> {
     let dir = super::tracked_dir(&repo, a.dir)?;
     let progress = Arc::new(Progress::default());
     let started = Instant::now();
+    // Installed before the bar, which then leaves SIGINT to this handler.
+    let cancel = stop_on_signals();
     let outcome = {
         let _bar = crate::progress::Bar::start(progress.clone(), "snapshot", g.quiet || a.json);
         // Count what there is to do beside the snapshot, so the bar fills against the real
@@ -140,8 +180,18 @@ pub fn run(g: &Global, mut a: Args) -> Result<u8> {
                 include_repositories: a.include_repositories,
                 progress: Some(progress),
                 time_ns,
+                cancel: Some(cancel),
             },
-        )?
+        )
+    };
+    let outcome = match outcome {
+        Err(e @ pluto_repo::Error::Cancelled { .. }) => {
+            let sig = STOP_SIGNAL.load(Ordering::SeqCst);
+            eprintln!("pluto: {e}");
+            // As a process ended by the signal would: 128 + its number (130 for Ctrl-C).
+            return Ok((128 + sig.clamp(1, 127)) as u8);
+        }
+        r => r?,
     };
     for w in &outcome.warnings {
         eprintln!("pluto: warning: {w}");

@@ -10,6 +10,7 @@
 //! Write order: packs, then index, then trees' packs and index, then the snapshot file.
 //! A snapshot killed at any moment leaves only unreferenced packs (or temp files) behind.
 
+mod adopt;
 pub mod ignore;
 mod packer;
 
@@ -68,6 +69,9 @@ pub struct SnapshotOptions {
     pub progress: Option<Arc<Progress>>,
     /// Time to record (for tests and imports); now by default.
     pub time_ns: Option<i64>,
+    /// Raised (e.g. by a signal handler) to stop early: the packs in hand are finished and
+    /// indexed, then `Error::Cancelled` is returned.
+    pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 pub struct SnapshotOutcome {
@@ -108,6 +112,9 @@ struct Archiver<'r> {
     trees: Packer<'r>,
     /// Objects this run stores, by type and id (a chunk and a tree may share an id).
     claimed: Mutex<HashSet<(ObjType, ObjectId)>>,
+    /// Packs in the store when the snapshot began (adopted ones included): dedup trusts an
+    /// index entry only if its pack is here, so what a lost pack held is stored again.
+    present: HashSet<crate::pack::PackId>,
     hardlinks: Mutex<HashMap<(u64, u64), Link>>,
     unreadable: Mutex<Vec<String>>,
     /// Files that changed while they were read: (path, warning).
@@ -117,6 +124,9 @@ struct Archiver<'r> {
     warnings: Mutex<Vec<String>>,
     notes: Mutex<Vec<String>>,
     index_files: Mutex<Vec<String>>,
+    /// Packs listed by the index files this run wrote.
+    packs_indexed: AtomicU64,
+    cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
     n: Counters,
     progress: Option<Arc<Progress>>,
     root: PathBuf,
@@ -173,6 +183,11 @@ pub fn create_snapshot(
         },
         _ => None,
     };
+    let scan = adopt::scan(repo)?;
+    let mut claimed = HashSet::new();
+    for p in &scan.adopted {
+        claimed.extend(p.entries.iter().map(|e| (e.ty, e.id)));
+    }
     let repo_meta = fs::metadata(repo.root()).at(repo.root())?;
     let rules = ignore::Rules::from_patterns(&root, &opts.excludes)?;
     let a = Archiver {
@@ -188,14 +203,17 @@ pub fn create_snapshot(
         skip: (repo_meta.dev(), repo_meta.ino()),
         data: Packer::new(repo, ObjType::Chunk),
         trees: Packer::new(repo, ObjType::Tree),
-        claimed: Mutex::new(HashSet::new()),
+        claimed: Mutex::new(claimed),
+        present: scan.present,
         hardlinks: Mutex::new(HashMap::new()),
         unreadable: Mutex::new(Vec::new()),
         changed: Mutex::new(Vec::new()),
         zero: Mutex::new(None),
         warnings: Mutex::new(Vec::new()),
         notes: Mutex::new(Vec::new()),
-        index_files: Mutex::new(Vec::new()),
+        index_files: Mutex::new(scan.index_file.into_iter().collect()),
+        packs_indexed: AtomicU64::new(0),
+        cancel: opts.cancel.clone(),
         n: Counters::default(),
         progress: opts.progress.clone(),
         root: root.clone(),
@@ -204,12 +222,28 @@ pub fn create_snapshot(
     // workers as cores keep the cores busy meanwhile (in-flight memory stays bounded by
     // workers × block size).
     let run = || a.dir(&root, parent_tree.as_ref(), &rules);
-    let tree = match rayon::ThreadPoolBuilder::new()
+    let walked = match rayon::ThreadPoolBuilder::new()
         .num_threads(io_threads())
         .build()
     {
-        Ok(pool) => pool.install(run)?,
-        Err(_) => run()?,
+        Ok(pool) => pool.install(run),
+        Err(_) => run(),
+    };
+    let tree = match walked {
+        Ok(t) => t,
+        Err(Error::Cancelled { .. }) => {
+            // Keep the work: finish the packs in hand and index them, so the next snapshot
+            // reuses them instead of reading and storing them again.
+            a.data.flush()?;
+            a.trees.flush()?;
+            a.write_index(true)?;
+            return Err(Error::Cancelled {
+                packs: a.packs_indexed.load(Ordering::Relaxed),
+                bytes: a.data.stored_bytes.load(Ordering::Relaxed)
+                    + a.trees.stored_bytes.load(Ordering::Relaxed),
+            });
+        }
+        Err(e) => return Err(e),
     };
     a.data.flush()?;
     a.trees.flush()?;
@@ -228,6 +262,18 @@ pub fn create_snapshot(
     }
     warnings.extend(unreadable.iter().cloned());
     let mut notes = std::mem::take(&mut *a.notes.lock().unwrap());
+    if !scan.adopted.is_empty() {
+        notes.push(format!(
+            "{} pack(s) ({} bytes) that no index listed, left by an interrupted snapshot, were checked and reused",
+            scan.adopted.len(),
+            scan.adopted.iter().map(|p| p.size).sum::<u64>()
+        ));
+    }
+    for (pack, why) in &scan.rejected {
+        warnings.push(format!(
+            "pack {pack} is in no index and cannot be reused ({why}); `pluto prune` removes it"
+        ));
+    }
     notes.sort();
     warnings.extend(changed.iter().map(|c| c.1.clone()));
     let changed_during_read: Vec<String> = changed.into_iter().map(|c| c.0).collect();
@@ -372,6 +418,14 @@ impl Archiver<'_> {
             .push(format!("{}: {e}", path.display()));
     }
 
+    /// `Err(Cancelled)` once the caller asked to stop.
+    fn check_cancel(&self) -> Result<()> {
+        match &self.cancel {
+            Some(c) if c.load(Ordering::Relaxed) => Err(Error::Cancelled { packs: 0, bytes: 0 }),
+            _ => Ok(()),
+        }
+    }
+
     fn note_changed(&self, path: &Path, what: &str) {
         self.changed.lock().unwrap().push((
             path.to_string_lossy().into_owned(),
@@ -387,6 +441,8 @@ impl Archiver<'_> {
         }
         if !packs.is_empty() {
             let name = self.repo.write_index_file(&packs)?;
+            self.packs_indexed
+                .fetch_add(packs.len() as u64, Ordering::Relaxed);
             self.index_files.lock().unwrap().push(name);
         }
         Ok(())
@@ -397,7 +453,13 @@ impl Archiver<'_> {
         let id = ObjectId::compute(&self.id_key, plain);
         // Dedup by type and id: a file chunk whose bytes happen to equal a tree's encoding
         // is still stored as a chunk (and the other way round).
-        if self.repo.index()?.contains(ty, &id) || !self.claimed.lock().unwrap().insert((ty, id)) {
+        // An index entry whose pack is gone is not trusted: the object is stored again.
+        let stored = self
+            .repo
+            .index()?
+            .get(ty, &id)
+            .is_some_and(|l| self.present.contains(&l.pack));
+        if stored || !self.claimed.lock().unwrap().insert((ty, id)) {
             return Ok(id);
         }
         let (flags, stored) = crate::compress::maybe_compress(plain, self.level);
@@ -528,6 +590,7 @@ impl Archiver<'_> {
             if buf.is_empty() && eof {
                 break;
             }
+            self.check_cancel()?;
             let mut cuts = self.chunker.cut(&buf);
             // Without EOF the last chunk may have been cut by the block's end: carry it over.
             let carry = if eof { None } else { cuts.pop() };
@@ -664,6 +727,7 @@ impl Archiver<'_> {
         parent: Option<&Tree>,
         rules: &ignore::Rules,
     ) -> Result<Option<Node>> {
+        self.check_cancel()?;
         let name = e.file_name();
         let name = name.as_os_str();
         let path = dir.join(name);
@@ -700,13 +764,18 @@ impl Archiver<'_> {
         if ft.is_file() {
             let mut node = node_from_meta(name_b, Kind::File, &m);
             self.n.files.fetch_add(1, Ordering::Relaxed);
-            // Reuse only if every chunk is still indexed: a damaged index must not turn into a
-            // snapshot that silently references missing data.
+            // Reuse only if every chunk is still indexed, in a pack still here: a damaged
+            // index or a lost pack must not turn into a snapshot that silently references
+            // missing data (the file is read and its chunks stored again instead).
             let index = self.repo.index()?;
             let reuse = old.filter(|o| {
                 !self.force_read
                     && node.unchanged_since(o)
-                    && o.chunks.iter().all(|c| index.contains(ObjType::Chunk, c))
+                    && o.chunks.iter().all(|c| {
+                        index
+                            .get(ObjType::Chunk, c)
+                            .is_some_and(|l| self.present.contains(&l.pack))
+                    })
             });
             if let Some(o) = reuse {
                 node.chunks = o.chunks.clone();

@@ -5,7 +5,8 @@
 # alternate, order rotated per rep) and the table shows medians and the median of the
 # per-rep pluto/restic ratios: the machine may be shared and noisy, so compare ratios.
 #
-# Usage: benches/compare.sh [--reps N] [--corpus mixed|real|both] [--out RESULTS.tsv]
+# Usage: benches/compare.sh [--reps N] [--corpus mixed|real|sparse|both|"mixed sparse"] [--out RESULTS.tsv]
+#        (sparse: a 10 GiB sparse disk image with ~8 MiB of data: holes must not be read)
 # Env:   CORPUS_ROOT (default /tmp/pluto-bench; the corpus is generated there if missing),
 #        WORKDIR (scratch space for repositories, default /tmp/pluto-bench/run),
 #        CARGO_TARGET_DIR (where pluto is built), PLUTO (use this binary, skip the build).

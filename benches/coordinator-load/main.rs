@@ -7,7 +7,11 @@
 //!
 //! The coordinator runs as a separate process (the `pluto-coordinator` binary next to this one),
 //! so its peak memory (VmHWM) is measured alone. Reports connections held, matches per second,
-//! reply latency percentiles.
+//! reply latency percentiles, and the descriptors the coordinator holds.
+//!
+//! Both processes need a descriptor per node: this one raises its own soft open-files limit to
+//! the hard one. `--coordinator-soft-nofile 1024` starts the coordinator with that soft limit
+//! (systemd's default), to show what it serves when started as its unit starts it.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -51,11 +55,14 @@ const HELP: &str = "\
 coordinator-load: load benchmark of the coordinator (starts pluto-coordinator next to this binary)
 
 USAGE:
-    coordinator-load [--nodes N] [--concurrency C]
+    coordinator-load [--nodes N] [--concurrency C] [--coordinator-soft-nofile L]
 
 OPTIONS:
     --nodes N          simulated nodes to connect, announce and match (default 1000)
     --concurrency C    nodes connecting at the same time (default 200)
+    --coordinator-soft-nofile L
+                       start the coordinator with a soft open-files limit of L (hard limit
+                       unchanged), as a service manager does (systemd: 1024)
     -h, --help         print this help and exit
 ";
 
@@ -69,12 +76,37 @@ async fn main() -> anyhow::Result<()> {
     }
     let n = arg("--nodes", 1000) as usize;
     let conc = arg("--concurrency", 200) as usize;
+    let coordinator_soft = arg("--coordinator-soft-nofile", 0);
+    // This process holds one connection per simulated node.
+    let (soft_before, soft) = pluto_coordinator::fdlimit::raise_open_files_limit()?;
+    let (_, hard) = pluto_coordinator::fdlimit::open_files_limit()?;
+    println!("open files limit of this process: soft {soft_before} -> {soft}, hard {hard}");
     let dir = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
     let exe = std::env::current_exe()?.with_file_name("pluto-coordinator");
-    let mut child = Command::new(&exe)
+    let mut cmd = Command::new(&exe);
+    if coordinator_soft > 0 {
+        use std::os::unix::process::CommandExt;
+        let hard = hard as libc::rlim_t;
+        let soft = coordinator_soft as libc::rlim_t;
+        // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        println!("coordinator started with soft open files limit {coordinator_soft}, hard {hard}");
+    }
+    let mut child = cmd
         .args([
             "--data",
             dir.path().to_str().unwrap_or("."),
@@ -206,11 +238,16 @@ async fn main() -> anyhow::Result<()> {
     };
     run("announce", false).await;
     run("request_matches", true).await;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     println!(
-        "connections held {}; coordinator process peak RSS {} MiB (now {} MiB)",
+        "connections held {}; coordinator process peak RSS {} MiB (now {} MiB); it holds {fds} \
+         file descriptors ({:.2} per node)",
         clients.len(),
         vm(pid, "VmHWM:") / 1024,
-        vm(pid, "VmRSS:") / 1024
+        vm(pid, "VmRSS:") / 1024,
+        fds as f64 / clients.len().max(1) as f64
     );
     let _ = child.kill();
     let _ = child.wait();

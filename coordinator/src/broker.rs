@@ -50,6 +50,8 @@ struct AuthState {
     coordinator: NodeId,
     not_before_secs: u64,
     tokens: Mutex<TokenLedger>,
+    /// The gate's admission: an address a node authenticated from becomes known there.
+    admission: Arc<Mutex<crate::gate::Admission>>,
 }
 
 /// The newest CONNECT token seen from each node, so a captured token cannot be used twice.
@@ -141,6 +143,11 @@ impl PlutoHooks {
                 return AuthResult::BadUsernameOrPassword;
             }
         }
+        if let Some(peer) = ci.id().remote_addr {
+            if let Ok(mut a) = self.0.admission.lock() {
+                a.node_came_in(peer.ip());
+            }
+        }
         AuthResult::Allow(node == self.0.coordinator, None)
     }
 }
@@ -215,10 +222,12 @@ pub async fn start_with(
     limits: crate::gate::GateLimits,
 ) -> Result<EmbeddedBroker, Error> {
     let scx = ServerContext::new().build().await;
+    let admission = Arc::new(Mutex::new(crate::gate::Admission::default()));
     let hooks = PlutoHooks(Arc::new(AuthState {
         coordinator,
         not_before_secs,
         tokens: Mutex::new(TokenLedger::default()),
+        admission: admission.clone(),
     }));
     let register = scx.extends.hook_mgr().register();
     for t in [
@@ -237,14 +246,15 @@ pub async fn start_with(
     let addr = gate_listener
         .local_addr()
         .map_err(|e| Error::Broker(e.to_string()))?;
+    let settings = |b: Builder| {
+        b.allow_anonymous(false)
+            .max_packet_size((wire::MAX_FRAME_BYTES + 1024) as u32)
+            .max_mqueue_len(1000)
+            .max_inflight(std::num::NonZeroU16::new(64).unwrap_or(std::num::NonZeroU16::MIN))
+    };
+    // The coordinator's own link connects to rmqtt's own listener, on loopback.
     let inner = SocketAddr::from(([127, 0, 0, 1], 0));
-    let listener = Builder::new()
-        .name("pluto")
-        .laddr(inner)
-        .allow_anonymous(false)
-        .max_packet_size((wire::MAX_FRAME_BYTES + 1024) as u32)
-        .max_mqueue_len(1000)
-        .max_inflight(std::num::NonZeroU16::new(64).unwrap_or(std::num::NonZeroU16::MIN))
+    let listener = settings(Builder::new().name("pluto-link").laddr(inner))
         .reuseaddr(Some(true))
         .bind()
         .map_err(|e| Error::Broker(format!("cannot listen on {inner}: {e}")))?
@@ -253,18 +263,29 @@ pub async fn start_with(
     let inner_addr = listener
         .local_addr()
         .map_err(|e| Error::Broker(e.to_string()))?;
-    let server = MqttServer::new(scx).listener(listener).build();
+    // Nodes come in through the gate, which hands their sockets over with these settings.
+    let gate_cfg: rmqtt::types::ListenerConfig =
+        Arc::new(settings(Builder::new().name("pluto").laddr(addr)));
+    scx.listen_cfgs.insert(GATE_LISTENER, gate_cfg.clone());
+    let server = MqttServer::new(scx.clone())
+        .listener_by_id(listener, LINK_LISTENER)
+        .build();
     let task = tokio::spawn(async move {
         if let Err(e) = server.run().await {
             tracing::error!(error = %e, "embedded broker stopped");
         }
     });
+    let handoff: crate::gate::Handoff = Arc::new(move |tcp, peer, connect| {
+        let (scx, cfg) = (scx.clone(), gate_cfg.clone());
+        Box::pin(serve_connection(scx, cfg, tcp, peer, connect))
+    });
     let gate_stats = Arc::new(crate::gate::GateStats::default());
     let gate = tokio::spawn(crate::gate::serve(
         gate_listener,
-        inner_addr,
         limits,
         gate_stats.clone(),
+        admission,
+        handoff,
     ));
     Ok(EmbeddedBroker {
         addr,
@@ -273,6 +294,65 @@ pub async fn start_with(
         task,
         gate,
     })
+}
+
+/// rmqtt's ids for its listeners: the loopback one (the coordinator's own link) and the gate.
+const LINK_LISTENER: rmqtt::types::ListenerId = 1;
+const GATE_LISTENER: rmqtt::types::ListenerId = 2;
+
+/// Serve a node's connection that the gate accepted and whose CONNECT (`connect`, already
+/// read from the socket) it checked: rmqtt takes it from there as if it had accepted it.
+async fn serve_connection(
+    scx: ServerContext,
+    cfg: rmqtt::types::ListenerConfig,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    connect: Vec<u8>,
+) {
+    use rmqtt::codec::version::{ProtocolVersion, VersionCodec};
+    use rmqtt::codec::MqttCodec;
+    use tokio_util::codec::{Decoder, Framed, FramedParts};
+
+    let mut probe = bytes::BytesMut::from(&connect[..]);
+    let version = match VersionCodec.decode(&mut probe) {
+        Ok(Some(v)) => v,
+        other => {
+            tracing::debug!(%peer, ?other, "refused CONNECT: not MQTT 3.1, 3.1.1 or 5");
+            return;
+        }
+    };
+    let codec = match version {
+        ProtocolVersion::MQTT3 => MqttCodec::V3(rmqtt::codec::v3::Codec::new(cfg.max_packet_size)),
+        ProtocolVersion::MQTT5 => MqttCodec::V5(rmqtt::codec::v5::Codec::new(
+            cfg.max_packet_size,
+            cfg.max_packet_size,
+        )),
+    };
+    // The CONNECT goes in the frame's read buffer, so rmqtt reads it first.
+    let mut parts = FramedParts::new::<rmqtt::codec::MqttPacket>(tcp, codec);
+    parts.read_buf = bytes::BytesMut::from(&connect[..]);
+    let io = Framed::from_parts(parts);
+    let served = match version {
+        ProtocolVersion::MQTT3 => {
+            let sink = rmqtt::net::v3::MqttStream {
+                io,
+                remote_addr: peer,
+                cfg,
+            };
+            rmqtt::v3::process(scx, sink, GATE_LISTENER).await
+        }
+        ProtocolVersion::MQTT5 => {
+            let sink = rmqtt::net::v5::MqttStream {
+                io,
+                remote_addr: peer,
+                cfg,
+            };
+            rmqtt::v5::process(scx, sink, GATE_LISTENER).await
+        }
+    };
+    if let Err(e) = served {
+        tracing::debug!(%peer, error = %e, "connection ended");
+    }
 }
 
 #[cfg(test)]

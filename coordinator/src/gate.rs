@@ -6,14 +6,15 @@
 //! it) could hold them forever and use up the coordinator's sockets. The gate bounds that:
 //! at most `max_handshaking` connections may be on their way in at once (more are closed
 //! at once), each gets `first_packet_timeout` to deliver its CONNECT, and a CONNECT longer
-//! than `max_packet` is refused from its length alone. What passes is spliced to the
-//! broker on loopback, unchanged; authentication stays the broker's (signed tokens).
+//! than `max_packet` is refused from its length alone. What passes is handed, socket and
+//! the bytes already read, to the broker in the same process (see `vendor/README.md`): one
+//! file descriptor per node. Authentication stays the broker's (signed tokens).
 //!
 //! Admission is fair between addresses: one address (an IPv6 /64 counts as one) may have at
 //! most `max_per_address` connections on their way in, so a single flooding client holds a
 //! small share of the slots and everyone else still gets in. A quarter of the slots is kept
-//! for addresses a node has already come in from (in the last day), so even a flood from
-//! many addresses does not keep the nodes already known out.
+//! for addresses a node has already come in from (authenticated, in the last day), so even
+//! a flood from many addresses does not keep the nodes already known out.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -21,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
 /// Limits of the gate.
@@ -68,9 +69,9 @@ const KNOWN_FOR: Duration = Duration::from_secs(24 * 3600);
 /// ... and at most this many (the oldest are forgotten first when the map is full).
 const MAX_KNOWN: usize = 100_000;
 
-/// Who is on their way in, and from where.
+/// Who is on their way in, and from where; which addresses nodes came in from.
 #[derive(Default)]
-struct Admission {
+pub struct Admission {
     total: usize,
     per_address: HashMap<IpAddr, usize>,
     known: HashMap<IpAddr, Instant>,
@@ -118,6 +119,11 @@ impl Admission {
                 self.per_address.remove(key);
             }
         }
+    }
+
+    /// A node authenticated from `ip`: its address is known from now on.
+    pub fn node_came_in(&mut self, ip: IpAddr) {
+        self.came_in(address_key(ip), Instant::now());
     }
 
     fn came_in(&mut self, key: IpAddr, now: Instant) {
@@ -194,8 +200,8 @@ impl AcceptFailures {
                 error = %e,
                 open_files_limit = %limit,
                 failed,
-                "nodes are being refused: the coordinator is out of file descriptors (every \
-                 connected node holds some); raise LimitNOFILE= in its systemd unit, or `ulimit -n` in the shell that \
+                "nodes are being refused: the coordinator is out of file descriptors (each \
+                 node holds one); raise LimitNOFILE= in its systemd unit, or `ulimit -n` in the shell that \
                  starts it"
             );
         } else {
@@ -258,14 +264,27 @@ async fn read_connect(tcp: &mut TcpStream, max: usize) -> Result<Vec<u8>, FirstP
     Ok(buf)
 }
 
-/// Accept on `listener` and splice every connection that delivers a CONNECT to `broker`.
+/// What the gate does with a connection that delivered its CONNECT: the socket, the peer's
+/// address and the CONNECT's bytes (already read from the socket). It runs for as long as
+/// the connection lives.
+pub type Handoff = Arc<
+    dyn Fn(
+            TcpStream,
+            SocketAddr,
+            Vec<u8>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Accept on `listener` and hand every connection that delivers a CONNECT to `handoff`.
 pub async fn serve(
     listener: TcpListener,
-    broker: SocketAddr,
     limits: GateLimits,
     stats: Arc<GateStats>,
+    admission: Arc<Mutex<Admission>>,
+    handoff: Handoff,
 ) {
-    let admission = Arc::new(Mutex::new(Admission::default()));
     let mut failures = AcceptFailures::default();
     loop {
         let (mut tcp, peer) = match listener.accept().await {
@@ -295,7 +314,7 @@ pub async fn serve(
             admission: admission.clone(),
             key,
         };
-        let (limits, stats, admission) = (limits.clone(), stats.clone(), admission.clone());
+        let (limits, stats, handoff) = (limits.clone(), stats.clone(), handoff.clone());
         tokio::spawn(async move {
             let first = tokio::time::timeout(
                 limits.first_packet_timeout,
@@ -304,12 +323,7 @@ pub async fn serve(
             .await;
             drop(permit);
             let connect = match first {
-                Ok(Ok(c)) => {
-                    if let Ok(mut a) = admission.lock() {
-                        a.came_in(key, Instant::now());
-                    }
-                    c
-                }
+                Ok(Ok(c)) => c,
                 Ok(Err(e)) => {
                     stats.refused.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(?e, "broker gate: first packet refused");
@@ -320,16 +334,9 @@ pub async fn serve(
                     return;
                 }
             };
-            let Ok(mut up) = TcpStream::connect(broker).await else {
-                return;
-            };
             let _ = tcp.set_nodelay(true);
-            let _ = up.set_nodelay(true);
-            if up.write_all(&connect).await.is_err() {
-                return;
-            }
             stats.passed.fetch_add(1, Ordering::Relaxed);
-            let _ = tokio::io::copy_bidirectional(&mut tcp, &mut up).await;
+            handoff(tcp, peer, connect).await;
         });
     }
 }

@@ -95,12 +95,15 @@ async fn under_a_low_open_files_limit_the_coordinator_raises_it_and_says_clearly
         "{raised}"
     );
 
-    // 150 connections that say nothing: more than 96 descriptors (the rest wait in the
-    // listen backlog).
+    // 150 connections that say nothing, 10 from each of 15 addresses (the gate lets only 16
+    // from one address wait): more than 96 descriptors (the rest wait in the listen backlog).
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut silent = Vec::new();
-    for _ in 0..150 {
-        silent.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    for i in 0..150u8 {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind(std::net::SocketAddr::from(([127, 0, 2, 1 + i / 10], 0)))
+            .unwrap();
+        silent.push(s.connect(addr).await.expect("connect"));
     }
     let refused = wait_for(&log, "out of file descriptors", Duration::from_secs(10))
         .expect("running out of descriptors is logged");

@@ -1,7 +1,9 @@
 //! The `pluto` command: a thin shell over pluto-repo (and later pluto-netsync).
 
-mod commands;
+// First: the `outln!`/`out!` macros every command prints with.
+#[macro_use]
 mod output;
+mod commands;
 mod progress;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -134,7 +136,9 @@ fn main() -> ExitCode {
         Command::Friend(a) => commands::friend::run(&g, a),
         Command::Leave(a) => commands::leave::run(&g, a),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "pluto", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "pluto", &mut script);
+            out!("{}", String::from_utf8_lossy(&script));
             Ok(exit::OK)
         }
     };

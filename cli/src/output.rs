@@ -87,6 +87,50 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     u64::try_from(v).map_err(|_| too_large())
 }
 
+/// Standard output is a pipe whose reader has gone (`pluto log | head`): end the way
+/// `git log | head` does, killed by SIGPIPE without a word, so a shell with `pipefail`
+/// still sees that the output was cut short. SIGPIPE stays ignored everywhere else (Rust's
+/// default), so a peer closing a socket is an error to handle, never a silent death.
+pub fn stdout_closed() -> ! {
+    // SAFETY: restoring the default action and raising a signal in our own process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
+    std::process::exit(128 + libc::SIGPIPE)
+}
+
+/// Write to standard output, as `print!` does, but without its panic when that fails:
+/// a closed pipe ends the process quietly, any other failure (a full disk behind `>`)
+/// with a message and exit code 1.
+pub fn write_stdout(args: std::fmt::Arguments) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            stdout_closed();
+        }
+        eprintln!("pluto: error: cannot write to standard output: {e}");
+        std::process::exit(crate::exit::ERROR as i32);
+    }
+}
+
+/// `println!` for the commands: see [`write_stdout`].
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` for the commands: see [`write_stdout`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -458,6 +458,8 @@ pub fn repo_mutate(data: &[u8]) {
                 chunks: vec![chunk],
                 subtree: None,
                 target: None,
+                rdev: 0,
+                xattrs: vec![],
             };
             let t = Tree::new(vec![node]).encode();
             let tid = ObjectId::compute(&keys().id, &t);

@@ -36,11 +36,12 @@ pub enum ChangeKind {
 pub struct Change {
     pub path: String,
     pub change: ChangeKind,
-    /// "file", "dir" or "symlink" (the new entry's kind, or the old one's when removed).
+    /// "file", "dir", "symlink", "fifo", "chardev" or "blockdev" (the new entry's kind, or
+    /// the old one's when removed).
     pub kind: &'static str,
     pub old_size: Option<u64>,
     pub new_size: Option<u64>,
-    /// For metadata changes: which of "mode", "owner", "mtime" differ.
+    /// For metadata changes: which of "mode", "owner", "mtime", "xattrs" differ.
     pub fields: Vec<&'static str>,
 }
 
@@ -110,6 +111,8 @@ fn live_node(name: &[u8], m: &fs::Metadata, kind: Kind) -> Node {
         chunks: Vec::new(),
         subtree: None,
         target: None,
+        rdev: if kind.is_device() { m.rdev() } else { 0 },
+        xattrs: Vec::new(),
     }
 }
 
@@ -124,6 +127,9 @@ pub fn metadata_fields(a: &Node, b: &Node) -> Vec<&'static str> {
     }
     if a.kind != Kind::Dir && a.mtime_ns != b.mtime_ns {
         f.push("mtime");
+    }
+    if a.xattrs != b.xattrs {
+        f.push("xattrs");
     }
     f
 }
@@ -170,17 +176,33 @@ impl Walker<'_> {
                     }
                     let name = e.file_name();
                     let name = name.as_bytes();
-                    if ft.is_file() {
-                        out.push((live_node(name, &m, Kind::File), Dir::Empty));
+                    use std::os::unix::fs::FileTypeExt;
+                    let (mut n, sub) = if ft.is_file() {
+                        (live_node(name, &m, Kind::File), Dir::Empty)
                     } else if ft.is_dir() {
-                        out.push((live_node(name, &m, Kind::Dir), Dir::Live(p, rules.clone())));
+                        let sub = Dir::Live(p.clone(), rules.clone());
+                        (live_node(name, &m, Kind::Dir), sub)
                     } else if ft.is_symlink() {
                         let mut n = live_node(name, &m, Kind::Symlink);
                         n.target = fs::read_link(&p)
                             .ok()
                             .map(|t| t.as_os_str().as_bytes().to_vec());
-                        out.push((n, Dir::Empty));
+                        (n, Dir::Empty)
+                    } else if ft.is_fifo() {
+                        (live_node(name, &m, Kind::Fifo), Dir::Empty)
+                    } else if ft.is_char_device() {
+                        (live_node(name, &m, Kind::CharDevice), Dir::Empty)
+                    } else if ft.is_block_device() {
+                        (live_node(name, &m, Kind::BlockDevice), Dir::Empty)
+                    } else {
+                        // sockets: `snapshot` does not record them either
+                        continue;
+                    };
+                    match crate::fsmeta::read_xattrs(&p) {
+                        Ok(x) => n.xattrs = x,
+                        Err(err) => self.out.warnings.push(format!("{}: {err}", p.display())),
                     }
+                    out.push((n, sub));
                 }
                 out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
                 Ok(out)
@@ -314,7 +336,8 @@ impl Walker<'_> {
                                 self.same_content(o, n, live.as_deref())
                             }
                             Kind::Symlink => o.target == n.target,
-                            Kind::Dir => true,
+                            Kind::CharDevice | Kind::BlockDevice => o.rdev == n.rdev,
+                            Kind::Dir | Kind::Fifo => true,
                         };
                         if !content_same {
                             self.push(path.clone(), ChangeKind::Modified, Some(o), Some(n));

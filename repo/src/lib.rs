@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod diff;
 pub mod error;
 pub mod forget;
+pub mod fsmeta;
 pub mod fsutil;
 pub mod index;
 pub mod keys;

@@ -86,6 +86,9 @@ pub fn mode_string(kind: Kind, mode: u32) -> String {
         Kind::Dir => 'd',
         Kind::Symlink => 'l',
         Kind::File => '-',
+        Kind::Fifo => 'p',
+        Kind::CharDevice => 'c',
+        Kind::BlockDevice => 'b',
     });
     let bits = [
         (0o400, 'r'),
@@ -123,6 +126,9 @@ pub fn kind_name(kind: Kind) -> &'static str {
         Kind::File => "file",
         Kind::Dir => "dir",
         Kind::Symlink => "symlink",
+        Kind::Fifo => "fifo",
+        Kind::CharDevice => "chardev",
+        Kind::BlockDevice => "blockdev",
     }
 }
 
@@ -138,5 +144,8 @@ mod tests {
         assert_eq!(mode_string(Kind::File, 0o4755), "-rwsr-xr-x");
         assert_eq!(mode_string(Kind::Dir, 0o1777), "drwxrwxrwt");
         assert_eq!(mode_string(Kind::File, 0o2640), "-rw-r-S---");
+        assert_eq!(mode_string(Kind::Fifo, 0o644), "prw-r--r--");
+        assert_eq!(mode_string(Kind::CharDevice, 0o666), "crw-rw-rw-");
+        assert_eq!(mode_string(Kind::BlockDevice, 0o660), "brw-rw----");
     }
 }

@@ -3,7 +3,9 @@
 //! Files are written in parallel, each once, chunk by chunk in order; chunks of zeros
 //! become holes. Hard links are linked to the first copy written. Symlinks are made after
 //! all files, and directory metadata is set last, deepest first, so writing into a
-//! directory does not disturb its restored mtime.
+//! directory does not disturb its restored mtime. FIFOs and device nodes are made with
+//! the symlinks (devices only as root); extended attributes are set before the mode, which
+//! could forbid writing them.
 
 use crate::crypto::{ObjType, ObjectId};
 use crate::error::{Error, IoContext, Result};
@@ -35,6 +37,8 @@ pub struct RestoreStats {
     pub dirs: u64,
     pub symlinks: u64,
     pub hardlinks: u64,
+    /// FIFOs and device nodes made.
+    pub specials: u64,
     pub bytes: u64,
     /// Files already in place, complete and as the snapshot has them (a restore that was
     /// interrupted, run again): left as they are.
@@ -69,6 +73,8 @@ pub struct Plan {
     /// What cannot be restored: a directory whose tree is damaged or missing (the directory
     /// itself is made, its contents are not).
     pub failed: Vec<NotRestored>,
+    /// FIFOs and device nodes.
+    pub specials: Vec<(PathBuf, Node)>,
 }
 
 /// Find the node at `path` (components separated by '/') inside the tree `root`.
@@ -105,6 +111,7 @@ fn plan_node(repo: &Repository, n: Node, path: PathBuf, plan: &mut Plan) -> Resu
     match n.kind {
         Kind::File => plan.files.push((path, n)),
         Kind::Symlink => plan.symlinks.push((path, n)),
+        Kind::Fifo | Kind::CharDevice | Kind::BlockDevice => plan.specials.push((path, n)),
         Kind::Dir => {
             // A damaged tree costs only what is under it.
             let sub = match n.subtree {
@@ -226,14 +233,17 @@ pub fn restore(
     }
     fs::create_dir_all(target).at(target)?;
     let plan = plan_paths(repo, snapshot, snapshot_id, &opts.paths, target)?;
-    // each path lands at target/<path>: its parents must exist
+    // each path lands at target/<path>: its parents must exist, as directories of this
+    // restore (a symlink in the way is replaced, never followed out of the target)
     for p in &opts.paths {
         let rel: PathBuf = p
             .split('/')
             .filter(|c| !c.is_empty() && *c != ".")
             .collect();
-        if let Some(parent) = target.join(rel).parent() {
-            fs::create_dir_all(parent).at(parent)?;
+        let mut at = target.to_path_buf();
+        for c in rel.parent().into_iter().flat_map(|p| p.components()) {
+            at.push(c);
+            make_dir(&at)?;
         }
     }
     write_plan(repo, &plan, opts)
@@ -275,7 +285,9 @@ pub fn write_plan(repo: &Repository, plan: &Plan, opts: &RestoreOptions) -> Resu
         writes.push((path.as_path(), n));
     }
     stats.not_restored = plan.failed.clone();
-    let (written, failed) = write_files(repo, &writes, opts)?;
+    // device nodes and xattrs that cannot be made, from every worker
+    let not_restored = std::sync::Mutex::new(Vec::new());
+    let (written, failed) = write_files(repo, &writes, opts, &not_restored)?;
     stats.files = (writes.len() - failed.len()) as u64;
     stats.bytes = written;
     let failed_paths: std::collections::HashSet<&Path> = failed.iter().map(|f| f.0).collect();
@@ -302,14 +314,43 @@ pub fn write_plan(repo: &Repository, plan: &Plan, opts: &RestoreOptions) -> Resu
         remove_existing(path)?;
         let target = OsStr::from_bytes(n.target.as_deref().unwrap_or_default());
         std::os::unix::fs::symlink(target, path).at(path)?;
-        set_meta(path, n, true)?;
+        set_meta(path, n, true, &not_restored)?;
         stats.symlinks += 1;
+    }
+    for (path, n) in &plan.specials {
+        remove_existing(path)?;
+        let made = if n.kind.is_device() && !crate::fsmeta::is_root() {
+            Err(std::io::Error::from_raw_os_error(libc::EPERM))
+        } else {
+            crate::fsmeta::make_special(path, n.kind, 0o600, n.rdev)
+        };
+        match made {
+            Ok(()) => {}
+            // Not root, or root without CAP_MKNOD (a container): the one entry is left out.
+            Err(e) if n.kind.is_device() && e.raw_os_error() == Some(libc::EPERM) => {
+                not_restored.lock().unwrap().push(NotRestored::new(
+                    path,
+                    format!(
+                        "device node {}: only root can make device nodes ({e})",
+                        crate::fsmeta::rdev_string(n.rdev)
+                    ),
+                ));
+                continue;
+            }
+            Err(e) => return Err(e).at(path),
+        }
+        set_meta(path, n, false, &not_restored)?;
+        stats.specials += 1;
     }
     let mut dirs: Vec<&(PathBuf, Node)> = plan.dirs.iter().collect();
     dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
     for (path, n) in dirs {
-        set_meta(path, n, false)?;
+        set_meta(path, n, false, &not_restored)?;
     }
+    stats
+        .not_restored
+        .extend(not_restored.into_inner().unwrap());
+    stats.not_restored.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(stats)
 }
 
@@ -470,6 +511,7 @@ fn write_files<'a>(
     repo: &Repository,
     writes: &[(&'a Path, &'a Node)],
     opts: &RestoreOptions,
+    not_restored: &std::sync::Mutex<Vec<NotRestored>>,
 ) -> Result<(u64, Failed<'a>)> {
     let index = repo.index()?;
     let mut jobs = Vec::with_capacity(writes.len());
@@ -620,7 +662,7 @@ fn write_files<'a>(
                 // Never leave a file with wrong content under its name.
                 let _ = fs::remove_file(job.path);
             } else {
-                set_file_meta(f, job.path, job.node)?;
+                set_file_meta(f, job.path, job.node, not_restored)?;
             }
             if let Some(pr) = &opts.progress {
                 pr.add_done(1, 0);
@@ -647,13 +689,30 @@ fn write_files<'a>(
     Ok((written.iter().sum(), failed))
 }
 
-/// Mode, owner (as root) and times of a written file, through its open handle.
-fn set_file_meta(f: &fs::File, path: &Path, n: &Node) -> Result<()> {
+/// Set `n`'s extended attributes on `path`, noting each that the target refuses.
+fn set_xattrs(path: &Path, n: &Node, not_restored: &std::sync::Mutex<Vec<NotRestored>>) {
+    let failed = crate::fsmeta::write_xattrs(path, &n.xattrs);
+    if !failed.is_empty() {
+        let mut nr = not_restored.lock().unwrap();
+        nr.extend(failed.into_iter().map(|m| NotRestored::new(path, m)));
+    }
+}
+
+/// Mode, owner (as root), extended attributes and times of a written file, through its
+/// open handle (xattrs by its path, which this restore just created).
+fn set_file_meta(
+    f: &fs::File,
+    path: &Path,
+    n: &Node,
+    not_restored: &std::sync::Mutex<Vec<NotRestored>>,
+) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *ROOT.get_or_init(|| unsafe { libc::geteuid() } == 0) {
+    if crate::fsmeta::is_root() {
         let _ = std::os::unix::fs::fchown(f, Some(n.uid), Some(n.gid));
     }
+    // After chown (which clears security.capability), before the mode (a read-only mode
+    // would forbid writing user xattrs).
+    set_xattrs(path, n, not_restored);
     f.set_permissions(fs::Permissions::from_mode(n.mode))
         .at(path)?;
     let t = filetime::FileTime::from_unix_time(
@@ -663,12 +722,18 @@ fn set_file_meta(f: &fs::File, path: &Path, n: &Node) -> Result<()> {
     filetime::set_file_handle_times(f, Some(t), Some(t)).at(path)
 }
 
-fn set_meta(path: &Path, n: &Node, symlink: bool) -> Result<()> {
+fn set_meta(
+    path: &Path,
+    n: &Node,
+    symlink: bool,
+    not_restored: &std::sync::Mutex<Vec<NotRestored>>,
+) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     // Ownership only matters (and only works) for root; others keep their own.
-    if unsafe { libc::geteuid() } == 0 {
+    if crate::fsmeta::is_root() {
         let _ = std::os::unix::fs::lchown(path, Some(n.uid), Some(n.gid));
     }
+    set_xattrs(path, n, not_restored);
     if !symlink {
         fs::set_permissions(path, fs::Permissions::from_mode(n.mode)).at(path)?;
     }
@@ -676,9 +741,7 @@ fn set_meta(path: &Path, n: &Node, symlink: bool) -> Result<()> {
         n.mtime_ns.div_euclid(1_000_000_000),
         n.mtime_ns.rem_euclid(1_000_000_000) as u32,
     );
-    if symlink {
-        filetime::set_symlink_file_times(path, t, t).at(path)
-    } else {
-        filetime::set_file_times(path, t, t).at(path)
-    }
+    // utimensat without following, on any kind: never opens the entry (opening a FIFO
+    // would wait for a writer) and never goes through a link.
+    filetime::set_symlink_file_times(path, t, t).at(path)
 }

@@ -7,11 +7,23 @@ use serde::{Deserialize, Serialize};
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"PLUTOSN1";
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotStats {
     pub files: u64,
     pub dirs: u64,
     pub symlinks: u64,
+    /// FIFOs and device nodes recorded, sockets left out (absent when 0: older
+    /// snapshots have none of these fields).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fifos: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub devices: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sockets_skipped: u64,
     /// Logical size of all files.
     pub bytes: u64,
     /// Files read (the rest were unchanged since the parent).

@@ -77,6 +77,8 @@ pub fn usage(repo: &Repository, roots: &[ObjectId], cache: &mut TreeCache) -> Re
                         }
                     }
                     Kind::Symlink => u.symlinks += 1,
+                    // FIFOs and devices hold no data: nothing to add up.
+                    Kind::Fifo | Kind::CharDevice | Kind::BlockDevice => {}
                 }
             }
         }

@@ -2,8 +2,10 @@
 //!
 //! Entries come in tree order, each directory before its contents, so `tar -x` rebuilds
 //! the same tree a normal checkout writes: modes, numeric owners, symlinks, and hard links
-//! (the first path of a group is the file, the others link to it). Times are kept to the
-//! nanosecond with a PAX `mtime` record, because the plain header holds whole seconds only.
+//! (the first path of a group is the file, the others link to it), FIFOs and device nodes.
+//! Times are kept to the nanosecond with a PAX `mtime` record, because the plain header
+//! holds whole seconds only; extended attributes go in PAX `SCHILY.xattr.<name>` records,
+//! as GNU tar (`--xattrs`) and bsdtar write and read them.
 
 use crate::crypto::{ObjType, ObjectId};
 use crate::error::{Error, Result};
@@ -27,17 +29,27 @@ pub struct TarOptions {
     pub progress: Option<Arc<Progress>>,
 }
 
-/// A PAX extended-header body holding one record, `"<len> mtime=<s>.<ns>\n"`, where `len`
-/// counts the whole record including its own digits.
+/// One PAX record, `"<len> <key>=<value>\n"`, where `len` counts the whole record
+/// including its own digits. The value is raw bytes (xattr values may be binary).
+pub fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let body_len = 1 + key.len() + 1 + value.len() + 1;
+    let mut len = body_len + 1;
+    while format!("{len}").len() + body_len != len {
+        len = format!("{len}").len() + body_len;
+    }
+    let mut r = format!("{len} ").into_bytes();
+    r.extend_from_slice(key);
+    r.push(b'=');
+    r.extend_from_slice(value);
+    r.push(b'\n');
+    r
+}
+
+/// The PAX record `"<len> mtime=<s>.<ns>\n"`.
 pub fn pax_mtime_record(mtime_ns: i64) -> Vec<u8> {
     let secs = mtime_ns.div_euclid(1_000_000_000);
     let nanos = mtime_ns.rem_euclid(1_000_000_000);
-    let body = format!(" mtime={secs}.{nanos:09}\n");
-    let mut len = body.len() + 1;
-    while format!("{len}").len() + body.len() != len {
-        len = format!("{len}").len() + body.len();
-    }
-    format!("{len}{body}").into_bytes()
+    pax_record(b"mtime", format!("{secs}.{nanos:09}").as_bytes())
 }
 
 /// Reads a file's chunks one by one and yields exactly the size its tar header promised.
@@ -170,14 +182,33 @@ impl<W: Write> TarWriter<'_, W> {
         h
     }
 
-    fn pax_mtime(&mut self, n: &Node) -> Result<()> {
-        if n.mtime_ns.rem_euclid(1_000_000_000) == 0 && n.mtime_ns >= 0 {
+    /// The PAX extended header for `n`, when its mtime has a fraction of a second (or is
+    /// before 1970) or it has extended attributes.
+    fn pax(&mut self, path: &Path, n: &Node) -> Result<()> {
+        let mut rec = Vec::new();
+        if n.mtime_ns.rem_euclid(1_000_000_000) != 0 || n.mtime_ns < 0 {
+            rec.extend(pax_mtime_record(n.mtime_ns));
+        }
+        for (name, value) in &n.xattrs {
+            // The key ends at the first '=': such a name cannot be written.
+            if name.contains(&b'=') || name.contains(&b'\n') {
+                self.stats.not_restored.push(NotRestored::new(
+                    path,
+                    format!(
+                        "extended attribute {:?} not written: '=' or newline in its name",
+                        String::from_utf8_lossy(name)
+                    ),
+                ));
+                continue;
+            }
+            rec.extend(pax_record(&[&b"SCHILY.xattr."[..], name].concat(), value));
+        }
+        if rec.is_empty() {
             return Ok(());
         }
-        let rec = pax_mtime_record(n.mtime_ns);
         let mut h = ::tar::Header::new_ustar();
         h.set_entry_type(::tar::EntryType::XHeader);
-        h.set_path("pax_mtime").map_err(|e| self.io(e))?;
+        h.set_path("pax_header").map_err(|e| self.io(e))?;
         h.set_mode(0o644);
         h.set_size(rec.len() as u64);
         h.set_cksum();
@@ -187,7 +218,7 @@ impl<W: Write> TarWriter<'_, W> {
     fn node(&mut self, path: &Path, n: &Node) -> Result<()> {
         match n.kind {
             Kind::Dir => {
-                self.pax_mtime(n)?;
+                self.pax(path, n)?;
                 let mut h = Self::header(n, ::tar::EntryType::Directory);
                 self.builder
                     .append_data(&mut h, path, io::empty())
@@ -212,13 +243,31 @@ impl<W: Write> TarWriter<'_, W> {
                 }
             }
             Kind::Symlink => {
-                self.pax_mtime(n)?;
+                self.pax(path, n)?;
                 let mut h = Self::header(n, ::tar::EntryType::Symlink);
                 let target = OsStr::from_bytes(n.target.as_deref().unwrap_or_default());
                 self.builder
                     .append_link(&mut h, path, target)
                     .map_err(|e| self.io(e))?;
                 self.stats.symlinks += 1;
+            }
+            Kind::Fifo | Kind::CharDevice | Kind::BlockDevice => {
+                self.pax(path, n)?;
+                let ty = match n.kind {
+                    Kind::Fifo => ::tar::EntryType::Fifo,
+                    Kind::CharDevice => ::tar::EntryType::Char,
+                    _ => ::tar::EntryType::Block,
+                };
+                let mut h = Self::header(n, ty);
+                if n.kind.is_device() {
+                    let d = n.rdev as libc::dev_t;
+                    h.set_device_major(libc::major(d)).map_err(|e| self.io(e))?;
+                    h.set_device_minor(libc::minor(d)).map_err(|e| self.io(e))?;
+                }
+                self.builder
+                    .append_data(&mut h, path, io::empty())
+                    .map_err(|e| self.io(e))?;
+                self.stats.specials += 1;
             }
             Kind::File => {
                 if n.nlink > 1 {
@@ -248,7 +297,7 @@ impl<W: Write> TarWriter<'_, W> {
                     self.stats.not_restored.push(NotRestored::new(path, why));
                     return Ok(());
                 }
-                self.pax_mtime(n)?;
+                self.pax(path, n)?;
                 let mut h = Self::header(n, ::tar::EntryType::Regular);
                 h.set_size(n.size);
                 let mut reader = ChunkReader {
@@ -374,5 +423,12 @@ mod tests {
             b"30 mtime=1700000000.123456789\n"
         );
         assert_eq!(pax_mtime_record(-1_500_000_000), b"22 mtime=-2.500000000\n");
+        assert_eq!(pax_record(b"k", b"\0v\xff"), b"8 k=\0v\xff\n");
+        // 8 bytes + 1 digit would make 9; 98 bytes + 2 digits make 100, which has 3.
+        assert_eq!(pax_record(b"k", &[b'v'; 94]).len(), 101);
+        assert_eq!(
+            pax_record(b"SCHILY.xattr.user.a", b""),
+            b"24 SCHILY.xattr.user.a=\n"
+        );
     }
 }

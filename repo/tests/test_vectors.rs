@@ -104,6 +104,8 @@ fn file_node(object_id: ObjectId, size: u64) -> Node {
         chunks: vec![object_id],
         subtree: None,
         target: None,
+        rdev: 0,
+        xattrs: vec![],
     }
 }
 
@@ -124,6 +126,8 @@ fn example_tree(object_id: ObjectId, size: u64, empty_tree: ObjectId) -> Tree {
         chunks: vec![],
         subtree: Some(empty_tree),
         target: None,
+        rdev: 0,
+        xattrs: vec![],
     };
     let link = Node {
         name: b"link".to_vec(),
@@ -140,9 +144,47 @@ fn example_tree(object_id: ObjectId, size: u64, empty_tree: ObjectId) -> Tree {
         chunks: vec![],
         subtree: None,
         target: Some(b"hello.txt".to_vec()),
+        rdev: 0,
+        xattrs: vec![],
     };
     // Given out of order on purpose: Tree::new sorts by name.
     Tree::new(vec![dir, file_node(object_id, size), link])
+}
+
+/// The version 2 additions: a FIFO, a character device (1:3, like /dev/null) and a file
+/// with extended attributes (given out of order: the tree holds them sorted by name).
+fn special_tree(object_id: ObjectId, size: u64) -> Tree {
+    let base = |name: &[u8], kind: Kind, inode: u64| Node {
+        name: name.to_vec(),
+        kind,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime_ns: 1_700_000_000_000_000_000,
+        ctime_ns: 1_700_000_000_000_000_000,
+        dev: 2049,
+        inode,
+        nlink: 1,
+        size: 0,
+        chunks: vec![],
+        subtree: None,
+        target: None,
+        rdev: 0,
+        xattrs: vec![],
+    };
+    let fifo = base(b"fifo", Kind::Fifo, 131_076);
+    let mut null = base(b"null", Kind::CharDevice, 131_077);
+    null.mode = 0o666;
+    null.rdev = 0x103; // makedev(1, 3) on Linux
+    let mut file = file_node(object_id, size);
+    file.xattrs = vec![
+        (
+            b"user.xdg.origin.url".to_vec(),
+            b"https://example.org/".to_vec(),
+        ),
+        (b"trusted.md5".to_vec(), vec![0x00, 0xff]),
+    ];
+    Tree::new(vec![null, file, fifo])
 }
 
 /// Every output vector, computed from the inputs in the book.
@@ -266,6 +308,30 @@ fn compute(book: &Book) -> Vec<(&'static str, String)> {
     assert_eq!(Tree::decode(&tree_bytes, &tree_id).unwrap(), tree);
     put("tree_postcard", hex::encode(&tree_bytes));
     put("tree_id", tree_id.hex());
+    // Version 1 trees (pluto 0.1) still decode, into the same nodes with no rdev or xattrs.
+    // Its `sub` points at the version 1 empty tree, `01 00`.
+    let v1_empty = ObjectId::compute(&keys.id, &[1, 0]);
+    put("empty_tree_v1_id", v1_empty.hex());
+    let v1 = book.bytes("tree_v1_postcard");
+    let old = Tree::decode(&v1, &tree_id).unwrap();
+    assert_eq!(old.version, 1);
+    let same = example_tree(object_id, plain.len() as u64, v1_empty);
+    assert_eq!(old.nodes, same.nodes);
+    // Same entries, version 2 layout: the version byte differs and each node ends in
+    // rdev 0 and no xattrs (two zero bytes), so the directory is stored again once.
+    let again = Tree::new(old.nodes).encode();
+    assert_eq!(again, same.encode());
+    assert_eq!(again[0], 2);
+    assert_eq!(again.len(), v1.len() + 2 * same.nodes.len());
+    let special = special_tree(object_id, plain.len() as u64);
+    let special_bytes = special.encode();
+    assert_eq!(Tree::decode(&special_bytes, &tree_id).unwrap(), special);
+    assert_eq!(special.nodes[1].xattrs[0].0, b"trusted.md5");
+    put("special_tree_postcard", hex::encode(&special_bytes));
+    put(
+        "special_tree_id",
+        ObjectId::compute(&keys.id, &special_bytes).hex(),
+    );
 
     // The config file.
     let file_salt: [u8; 32] = book.arr("file_salt");
@@ -311,6 +377,9 @@ fn compute(book: &Book) -> Vec<(&'static str, String)> {
             files: 1,
             dirs: 2,
             symlinks: 1,
+            fifos: 0,
+            devices: 0,
+            sockets_skipped: 0,
             bytes: plain.len() as u64,
             files_read: 1,
             bytes_read: plain.len() as u64,
@@ -353,6 +422,7 @@ const INPUTS: &[&str] = &[
     "pack_header_nonce",
     "file_salt",
     "file_nonce",
+    "tree_v1_postcard",
 ];
 
 #[test]

@@ -59,7 +59,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     if a.json {
         let mut v = serde_json::to_value(&report)?;
         v["ok"] = serde_json::Value::Bool(report.ok());
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         for w in &report.warnings {
             eprintln!("warning: {w}");
@@ -82,7 +82,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                         .join(", ")
                 )
             };
-            println!("error: {} {}: {}{affected}", p.kind, p.name, p.message);
+            outln!("error: {} {}: {}{affected}", p.kind, p.name, p.message);
         }
         if !report.repairs.is_empty() {
             println!("to repair, run in this order (each says what it changes):");
@@ -91,7 +91,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             }
         }
         if !g.quiet {
-            println!(
+            outln!(
                 "{}: {} index files, {} packs, {} snapshots, {} trees{}",
                 if report.ok() {
                     "no errors"

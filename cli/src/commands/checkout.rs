@@ -145,10 +145,10 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             "paths": paths,
             "stats": stats,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
     } else if !g.quiet {
-        println!(
-            "restored snapshot {} into {}: {} files ({}), {} dirs, {} symlinks, {} hard links{}",
+        outln!(
+            "restored snapshot {} into {}: {} files ({}), {} dirs, {} symlinks, {} hard links{}{}",
             snap.short_id(),
             target.display(),
             stats.files,
@@ -156,6 +156,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             stats.dirs,
             stats.symlinks,
             stats.hardlinks,
+            specials(&stats),
             if stats.skipped > 0 {
                 format!("; {} files already in place", stats.skipped)
             } else {
@@ -164,6 +165,14 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         );
     }
     Ok(report_not_restored(&stats))
+}
+
+/// ", 2 FIFOs and device nodes" when there are any.
+fn specials(stats: &restore::RestoreStats) -> String {
+    match stats.specials {
+        0 => String::new(),
+        n => format!(", {n} FIFOs and device nodes"),
+    }
 }
 
 /// Name each path a partial restore left out, and the exit code: 3 when some were.
@@ -317,6 +326,7 @@ fn snapshot_paths(
 /// a directory or the reverse. Files only on disk inside a named directory stay untouched by
 /// a restore, so they do not count; nor do mode or mtime.
 fn live_differs(repo: &pluto_repo::Repository, node: Option<&Node>, live: &Path) -> Result<bool> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let meta = match std::fs::symlink_metadata(live) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -351,6 +361,9 @@ fn live_differs(repo: &pluto_repo::Repository, node: Option<&Node>, live: &Path)
                 .iter()
                 .any(|c| c.change == diff::ChangeKind::Modified)
         }
+        Kind::Fifo => !meta.file_type().is_fifo(),
+        Kind::CharDevice => !meta.file_type().is_char_device() || meta.rdev() != node.rdev,
+        Kind::BlockDevice => !meta.file_type().is_block_device() || meta.rdev() != node.rdev,
     })
 }
 
@@ -367,6 +380,13 @@ fn to_tar(
         progress: Some(progress.clone()),
     };
     let _bar = crate::progress::Bar::start(progress, "tar", g.quiet);
+    let tar_failed = |e: pluto_repo::Error| {
+        anyhow::Error::new(e).context(format!(
+            "tar of snapshot {} to {}",
+            snap.short_id(),
+            dest.display()
+        ))
+    };
     let stats = if dest == Path::new("-") {
         use std::io::IsTerminal;
         if std::io::stdout().is_terminal() {
@@ -380,63 +400,169 @@ fn to_tar(
             out,
             Path::new("<stdout>"),
             &opts,
-        )?
+        )
+        .map_err(quiet_on_closed_pipe)
+        .map_err(tar_failed)?
     } else {
-        // Written beside the destination and renamed when complete, so a failed or killed
-        // export never leaves a truncated archive under the final name.
-        let dir = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = dest
-            .file_name()
-            .with_context(|| format!("--tar {}: not a file name", dest.display()))?;
-        let tmp = dir.join(format!(".{}.pluto-tmp", name.to_string_lossy()));
-        let file = std::fs::File::create(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-        let res = write_tar(repo, &snap.snapshot, &snap.id, &mut out, dest, &opts).and_then(|s| {
-            let f = out.into_inner().map_err(|e| pluto_repo::Error::Io {
-                path: tmp.clone(),
-                source: e.into_error(),
-            })?;
-            f.sync_all().map_err(|e| pluto_repo::Error::Io {
-                path: tmp.clone(),
-                source: e,
-            })?;
-            Ok(s)
-        });
-        match res {
-            Ok(s) => {
-                if let Err(e) = std::fs::rename(&tmp, dest) {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(e)
-                        .with_context(|| format!("cannot move the archive to {}", dest.display()));
-                }
-                s
+        match tar_dest(dest)? {
+            TarDest::Stream(file) => {
+                let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+                write_tar(repo, &snap.snapshot, &snap.id, &mut out, dest, &opts)
+                    .and_then(|s| {
+                        out.flush().map_err(|source| pluto_repo::Error::Io {
+                            path: dest.to_path_buf(),
+                            source,
+                        })?;
+                        Ok(s)
+                    })
+                    .map_err(quiet_on_closed_pipe)
+                    .map_err(tar_failed)?
             }
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e).with_context(|| {
-                    format!("tar of snapshot {} to {}", snap.short_id(), dest.display())
-                });
-            }
+            TarDest::Replace(dest) => write_tar_file(repo, snap, &dest, &opts)?,
         }
     };
     drop(_bar);
     if !g.quiet {
         let _ = std::io::stdout().flush();
         eprintln!(
-            "wrote snapshot {} as tar to {}: {} files ({}), {} dirs, {} symlinks, {} hard links",
+            "wrote snapshot {} as tar to {}: {} files ({}), {} dirs, {} symlinks, {} hard links{}",
             snap.short_id(),
             dest.display(),
             stats.files,
             bytes(stats.bytes),
             stats.dirs,
             stats.symlinks,
-            stats.hardlinks
+            stats.hardlinks,
+            specials(&stats)
         );
     }
     super::print_warnings(repo);
     Ok(report_not_restored(&stats))
+}
+
+/// A reader that went away (`--tar - | head -c 10`) ends the process as it would `git`.
+fn quiet_on_closed_pipe(e: pluto_repo::Error) -> pluto_repo::Error {
+    match &e {
+        pluto_repo::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            crate::output::stdout_closed()
+        }
+        _ => e,
+    }
+}
+
+/// Where `--tar FILE` writes.
+enum TarDest {
+    /// An existing FIFO, device, or path under /dev or /proc (`/dev/stdout`): written to as
+    /// it is (opened without creating or truncating), never replaced.
+    Stream(std::fs::File),
+    /// A regular file, or nothing yet: a temporary file beside it, renamed over it when
+    /// complete. Through a symlink, the file it points to is replaced, never the link.
+    Replace(PathBuf),
+}
+
+fn tar_dest(dest: &Path) -> Result<TarDest> {
+    use std::io::ErrorKind::NotFound;
+    let stream = || -> Result<TarDest> {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dest)
+            .with_context(|| format!("--tar {}: cannot open it for writing", dest.display()))?;
+        use std::io::IsTerminal;
+        if f.is_terminal() {
+            bail!("refusing to write a tar archive to a terminal: redirect it, or pass --tar FILE");
+        }
+        Ok(TarDest::Stream(f))
+    };
+    let lmeta = match std::fs::symlink_metadata(dest) {
+        Ok(m) => m,
+        Err(e) if e.kind() == NotFound => return Ok(TarDest::Replace(dest.to_path_buf())),
+        Err(e) => return Err(e).with_context(|| format!("--tar {}", dest.display())),
+    };
+    if lmeta.is_file() {
+        return Ok(TarDest::Replace(dest.to_path_buf()));
+    }
+    if lmeta.is_dir() {
+        bail!("--tar {}: is a directory", dest.display());
+    }
+    if !lmeta.file_type().is_symlink() {
+        // FIFO, character or block device (a tape), socket
+        return stream();
+    }
+    // A symlink the user named: go where it points. /dev/stdout and /dev/fd/N lead to
+    // whatever the shell opened, which is to be written as it is, whatever it is.
+    if dest.starts_with("/dev") || dest.starts_with("/proc") {
+        return stream();
+    }
+    match std::fs::metadata(dest) {
+        Ok(m) if m.is_file() => Ok(TarDest::Replace(
+            std::fs::canonicalize(dest).with_context(|| format!("--tar {}", dest.display()))?,
+        )),
+        Ok(m) if m.is_dir() => bail!("--tar {}: is a symlink to a directory", dest.display()),
+        Ok(_) => stream(),
+        Err(e) if e.kind() == NotFound => bail!(
+            "--tar {}: is a symlink to {}, which does not exist: name the file itself",
+            dest.display(),
+            std::fs::read_link(dest).unwrap_or_default().display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("--tar {}", dest.display())),
+    }
+}
+
+/// Write the archive to a new temporary file beside `dest` and rename it over `dest` when
+/// complete, so a failed or killed export never leaves a truncated archive under the final
+/// name.
+fn write_tar_file(
+    repo: &pluto_repo::Repository,
+    snap: &pluto_repo::snapshot::SnapshotEntry,
+    dest: &Path,
+    opts: &TarOptions,
+) -> Result<pluto_repo::restore::RestoreStats> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = dest
+        .file_name()
+        .with_context(|| format!("--tar {}: not a file name", dest.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.pluto-tmp",
+        name.to_string_lossy(),
+        pluto_repo::fsutil::random_suffix()
+    ));
+    // A new name, created exclusively: never a file or link that was already there.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o666)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let res = write_tar(repo, &snap.snapshot, &snap.id, &mut out, dest, opts).and_then(|s| {
+        let f = out.into_inner().map_err(|e| pluto_repo::Error::Io {
+            path: tmp.clone(),
+            source: e.into_error(),
+        })?;
+        f.sync_all().map_err(|e| pluto_repo::Error::Io {
+            path: tmp.clone(),
+            source: e,
+        })?;
+        Ok(s)
+    });
+    match res {
+        Ok(s) => {
+            if let Err(e) = std::fs::rename(&tmp, dest) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e)
+                    .with_context(|| format!("cannot move the archive to {}", dest.display()));
+            }
+            Ok(s)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e).with_context(|| {
+                format!("tar of snapshot {} to {}", snap.short_id(), dest.display())
+            })
+        }
+    }
 }

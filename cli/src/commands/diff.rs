@@ -54,7 +54,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             "changes": d.changes,
             "totals": d.totals,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(exit::OK);
     }
     for c in &d.changes {
@@ -74,11 +74,11 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             ),
             _ => String::new(),
         };
-        println!("{mark} {}{slash}{detail}", c.path);
+        outln!("{mark} {}{slash}{detail}", c.path);
     }
     let t = &d.totals;
     if !g.quiet {
-        println!(
+        outln!(
             "{} added ({}), {} removed ({}), {} modified ({} -> {}), {} metadata only",
             t.added,
             bytes(t.bytes_added),

@@ -58,6 +58,11 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             snap.short_id(),
             String::from_utf8_lossy(node.target.as_deref().unwrap_or_default())
         ),
+        Kind::Fifo | Kind::CharDevice | Kind::BlockDevice => bail!(
+            "{path} is a {} in snapshot {}: it has no content to print",
+            pluto_repo::ls::kind_name(node.kind),
+            snap.short_id()
+        ),
     }
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     for id in &node.chunks {
@@ -66,15 +71,14 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             .with_context(|| format!("{path} in snapshot {}", snap.short_id()))?;
         if let Err(e) = out.write_all(&data) {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return Ok(exit::OK);
+                crate::output::stdout_closed();
             }
             return Err(e).context("cannot write to standard output");
         }
     }
     match out.flush() {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(e).context("cannot write to standard output")
-        }
-        _ => Ok(exit::OK),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => crate::output::stdout_closed(),
+        Err(e) => Err(e).context("cannot write to standard output"),
+        Ok(()) => Ok(exit::OK),
     }
 }

@@ -122,7 +122,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             }
             continue;
         }
-        println!(
+        outln!(
             "snapshot {} {} {}",
             &s.id[..ab],
             time_short(s.snapshot.time_ns),
@@ -134,7 +134,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             } else {
                 kind_name(e.node.kind).to_string()
             };
-            println!(
+            outln!(
                 "  {:>10}  {}  {}",
                 size,
                 time_short(e.node.mtime_ns),
@@ -143,7 +143,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         }
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&docs)?);
+        outln!("{}", serde_json::to_string_pretty(&docs)?);
     } else if found == 0 && !g.quiet {
         eprintln!(
             "pluto: nothing matches {:?} in {} snapshot(s)",

@@ -158,12 +158,12 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             "keep": decisions.iter().rev().filter(|d| d.keep).map(one).collect::<Vec<_>>(),
             "remove": remove,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(exit::OK);
     }
     // Newest first, as `log` shows them.
     for (d, s) in decisions.iter().zip(all.iter()).rev() {
-        println!(
+        outln!(
             "{:<12} {} {} {:<12} {:<30} [{}]",
             if d.keep {
                 "keep"
@@ -187,7 +187,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         );
     }
     if !g.quiet {
-        println!(
+        outln!(
             "{} snapshot(s) kept, {} {}{}",
             decisions.iter().filter(|d| d.keep).count(),
             removed,

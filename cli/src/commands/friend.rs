@@ -40,13 +40,13 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         let (c, _ev) = connect_coordinator(&root, &url, &key, Some("friend")).await?;
         let res = match &a.action {
             Action::Invite => c.friend_invite().await.map(|code| {
-                println!("{code}");
+                outln!("{code}");
                 if !g.quiet {
                     eprintln!("Give this code to your friend: `pluto friend add {code}`.");
                 }
             }),
             Action::Add { code } => c.friend_add(code.trim()).await.map(|friend| {
-                println!("Now friends with node {friend}.");
+                outln!("Now friends with node {friend}.");
             }),
         };
         let _ = c.close().await;

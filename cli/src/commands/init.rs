@@ -109,13 +109,13 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         }
         let n = repo.snapshot_names()?.len();
         if !g.quiet {
-            println!(
+            outln!(
                 "Recovered repository {} (node id {}), {n} snapshot(s).",
                 repo_path.display(),
                 &repo.keys().node_id_hex()[..16]
             );
             if n == 0 {
-                println!(
+                outln!(
                     "Nothing is here yet: bring your snapshots back from your hosts with\n  pluto --repo {} pull --coordinator mqtt://HOST:1883\nthen restore with\n  pluto --repo {} checkout latest --target DIR",
                     repo_path.display(),
                     repo_path.display()
@@ -127,13 +127,13 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let entropy = Entropy::generate();
     let repo = Repository::init(&repo_path, &entropy, Some(&dir))?;
     let words = entropy.words();
-    println!("Initialized pluto repository in {}", repo_path.display());
-    println!("Tracking {}", dir.display());
-    println!("Node id {}", repo.keys().node_id_hex());
-    println!();
-    println!("Your 24 recovery words — write them down and keep them safe. They are shown only");
-    println!("this once, and they are the only way to get your data back if this disk dies:");
-    println!();
+    outln!("Initialized pluto repository in {}", repo_path.display());
+    outln!("Tracking {}", dir.display());
+    outln!("Node id {}", repo.keys().node_id_hex());
+    outln!();
+    outln!("Your 24 recovery words — write them down and keep them safe. They are shown only");
+    outln!("this once, and they are the only way to get your data back if this disk dies:");
+    outln!();
     let list: Vec<&str> = words.split(' ').collect();
     for (row, ws) in list.chunks(6).enumerate() {
         let line: Vec<String> = ws
@@ -141,8 +141,8 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             .enumerate()
             .map(|(i, w)| format!("{:>2}. {:<10}", row * 6 + i + 1, w))
             .collect();
-        println!("  {}", line.join(" ").trim_end());
+        outln!("  {}", line.join(" ").trim_end());
     }
-    println!();
+    outln!();
     Ok(exit::OK)
 }

@@ -37,7 +37,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         r.context("the coordinator refused")
     })?;
     if !g.quiet {
-        println!(
+        outln!(
             "Left the network: the owners this node hosted for are moving their data elsewhere."
         );
     }

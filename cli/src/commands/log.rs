@@ -75,7 +75,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&docs)?);
+        outln!("{}", serde_json::to_string_pretty(&docs)?);
         return Ok(exit::OK);
     }
     for s in chosen {
@@ -86,7 +86,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             } else {
                 format!(" [{}]", sn.tags.join(","))
             };
-            println!(
+            outln!(
                 "{} {} {}:{}{} {:>7} files {:>10} +{:<10} {}",
                 &s.id[..ab],
                 time_short(sn.time_ns),
@@ -100,16 +100,16 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             );
             continue;
         }
-        println!("snapshot {}", &s.id[..ab]);
+        outln!("snapshot {}", &s.id[..ab]);
         if let Some(p) = &sn.parent {
-            println!("Parent:  {}", &p[..ab.min(p.len())]);
+            outln!("Parent:  {}", &p[..ab.min(p.len())]);
         }
-        println!("Date:    {}", time(sn.time_ns));
-        println!("Host:    {} ({})", sn.hostname, sn.paths.join(", "));
+        outln!("Date:    {}", time(sn.time_ns));
+        outln!("Host:    {} ({})", sn.hostname, sn.paths.join(", "));
         if !sn.tags.is_empty() {
-            println!("Tags:    {}", sn.tags.join(", "));
+            outln!("Tags:    {}", sn.tags.join(", "));
         }
-        println!(
+        outln!(
             "Files:   {} ({}), {} added ({} stored){}",
             sn.stats.files,
             bytes(sn.stats.bytes),
@@ -125,12 +125,12 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             }
         );
         if !sn.message.is_empty() {
-            println!();
+            outln!();
             for l in sn.message.lines() {
-                println!("    {l}");
+                outln!("    {l}");
             }
         }
-        println!();
+        outln!();
     }
     Ok(exit::OK)
 }

@@ -1,6 +1,7 @@
 use crate::output::{bytes, time_short};
 use crate::{exit, Global};
 use anyhow::Result;
+use pluto_repo::fsmeta::rdev_string;
 use pluto_repo::ls::{kind_name, list, mode_string};
 use pluto_repo::repository::LockMode;
 use pluto_repo::tree::Kind;
@@ -46,6 +47,8 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                     "mtime_ns": n.mtime_ns,
                     "mtime": crate::output::time(n.mtime_ns),
                     "target": n.target.as_ref().map(|t| String::from_utf8_lossy(t).into_owned()),
+                    "rdev": n.kind.is_device().then(|| rdev_string(n.rdev)),
+                    "xattrs": n.xattrs.iter().map(|(k, _)| String::from_utf8_lossy(k)).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -54,7 +57,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             "path": a.path,
             "entries": docs,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(exit::OK);
     }
     for e in &entries {
@@ -65,14 +68,15 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                 " -> {}",
                 String::from_utf8_lossy(n.target.as_deref().unwrap_or_default())
             ),
-            Kind::File => String::new(),
+            Kind::File | Kind::Fifo | Kind::CharDevice | Kind::BlockDevice => String::new(),
         };
-        let size = if n.kind == Kind::File {
-            bytes(n.size)
-        } else {
-            String::new()
+        // Like `ls -l`: a device shows its numbers where a file shows its size.
+        let size = match n.kind {
+            Kind::File => bytes(n.size),
+            Kind::CharDevice | Kind::BlockDevice => rdev_string(n.rdev),
+            _ => String::new(),
         };
-        println!(
+        outln!(
             "{} {:>5} {:>5} {:>10} {} {}{}",
             mode_string(n.kind, n.mode),
             n.uid,

@@ -77,7 +77,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         )?
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(exit::OK);
     }
     let done = |verb: &str| {
@@ -87,7 +87,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             verb.to_string()
         }
     };
-    println!(
+    outln!(
         "{} snapshots need {} objects ({}); {} objects ({}) are unused",
         r.snapshots,
         r.objects_used,
@@ -95,7 +95,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         r.objects_unused,
         bytes(r.bytes_unused)
     );
-    println!(
+    outln!(
         "packs: {} kept, {} {} ({} objects, {}), {} {}, {} unindexed {} ({})",
         r.packs_kept,
         r.packs_repacked,
@@ -108,7 +108,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         done("deleted"),
         bytes(r.bytes_unindexed)
     );
-    println!(
+    outln!(
         "{}: {} in {} packs -> {} in {} packs; {} {}{}",
         if r.dry_run { "plan" } else { "done" },
         bytes(r.bytes_before),

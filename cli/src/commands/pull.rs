@@ -65,7 +65,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         eprintln!("pluto: host {}: {e}", &h.to_hex()[..16]);
     }
     if !g.quiet {
-        println!(
+        outln!(
             "Pulled {} file(s), {} bytes, from {} host(s).",
             rep.fetched,
             rep.bytes,

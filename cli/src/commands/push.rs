@@ -370,9 +370,11 @@ fn report_push(g: &Global, rep: &PushReport, placed: &str, hosts: usize, short: 
         eprintln!("pluto: host {}: {e}", &h.to_hex()[..16]);
     }
     if !g.quiet {
-        println!(
+        outln!(
             "Pushed {} file(s), {} bytes, {placed}to {hosts} host(s); {} already there.",
-            rep.uploaded, rep.bytes, rep.already
+            rep.uploaded,
+            rep.bytes,
+            rep.already
         );
     }
     if rep.under_replicated > 0 {

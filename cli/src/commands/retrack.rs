@@ -43,8 +43,8 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     repo.set_worktree(&dir)?;
     if !g.quiet {
         match old {
-            Some(o) if o != dir => println!("now tracking {} (was {})", dir.display(), o.display()),
-            _ => println!("now tracking {}", dir.display()),
+            Some(o) if o != dir => outln!("now tracking {} (was {})", dir.display(), o.display()),
+            _ => outln!("now tracking {}", dir.display()),
         }
     }
     Ok(exit::OK)

@@ -105,13 +105,13 @@ async fn join_coordinator(
         grant(allow, r.owner, r.quota_bytes, "the coordinator");
     }
     if !quiet {
-        println!("connected to the coordinator at {url}");
+        outln!("connected to the coordinator at {url}");
     }
     // Nothing to back up before the first snapshot: no hosts to reserve yet.
     if want > 0 && has_snapshot {
         let hosts = matched_hosts(root, &c, Some(ask.into())).await?;
         if !quiet {
-            println!("{} host(s) matched for this node's data", hosts.len());
+            outln!("{} host(s) matched for this node's data", hosts.len());
         }
     }
     Ok((c, ev))
@@ -151,7 +151,7 @@ async fn scheduled_push(
         }
     };
     if !quiet && rep.uploaded > 0 {
-        println!("pushed {} file(s)", rep.uploaded);
+        outln!("pushed {} file(s)", rep.uploaded);
     }
     Ok(())
 }
@@ -391,7 +391,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<u8> {
         let server = Server::bind(&a.listen, scfg).await?;
         let public = a.public_addr.clone().unwrap_or_else(|| server.url());
         if !quiet {
-            println!("node {} serving peers on {} (offering {})", NodeId::of(&key), server.url(), crate::output::bytes(a.offer));
+            outln!("node {} serving peers on {} (offering {})", NodeId::of(&key), server.url(), crate::output::bytes(a.offer));
         }
         let url = coordinator_url(&root, &a.peers.coordinator)?;
         let (mut client, mut events) = (None, None);
@@ -529,7 +529,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<u8> {
             }
         }
         if !quiet {
-            println!("stopping");
+            outln!("stopping");
         }
         server.shutdown().await;
         if let Some(c) = client {
@@ -690,7 +690,7 @@ impl CoordinatorJob {
                 match shares::rebuild_for_owner(&self.key, &self.store, &order, &self.opts).await {
                     Ok(()) => {
                         if !self.quiet {
-                            println!(
+                            outln!(
                                 "rebuilt share {} of {} from {} holders",
                                 &hex::encode(order.lost_name)[..16],
                                 &order.owner.to_hex()[..16],

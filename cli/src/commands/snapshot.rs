@@ -205,6 +205,12 @@ pub fn run(g: &Global, mut a: Args) -> Result<u8> {
     let unreadable = s.stats.unreadable.len();
     let changed = s.stats.changed_during_read.len();
     let partial = unreadable + changed > 0;
+    if s.stats.sockets_skipped > 0 && !g.quiet {
+        eprintln!(
+            "pluto: note: {} socket(s) not recorded (a socket is made anew by the program that listens on it)",
+            s.stats.sockets_skipped
+        );
+    }
     if g.verbose && !a.json {
         // the snapshot just wrote index files this handle has not loaded
         repo.reload_index()?;
@@ -218,10 +224,10 @@ pub fn run(g: &Global, mut a: Args) -> Result<u8> {
                     pluto_repo::diff::ChangeKind::Modified => 'M',
                     pluto_repo::diff::ChangeKind::Metadata => 'U',
                 };
-                println!("{mark} {}", c.path);
+                outln!("{mark} {}", c.path);
             }
         } else {
-            println!(
+            outln!(
                 "(first snapshot of {}: everything is new)",
                 s.paths.join(", ")
             );
@@ -247,9 +253,9 @@ pub fn run(g: &Global, mut a: Args) -> Result<u8> {
             "warnings": outcome.warnings,
             "seconds": started.elapsed().as_secs_f64(),
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
     } else if !g.quiet {
-        println!(
+        outln!(
             "snapshot {} saved: {} files, {} ({} files read, {} new, {} stored) in {:.1}s{}",
             &outcome.id[..8],
             s.stats.files,

@@ -60,15 +60,21 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             })
             .collect();
         let doc = serde_json::json!({ "snapshots": snaps, "repository": whole });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(exit::OK);
     }
-    println!(
+    outln!(
         "{:<18} {:>8} {:>11} {:>11} {:>11} {:>7} {:>7}",
-        "snapshot", "files", "logical", "unique", "stored", "dedup", "compr"
+        "snapshot",
+        "files",
+        "logical",
+        "unique",
+        "stored",
+        "dedup",
+        "compr"
     );
     for (s, u) in &per {
-        println!(
+        outln!(
             "{}",
             line(
                 &format!(
@@ -84,8 +90,8 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             )
         );
     }
-    println!("{}", line("all snapshots", &whole.usage));
-    println!(
+    outln!("{}", line("all snapshots", &whole.usage));
+    outln!(
         "repository: {} snapshots, {} packs ({}), {} index files ({}); {} in packs no snapshot needs{}",
         whole.snapshots,
         whole.packs,

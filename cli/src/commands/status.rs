@@ -97,22 +97,23 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             "hosts": state.hosts,
             "hosting": hosted,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(exit::OK);
     }
-    println!("node {}", repo.keys().node_id_hex());
-    println!(
+    outln!("node {}", repo.keys().node_id_hex());
+    outln!(
         "{} file(s) to replicate; fewest copies of any: {min_copies}",
         items.len()
     );
     if let Some(p) = placement.packs.values().next() {
-        println!(
+        outln!(
             "{shared_placed} of {shared_total} pack(s) placed as {}/{} shares",
-            p.k, p.n
+            p.k,
+            p.n
         );
     }
     if state.hosts.is_empty() {
-        println!("no hosts yet: `pluto push --coordinator URL`");
+        outln!("no hosts yet: `pluto push --coordinator URL`");
     }
     for (id, h) in &state.hosts {
         let bytes: u64 = h.stored.values().sum();
@@ -129,7 +130,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             ),
             None => "not challenged yet".into(),
         };
-        println!(
+        outln!(
             "host {} {} {} file(s), {bytes} bytes, {}/{} challenges passed, {last}{}",
             &id[..16],
             h.url,
@@ -144,14 +145,14 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         );
     }
     for (s, c) in &snaps {
-        println!(
+        outln!(
             "snapshot {} {c} cop{}",
             &s[..8],
             if *c == 1 { "y" } else { "ies" }
         );
     }
     for h in &hosted {
-        println!(
+        outln!(
             "hosting for {}: {} file(s), {} bytes",
             &h.owner[..16],
             h.files,

@@ -61,7 +61,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         }
         if snap.tags == s.snapshot.tags {
             if !a.json && !g.quiet {
-                println!(
+                outln!(
                     "snapshot {} unchanged: tags {}",
                     s.short_id(),
                     tags(&snap.tags)
@@ -75,7 +75,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         let id = repo.write_snapshot(&snap)?;
         repo.remove_snapshot(&s.id)?;
         if !a.json && !g.quiet {
-            println!(
+            outln!(
                 "snapshot {} is now {}: tags {}",
                 s.short_id(),
                 &id[..8],
@@ -85,7 +85,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         docs.push(serde_json::json!({"old": s.id, "id": id, "tags": snap.tags}));
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&docs)?);
+        outln!("{}", serde_json::to_string_pretty(&docs)?);
     }
     Ok(exit::OK)
 }

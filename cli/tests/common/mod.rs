@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -102,8 +102,9 @@ pub fn set_mtime(path: &Path, secs: i64, nanos: u32) {
     assert_eq!(r, 0, "utimensat {}", path.display());
 }
 
-/// What pluto keeps of one entry: kind, mode, mtime (ns), content or link target, and the
-/// group of paths it shares an inode with.
+/// What pluto keeps of one entry: kind, mode, mtime (ns), content or link target (a
+/// device's numbers), the group of paths it shares an inode with, and its `user.` and
+/// `trusted.` extended attributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub kind: &'static str,
@@ -111,6 +112,60 @@ pub struct Entry {
     pub mtime_ns: i64,
     pub content: Vec<u8>,
     pub links: Vec<String>,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+fn cpath(path: &Path) -> std::ffi::CString {
+    std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap()
+}
+
+/// Set an extended attribute on `path` itself (straight libc, not pluto's code); false
+/// when the file system does not do `user.` attributes.
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> bool {
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: NUL-terminated strings; value pointer and length from one slice.
+    let r = unsafe {
+        libc::lsetxattr(
+            cpath(path).as_ptr(),
+            n.as_ptr(),
+            value.as_ptr() as *const libc::c_void,
+            value.len(),
+            0,
+        )
+    };
+    if r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOTSUP) {
+        return false;
+    }
+    assert_eq!(r, 0, "setxattr {name} on {}", path.display());
+    true
+}
+
+/// The `user.` and `trusted.` attributes of `path` itself, sorted (straight libc).
+pub fn xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let p = cpath(path);
+    let mut list = vec![0u8; 65536];
+    // SAFETY: buffer pointer and length describe `list`.
+    let n = unsafe { libc::llistxattr(p.as_ptr(), list.as_mut_ptr() as *mut _, list.len()) };
+    if n < 0 {
+        return Vec::new();
+    }
+    list.truncate(n as usize);
+    let mut out = Vec::new();
+    for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        if !(name.starts_with(b"user.") || name.starts_with(b"trusted.")) {
+            continue;
+        }
+        let cn = std::ffi::CString::new(name).unwrap();
+        let mut v = vec![0u8; 65536];
+        // SAFETY: as above.
+        let len =
+            unsafe { libc::lgetxattr(p.as_ptr(), cn.as_ptr(), v.as_mut_ptr() as *mut _, v.len()) };
+        assert!(len >= 0, "getxattr on {}", path.display());
+        v.truncate(len as usize);
+        out.push((name.to_vec(), v));
+    }
+    out.sort();
+    out
 }
 
 /// Every entry under `root` (not `root` itself, not `.pluto`), keyed by relative path.
@@ -157,6 +212,18 @@ fn walk(
             )
         } else if ft.is_dir() {
             ("dir", Vec::new())
+        } else if ft.is_fifo() {
+            ("fifo", Vec::new())
+        } else if ft.is_char_device() || ft.is_block_device() {
+            let kind = if ft.is_char_device() {
+                "chardev"
+            } else {
+                "blockdev"
+            };
+            (kind, m.rdev().to_le_bytes().to_vec())
+        } else if ft.is_socket() {
+            // pluto leaves sockets out
+            continue;
         } else {
             inodes
                 .entry((m.dev(), m.ino()))
@@ -176,6 +243,7 @@ fn walk(
                 mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
                 content,
                 links: Vec::new(),
+                xattrs: xattrs(&p),
             },
         );
         if ft.is_dir() {
@@ -203,6 +271,7 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
         assert_eq!(ea.mtime_ns, eb.mtime_ns, "{k}: mtime");
         assert!(ea.content == eb.content, "{k}: content differs");
         assert_eq!(ea.links, eb.links, "{k}: hard links");
+        assert_eq!(ea.xattrs, eb.xattrs, "{k}: extended attributes");
     }
 }
 

@@ -89,6 +89,9 @@ struct Counters {
     files: AtomicU64,
     dirs: AtomicU64,
     symlinks: AtomicU64,
+    fifos: AtomicU64,
+    devices: AtomicU64,
+    sockets_skipped: AtomicU64,
     bytes: AtomicU64,
     files_read: AtomicU64,
     bytes_read: AtomicU64,
@@ -291,6 +294,9 @@ pub fn create_snapshot(
             files: n.files.load(Ordering::Relaxed),
             dirs: n.dirs.load(Ordering::Relaxed),
             symlinks: n.symlinks.load(Ordering::Relaxed),
+            fifos: n.fifos.load(Ordering::Relaxed),
+            devices: n.devices.load(Ordering::Relaxed),
+            sockets_skipped: n.sockets_skipped.load(Ordering::Relaxed),
             bytes: n.bytes.load(Ordering::Relaxed),
             files_read: n.files_read.load(Ordering::Relaxed),
             bytes_read: n.bytes_read.load(Ordering::Relaxed),
@@ -407,6 +413,8 @@ fn node_from_meta(name: &[u8], kind: Kind, m: &fs::Metadata) -> Node {
         chunks: Vec::new(),
         subtree: None,
         target: None,
+        rdev: if kind.is_device() { m.rdev() } else { 0 },
+        xattrs: Vec::new(),
     }
 }
 
@@ -720,7 +728,27 @@ impl Archiver<'_> {
         Ok(true)
     }
 
+    /// Record one directory entry with its extended attributes.
     fn entry(
+        &self,
+        dir: &Path,
+        e: &fs::DirEntry,
+        parent: Option<&Tree>,
+        rules: &ignore::Rules,
+    ) -> Result<Option<Node>> {
+        let Some(mut node) = self.entry_node(dir, e, parent, rules)? else {
+            return Ok(None);
+        };
+        let path = dir.join(e.file_name());
+        match crate::fsmeta::read_xattrs(&path) {
+            Ok(x) => node.xattrs = x,
+            // The entry is recorded without them, and the snapshot says it is partial.
+            Err(e) => self.note_unreadable(&path, format!("extended attributes: {e}")),
+        }
+        Ok(Some(node))
+    }
+
+    fn entry_node(
         &self,
         dir: &Path,
         e: &fs::DirEntry,
@@ -854,8 +882,21 @@ impl Archiver<'_> {
             self.n.symlinks.fetch_add(1, Ordering::Relaxed);
             Ok(Some(node))
         } else {
-            // Sockets, FIFOs and devices are not backed up.
-            Ok(None)
+            use std::os::unix::fs::FileTypeExt;
+            let (kind, count) = if ft.is_fifo() {
+                (Kind::Fifo, &self.n.fifos)
+            } else if ft.is_char_device() {
+                (Kind::CharDevice, &self.n.devices)
+            } else if ft.is_block_device() {
+                (Kind::BlockDevice, &self.n.devices)
+            } else {
+                // A socket is made by the program listening on it, with nothing to keep:
+                // counted in the stats, not recorded (like restic and tar).
+                self.n.sockets_skipped.fetch_add(1, Ordering::Relaxed);
+                return Ok(None);
+            };
+            count.fetch_add(1, Ordering::Relaxed);
+            Ok(Some(node_from_meta(name_b, kind, &m)))
         }
     }
 

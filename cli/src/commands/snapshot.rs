@@ -178,7 +178,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<u8> {
                 exclude_larger_than: a.exclude_larger_than,
                 one_file_system: a.one_file_system,
                 include_repositories: a.include_repositories,
-                progress: Some(progress),
+                progress: Some(progress.clone()),
                 time_ns,
                 cancel: Some(cancel),
             },
@@ -187,6 +187,11 @@ pub fn run(g: &Global, mut a: Args) -> Result<u8> {
     let outcome = match outcome {
         Err(e @ pluto_repo::Error::Cancelled { .. }) => {
             let sig = STOP_SIGNAL.load(Ordering::SeqCst);
+            // Where it stopped, then what was kept.
+            eprintln!(
+                "pluto: snapshot interrupted at {}",
+                crate::progress::summary(&progress)
+            );
             eprintln!("pluto: {e}");
             // As a process ended by the signal would: 128 + its number (130 for Ctrl-C).
             return Ok((128 + sig.clamp(1, 127)) as u8);

@@ -556,7 +556,7 @@ fn a_host_granted_more_than_it_offers_and_flooded_with_orders_keeps_serving_with
         ],
     );
     host.wait_containing(
-        "only 8388608 fit in this node's offer",
+        "only 8.0 MiB fit in this node's offer",
         Duration::from_secs(20),
     );
     let host_node = node_of(&host_dir);

@@ -1088,6 +1088,31 @@ impl Core {
         Ok(())
     }
 
+    /// A host offline for longer than the repair grace no longer counts for its owners:
+    /// each relationship turns Moving and the owner is told to move its copies, as after an
+    /// exclusion. Without this an owner kept such a host in its record for good — shares of
+    /// new packs assigned to it waited for it forever, so their group was never fully placed,
+    /// never recorded here, and never repaired (found by the churn soak, issue 19). The
+    /// shares the host held are rebuilt by the repair scan as before; a host that comes back
+    /// later is matched anew like any other.
+    fn move_off_absent_hosts(&mut self, now: u64, out: &mut Vec<Out>) -> Result<(), Error> {
+        let before = now.saturating_sub(self.params.repair_grace.as_secs());
+        let reason = "offline for longer than the repair grace";
+        for (owner, host) in self.store.absent_hosts(before)? {
+            if self.store.move_relationship(&owner, &host, reason)? {
+                tracing::info!(%owner, %host, "host offline past the repair grace: its owner moves its copies");
+                out.push(Out::Send(
+                    owner,
+                    CoordMsg::MoveCopies {
+                        host,
+                        reason: reason.into(),
+                    },
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Use this key to sign repair tickets; without it, no repair is ordered.
     pub fn set_ticket_key(&mut self, key: ed25519_dalek::SigningKey) {
         self.ticket_key = Some(key);
@@ -1303,6 +1328,7 @@ impl Core {
             .as_millis() as u64;
         if now_ms.saturating_sub(self.last_repair_scan_ms) >= scan_every {
             self.last_repair_scan_ms = now_ms;
+            self.move_off_absent_hosts(now, out)?;
             self.order_repairs(now_ms, out)?;
         }
         if now_ms.saturating_sub(self.last_challenge_round_ms)
@@ -1323,6 +1349,72 @@ impl Core {
 #[cfg(test)]
 mod per_node_memory_tests {
     use super::*;
+
+    /// Issue 19 (churn soak): a host that vanished without a word kept its owners waiting —
+    /// past the repair grace, the coordinator now tells each owner to move its copies off
+    /// it, and lists the relationship as moving; a host merely offline for a while is left
+    /// alone, and one excluded was moved already.
+    #[test]
+    fn a_host_offline_past_the_repair_grace_is_moved_off_by_its_owners() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("c.sqlite"), 20.0).unwrap();
+        let t0: u64 = 1_800_000_000;
+        let announce = |id: &NodeId| {
+            store
+                .upsert_announce(
+                    id,
+                    &Announce {
+                        addrs: vec![],
+                        offer_bytes: 1 << 30,
+                        want_bytes: 1 << 20,
+                        copies: 2,
+                        mode: PeerMode::Mixed,
+                    },
+                    t0,
+                )
+                .unwrap();
+        };
+        let [owner, gone, away_briefly] = [1u8, 2, 3].map(|b| NodeId([b; 32]));
+        for n in [owner, gone, away_briefly] {
+            announce(&n);
+            store.set_online(&n, true, t0).unwrap();
+        }
+        for h in [gone, away_briefly] {
+            store
+                .insert_relationship(&owner, &h, 1 << 20, false, t0)
+                .unwrap();
+        }
+        // `gone` was last seen at t0; `away_briefly` an hour before the check
+        store.set_online(&gone, false, t0).unwrap();
+        let grace = 3 * 86_400;
+        store
+            .set_online(&away_briefly, true, t0 + grace + 600 - 3600)
+            .unwrap();
+        store.set_online(&away_briefly, false, t0).unwrap();
+        let params = Params {
+            repair_grace: Duration::from_secs(grace),
+            ..Params::default()
+        };
+        let mut core = Core::new(store, params, t0 * 1000, false);
+        let out = core.tick((t0 + grace + 600) * 1000);
+        let moves: Vec<_> = out
+            .iter()
+            .filter_map(|o| match o {
+                Out::Send(to, CoordMsg::MoveCopies { host, .. }) => Some((*to, *host)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(moves, vec![(owner, gone)]);
+        let (as_owner, _) = core.store().relationships_of(&owner).unwrap();
+        let state = |h: NodeId| as_owner.iter().find(|r| r.host == h).unwrap().state;
+        assert_eq!(state(gone), RelationState::Moving);
+        assert_eq!(state(away_briefly), RelationState::Active);
+        // said once: the next scan finds nothing more to move
+        let again = core.tick((t0 + grace + 700) * 1000);
+        assert!(!again
+            .iter()
+            .any(|o| matches!(o, Out::Send(_, CoordMsg::MoveCopies { .. }))));
+    }
 
     #[test]
     fn rate_buckets_of_nodes_that_left_are_freed() {

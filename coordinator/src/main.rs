@@ -44,6 +44,11 @@ struct Args {
     /// (an excluded holder's share at once). The model favours 3–7 days.
     #[arg(long, default_value_t = 3 * 24 * 3600)]
     repair_grace: u64,
+    /// Seconds a repair order may take before it is ordered again from another node (a
+    /// repairer that went offline mid-way). An operator and test knob: the soak compresses
+    /// days into seconds and needs it shorter than the default 10 minutes.
+    #[arg(long, default_value_t = 600)]
+    repair_timeout: u64,
     /// Required ratio of offered to requested storage.
     #[arg(long, default_value_t = 1.0)]
     balance_ratio: f64,
@@ -87,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.params.pair_challenge_gap = cfg.params.challenge_interval / 2;
     cfg.params.balance_ratio = a.balance_ratio;
     cfg.params.repair_grace = Duration::from_secs(a.repair_grace);
+    cfg.params.repair_timeout = Duration::from_secs(a.repair_timeout.max(1));
     if let Some(url) = a.broker {
         let password = a
             .broker_password

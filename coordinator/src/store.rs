@@ -556,6 +556,36 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Active relationships whose host has been offline since before `offline_before` and is
+    /// not excluded (exclusion moves them already): (owner, host).
+    pub fn absent_hosts(&self, offline_before: u64) -> Result<Vec<(NodeId, NodeId)>, Error> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT r.owner, r.host FROM nodes n CROSS JOIN relationships r ON r.host = n.id
+             WHERE n.online = 0 AND n.last_seen < ?1 AND n.excluded_reason IS NULL AND r.state = 0",
+        )?;
+        let v = st
+            .query_map([offline_before as i64], |r| {
+                Ok((id_of(r.get(0)?)?, id_of(r.get(1)?)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(v)
+    }
+
+    /// The coordinator moves `owner`'s copies off `host`: an active relationship turns
+    /// Moving with `reason`. False if there was none.
+    pub fn move_relationship(
+        &self,
+        owner: &NodeId,
+        host: &NodeId,
+        reason: &str,
+    ) -> Result<bool, Error> {
+        let n = self.conn.execute(
+            "UPDATE relationships SET state = 1, reason = ?3 WHERE owner = ?1 AND host = ?2 AND state = 0",
+            params![owner.to_hex(), host.to_hex(), reason],
+        )?;
+        Ok(n == 1)
+    }
+
     /// The owner stops using `host`: an active relationship turns Moving. False if there was none.
     pub fn release_relationship(
         &self,

@@ -2,6 +2,7 @@
 //! compare trees by every byte and every attribute pluto promises to keep.
 
 pub mod daemon;
+pub mod soak;
 pub use daemon::*;
 
 use std::collections::{BTreeMap, HashMap};

@@ -593,11 +593,7 @@ impl Store {
         host: &NodeId,
         reason: &str,
     ) -> Result<bool, Error> {
-        let n = self.conn.execute(
-            "UPDATE relationships SET state = 1, reason = ?3 WHERE owner = ?1 AND host = ?2 AND state = 0",
-            params![owner.to_hex(), host.to_hex(), format!("released by the owner: {reason}")],
-        )?;
-        Ok(n == 1)
+        self.move_relationship(owner, host, &format!("released by the owner: {reason}"))
     }
 
     pub fn set_used(&self, owner: &NodeId, host: &NodeId, used: u64) -> Result<bool, Error> {

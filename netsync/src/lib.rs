@@ -3,4 +3,5 @@
 pub mod coord_client;
 pub mod erasure;
 pub mod peer;
+pub mod verdict;
 pub mod wire;

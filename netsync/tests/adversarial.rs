@@ -13,7 +13,7 @@ use pluto_netsync::peer::hosted::{AllowList, HostedStore};
 use pluto_netsync::peer::noise::{self, PEER_PROTOCOL_VERSION};
 use pluto_netsync::peer::proto::{self, Kind, Request, Response};
 use pluto_netsync::peer::server::{Server, ServerConfig};
-use pluto_netsync::peer::sync::{self, PeerState, Verdict};
+use pluto_netsync::peer::sync::{self, ItemKey, PeerState, PeerStore, Verdict};
 use pluto_netsync::peer::PeerError;
 use pluto_netsync::wire::NodeId;
 use pluto_repo::keys::Entropy;
@@ -133,12 +133,13 @@ fn owner_repo(dir: &Path) -> (SigningKey, std::path::PathBuf, [u8; 32], Vec<u8>)
 
 /// Record, in the owner's state, that `host` stores `pack` (as a confirmed push would).
 fn record_stored(root: &Path, host: &HostAddr, pack: &[u8; 32], size: u64) {
-    let mut st = PeerState::load(root).unwrap();
-    st.host(host)
-        .stored
-        .insert(format!("packs/{}", hex::encode(pack)), size);
-    st.host(host).url = host.url.clone();
-    st.save(root).unwrap();
+    PeerStore::open(root)
+        .update(|st| {
+            st.host(host)
+                .stored
+                .insert(ItemKey::new(Kind::Pack, *pack), size)
+        })
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +164,7 @@ async fn a_host_replaying_an_old_challenge_answer_fails_the_next_challenge() {
             "{v:?}"
         );
         let st = PeerState::load(&root).unwrap();
-        let rec = &st.hosts[&host.node.to_hex()];
+        let rec = &st.hosts[&host.node];
         assert!(rec.failed, "its copies stop counting");
         assert_eq!((rec.challenges_passed, rec.challenges_failed), (1, 1));
     })
@@ -186,7 +187,7 @@ async fn a_host_that_stalls_is_reported_unreachable_in_bounded_time() {
         assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
         // No evidence of loss: a stalling host is not marked failed (absence has a grace).
         let st = PeerState::load(&root).unwrap();
-        assert!(!st.hosts[&host.node.to_hex()].failed);
+        assert!(!st.hosts[&host.node].failed);
         // A push to it gives up in bounded time too, and the local repository is untouched.
         let opts = sync::SyncOptions {
             timeout: Duration::from_secs(2),
@@ -307,12 +308,13 @@ async fn shares_are_challenged_by_proof_like_packs_and_rot_is_caught() {
             .await
             .unwrap();
         c.close().await;
-        let mut st = PeerState::load(&root).unwrap();
-        st.host(&host)
-            .stored
-            .insert(format!("shares/{}", hex::encode(name)), share.len() as u64);
-        st.host(&host).url = host.url.clone();
-        st.save(&root).unwrap();
+        PeerStore::open(&root)
+            .update(|st| {
+                st.host(&host)
+                    .stored
+                    .insert(ItemKey::new(Kind::Share, name), share.len() as u64)
+            })
+            .unwrap();
         let t = Duration::from_secs(10);
         let v = sync::challenge_host(&key, &root, &host, false, t)
             .await

@@ -217,7 +217,7 @@ async fn push_challenge_corrupt_repair_and_restore_from_the_words() {
             .unwrap();
         assert!(matches!(v, Verdict::Failed(_)), "{v:?}");
         let state = PeerState::load(&repo_root).unwrap();
-        assert!(state.hosts[&b.node.to_hex()].failed);
+        assert!(state.hosts[&b.node].failed);
         assert_eq!(state.good_hosts().len(), 1);
 
         // repair onto D (the coordinator's next candidate)

@@ -188,8 +188,17 @@ pub fn start_friend_host(name: &str, dir: &Path, owner: &str, quota: &str) -> (D
     )
 }
 
+/// `pluto status --json`. Its exit code is the verdict (0 protected, 5 at risk, 6 not
+/// protected); any other code fails the test.
 pub fn status_json(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&ok(dir, &["status", "--json"])).expect("status --json")
+    let o = crate::pluto(dir, &["status", "--json"]);
+    assert!(
+        matches!(o.status.code(), Some(0 | 5 | 6)),
+        "status --json failed ({:?}): {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("status --json")
 }
 
 /// The node id of the repository at `dir` (hex).

@@ -107,7 +107,7 @@ fn push_and_pull_killed_at_random_moments(n: usize) {
         assert!(check.status.success(), "round {round}: {}", stderr(&check));
         let out = ok(&src, &["push", "-k", "1", "--host", &addr]);
         assert!(out.contains("to 1 host(s)"), "round {round}: {out}");
-        let st: serde_json::Value = serde_json::from_str(&ok(&src, &["status", "--json"])).unwrap();
+        let st = status_json(&src);
         assert_eq!(st["min_copies"], 1, "round {round}: {st}");
     }
 

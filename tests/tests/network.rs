@@ -239,11 +239,13 @@ fn push_challenge_corrupt_repair_then_restore_on_a_new_machine_from_the_words() 
     );
     assert!(rec.status.success(), "{}", stderr(&rec));
     let recovered_id = {
-        let o = ok(
+        // nothing pulled yet: not protected (exit 6), but the node id is there
+        let o = pluto(
             &fresh,
             &["--repo", repo.to_str().unwrap(), "status", "--json"],
         );
-        serde_json::from_str::<serde_json::Value>(&o).unwrap()["node"]
+        assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["node"]
             .as_str()
             .unwrap()
             .to_string()

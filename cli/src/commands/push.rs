@@ -8,7 +8,8 @@ use pluto_netsync::erasure::{Params, Scheme};
 use pluto_netsync::peer::client::HostAddr;
 use pluto_netsync::peer::shares;
 use pluto_netsync::peer::sync::{
-    self, PeerState, Progress as PeerProgress, ProgressFn, PushReport, SyncOptions,
+    self, FailureKind, PeerState, PeerStore, Progress as PeerProgress, ProgressFn, PushReport,
+    SyncOptions,
 };
 use pluto_netsync::wire::{NodeId, RelationState, Relationship};
 use pluto_repo::progress::Progress;
@@ -202,20 +203,24 @@ pub fn stop_counting_on(root: &Path, hosts: &[NodeId], why: &str) -> Result<()> 
     if hosts.is_empty() {
         return Ok(());
     }
-    let mut st = PeerState::load(root)?;
-    let mut changed = false;
-    for h in hosts {
-        if let Some(r) = st.hosts.get_mut(&h.to_hex()).filter(|r| !r.failed) {
-            r.failed = true;
-            changed = true;
-            eprintln!(
-                "pluto: host {}: {why}; its copies no longer count",
-                &h.to_hex()[..16]
-            );
+    let now = sync::now_unix();
+    let newly = PeerStore::open(root).update(|st| {
+        let mut newly = Vec::new();
+        for h in hosts {
+            if let Some(r) = st.hosts.get_mut(h) {
+                if !r.failed {
+                    newly.push(*h);
+                }
+                r.mark_failed(FailureKind::Excluded, now, why);
+            }
         }
-    }
-    if changed {
-        st.save(root)?;
+        newly
+    })?;
+    for h in newly {
+        eprintln!(
+            "pluto: host {}: {why}; its copies no longer count",
+            &h.to_hex()[..16]
+        );
     }
     Ok(())
 }

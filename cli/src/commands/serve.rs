@@ -254,7 +254,7 @@ async fn candidate_hosts(
     let mut out = with_known_hosts(root, key, out)?;
     // a host this node caught failing stays out, even while the coordinator still lists it
     let state = PeerState::load(root)?;
-    out.retain(|h| !state.hosts.get(&h.node.to_hex()).is_some_and(|r| r.failed));
+    out.retain(|h| !state.is_failed(&h.node));
     Ok(out)
 }
 
@@ -580,16 +580,11 @@ type PendingProofs = Arc<Mutex<HashMap<u64, ProofAsked>>>;
 fn relayed_proof_for(st: &PeerState, host: &NodeId) -> Option<ProofAsked> {
     let files: Vec<([u8; 32], u64)> = st
         .hosts
-        .get(&host.to_hex())?
+        .get(host)?
         .stored
         .iter()
-        .filter_map(|(k, s)| {
-            let h = k
-                .strip_prefix("packs/")
-                .or_else(|| k.strip_prefix("shares/"))?;
-            let mut n = [0u8; 32];
-            hex::decode_to_slice(h, &mut n).ok().map(|_| (n, *s))
-        })
+        .filter(|(k, _)| matches!(k.kind, proto::Kind::Pack | proto::Kind::Share))
+        .map(|(k, s)| (k.name, *s))
         .collect();
     if files.is_empty() {
         return None;
@@ -712,7 +707,7 @@ impl CoordinatorJob {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pluto_netsync::peer::sync::HostRecord;
+    use pluto_netsync::peer::sync::{HostRecord, ItemKey};
 
     #[test]
     fn a_relayed_proof_is_asked_of_a_file_the_host_confirmed_and_nothing_else() {
@@ -721,18 +716,18 @@ mod tests {
         assert_eq!(relayed_proof_for(&st, &host), None, "unknown host");
         let mut rec = HostRecord::default();
         rec.stored
-            .insert("snapshots/".to_string() + &"ab".repeat(32), 500);
-        st.hosts.insert(host.to_hex(), rec.clone());
+            .insert(ItemKey::new(proto::Kind::Snapshot, [0xab; 32]), 500);
+        st.hosts.insert(host, rec.clone());
         assert_eq!(
             relayed_proof_for(&st, &host),
             None,
             "only packs and shares are proved"
         );
         rec.stored
-            .insert("packs/".to_string() + &"cd".repeat(32), 300_000);
+            .insert(ItemKey::new(proto::Kind::Pack, [0xcd; 32]), 300_000);
         rec.stored
-            .insert("shares/".to_string() + &"ef".repeat(32), 70_000);
-        st.hosts.insert(host.to_hex(), rec);
+            .insert(ItemKey::new(proto::Kind::Share, [0xef; 32]), 70_000);
+        st.hosts.insert(host, rec);
         for _ in 0..50 {
             let (name, size, ranges) = relayed_proof_for(&st, &host).unwrap();
             assert!(

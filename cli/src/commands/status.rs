@@ -1,9 +1,12 @@
-//! `pluto status`: hosts holding my data, copies per snapshot, last challenge per host,
-//! and what this node hosts for others. Reads only local records; works offline.
+//! `pluto status`: first the verdict (protected, at risk, not protected — also the exit
+//! code), then hosts holding my data, copies per snapshot, last challenge per host, and
+//! what this node hosts for others. Reads only local records; works offline.
 
 use crate::{exit, Global};
 use anyhow::Result;
-use pluto_netsync::peer::sync::{self, PeerState};
+use pluto_netsync::peer::proto::Kind;
+use pluto_netsync::peer::sync::{self, ItemKey, PeerStore};
+use pluto_netsync::verdict::{self, Level, SnapshotRef};
 use pluto_repo::repository::LockMode;
 
 #[derive(clap::Args)]
@@ -23,25 +26,27 @@ struct HostedOwner {
 pub fn run(g: &Global, a: Args) -> Result<u8> {
     let repo = super::open_repo(g, LockMode::Shared)?;
     let root = repo.root().to_path_buf();
-    let state = PeerState::load(&root)?;
+    let store = PeerStore::open(&root);
+    let state = store.read()?;
     let items = sync::local_items(&root)?;
+    let placement = store.read_placement()?;
+    let protection = judge(&repo, &state, &placement, &items)?;
+    let code = match protection.level {
+        Level::Protected => exit::OK,
+        Level::AtRisk => exit::AT_RISK,
+        Level::NotProtected => exit::NOT_PROTECTED,
+    };
     let snaps: Vec<(String, usize)> = items
         .iter()
         .filter(|i| i.kind == pluto_netsync::peer::proto::Kind::Snapshot)
         .map(|i| (hex::encode(i.name), state.copies(&i.key())))
         .collect();
     // Packs placed as erasure-coded shares count as placed when every share's host holds it.
-    let placement = pluto_netsync::peer::shares::Placement::load(&root)?;
-    let share_placed = |pack: &str| {
-        placement.packs.get(pack).is_some_and(|p| {
-            p.shares.iter().all(|s| {
-                s.host.as_ref().is_some_and(|h| {
-                    state.hosts.get(h).is_some_and(|r| {
-                        !r.failed && r.stored.contains_key(&format!("shares/{}", s.name))
-                    })
-                })
-            })
-        })
+    let share_placed = |pack: &[u8; 32]| {
+        placement
+            .packs
+            .get(pack)
+            .is_some_and(|p| pluto_netsync::peer::shares::shares_held(&state, p) == p.shares.len())
     };
     let (shared_total, shared_placed) = (
         placement.packs.len(),
@@ -51,7 +56,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         .iter()
         .filter(|i| {
             !(i.kind == pluto_netsync::peer::proto::Kind::Pack
-                && placement.packs.contains_key(&hex::encode(i.name)))
+                && placement.packs.contains_key(&i.name))
         })
         .map(|i| state.copies(&i.key()))
         .min()
@@ -85,6 +90,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     }
     if a.json {
         let v = serde_json::json!({
+            "verdict": protection,
             "node": repo.keys().node_id_hex(),
             "files": items.len(),
             "min_copies": min_copies,
@@ -94,12 +100,13 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
                 "placed": shared_placed,
             },
             "snapshots": snaps.iter().map(|(s, c)| serde_json::json!({"id": s, "copies": c})).collect::<Vec<_>>(),
-            "hosts": state.hosts,
+            "hosts": serde_json::to_value(&state)?["hosts"],
             "hosting": hosted,
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(exit::OK);
+        return Ok(code);
     }
+    outln!("{}", protection.summary);
     outln!("node {}", repo.keys().node_id_hex());
     outln!(
         "{} file(s) to replicate; fewest copies of any: {min_copies}",
@@ -132,7 +139,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         };
         outln!(
             "host {} {} {} file(s), {bytes} bytes, {}/{} challenges passed, {last}{}",
-            &id[..16],
+            &id.to_hex()[..16],
             h.url,
             h.stored.len(),
             h.challenges_passed,
@@ -159,5 +166,53 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             h.bytes
         );
     }
-    Ok(exit::OK)
+    Ok(code)
+}
+
+/// Hosts that must have passed a challenge this recently for "all verified" (seconds).
+const VERIFIED_WITHIN: u64 = 24 * 3600;
+
+/// The verdict on the newest snapshot: its snapshot file, the index files, the config and
+/// every pack must come back from the hosts that count.
+fn judge(
+    repo: &pluto_repo::Repository,
+    state: &pluto_netsync::peer::sync::PeerState,
+    placement: &pluto_netsync::peer::shares::Placement,
+    items: &[sync::Item],
+) -> Result<verdict::Protection> {
+    let latest = repo.snapshots()?.into_iter().last().and_then(|s| {
+        let mut id = [0u8; 32];
+        hex::decode_to_slice(&s.id, &mut id).ok()?;
+        Some(SnapshotRef {
+            id,
+            time_unix: u64::try_from(s.snapshot.time_ns / 1_000_000_000).unwrap_or(0),
+        })
+    });
+    let files: Vec<ItemKey> = items
+        .iter()
+        .filter(|i| i.kind != Kind::Snapshot || latest.is_some_and(|l| l.id == i.name))
+        .map(|i| i.key())
+        .collect();
+    // Whole files should be on as many hosts as the placement survives losses of:
+    // n − k + 1 with shares, k with copies (2 until a scheme is chosen).
+    let whole_copies_wanted = match super::push::scheme_of(repo.root(), None)? {
+        Some(s) => match s.params() {
+            Some(p) => usize::from(p.n() - p.k()) + 1,
+            None => usize::from(s.n()),
+        },
+        None => placement
+            .packs
+            .values()
+            .next()
+            .map_or(2, |p| usize::from(p.n - p.k) + 1),
+    };
+    Ok(verdict::verdict(&verdict::Inputs {
+        state,
+        placement,
+        latest,
+        files: &files,
+        whole_copies_wanted,
+        verified_within: VERIFIED_WITHIN,
+        now: sync::now_unix(),
+    }))
 }

@@ -11,8 +11,9 @@
 //! - [`client`]: one authenticated connection to a host, resumable put/get.
 //! - [`store`]: [`store::PeerPackStore`], a `PackStore` backed by a host.
 //! - [`shares`]: erasure-coded push and pull (k-of-n shares on distinct hosts).
-//! - [`sync`]: push, pull, challenge rounds and repair over a set of hosts, with the
-//!   owner's local record of placements (`.pluto/peers/state.json`, local).
+//! - [`sync`]: push, pull, challenge rounds and repair over a set of hosts.
+//! - [`state`]: the owner's local record of its hosts and placements
+//!   (`.pluto/peers/state.json`, `shares.json`) and [`state::PeerStore`], its one writer.
 
 pub mod challenge;
 pub mod client;
@@ -22,6 +23,7 @@ pub mod obfuscate;
 pub mod proto;
 pub mod server;
 pub mod shares;
+pub mod state;
 pub mod store;
 pub mod sync;
 

@@ -9,63 +9,29 @@
 
 use super::client::HostAddr;
 use super::proto::Kind;
+use super::state::{ItemKey, PeerState, PeerStore};
+pub use super::state::{PackPlacement, Placement, SharePlacement};
 use super::sync::{
-    connect, dest_of, list_host, local_items, pull, push_host, Item, PackSelection, PeerState,
+    connect, dest_of, list_host, local_items, now_unix, pull, push_host, Item, PackSelection,
     ProgressFn, PullReport, PushReport, SyncOptions,
 };
 use super::{PeerError, Result};
 use crate::erasure::{self, Decoder, Params, Share, ShareHeader, ShareId};
 use crate::wire::NodeId;
 use ed25519_dalek::SigningKey;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::Hash;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-
-/// Where the shares of one pack went.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PackPlacement {
-    pub k: u8,
-    pub n: u8,
-    /// By share index: the share's name (hex), its length, and the host given it.
-    pub shares: Vec<SharePlacement>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SharePlacement {
-    pub name: String,
-    pub len: u64,
-    pub host: Option<String>,
-}
-
-/// The owner's placement record, by pack name (hex).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Placement {
-    pub packs: BTreeMap<String, PackPlacement>,
-}
-
-impl Placement {
-    fn path(repo_root: &Path) -> PathBuf {
-        repo_root.join("peers").join("shares.json")
-    }
-
-    pub fn load(repo_root: &Path) -> Result<Placement> {
-        super::sync::load_record(&Self::path(repo_root), "share placement")
-    }
-
-    pub fn save(&self, repo_root: &Path) -> Result<()> {
-        super::sync::save_record(repo_root, &Self::path(repo_root), self)
-    }
-}
 
 /// Give every share slot without a usable host one that holds no other share of the pack,
 /// the least loaded first (then in the order given). Slots whose host is unusable (failed)
 /// are reassigned; slots on a host merely absent from `hosts` keep it (it may be offline).
-pub fn assign_hosts(
-    slots: &mut [Option<String>],
-    hosts: &[String],
-    failed: &HashSet<String>,
-    load: &mut HashMap<String, usize>,
+pub fn assign_hosts<H: Clone + Eq + Hash>(
+    slots: &mut [Option<H>],
+    hosts: &[H],
+    failed: &HashSet<H>,
+    load: &mut HashMap<H, usize>,
 ) {
     for s in slots.iter_mut() {
         if s.as_ref().is_some_and(|h| failed.contains(h)) {
@@ -76,7 +42,7 @@ pub fn assign_hosts(
         if slots[i].is_some() {
             continue;
         }
-        let taken: HashSet<&String> = slots.iter().flatten().collect();
+        let taken: HashSet<&H> = slots.iter().flatten().collect();
         let pick = hosts
             .iter()
             .filter(|h| !taken.contains(h) && !failed.contains(*h))
@@ -89,13 +55,21 @@ pub fn assign_hosts(
     }
 }
 
-fn staged_path(repo_root: &Path, name: &str) -> PathBuf {
-    repo_root.join("peers").join("staged").join(name)
+fn staged_path(repo_root: &Path, name: &[u8; 32]) -> PathBuf {
+    repo_root
+        .join("peers")
+        .join("staged")
+        .join(hex::encode(name))
 }
 
 /// Push with erasure coding: every pack as `params.n()` shares on distinct hosts, the other
 /// files whole to every host. `under_replicated` counts packs with a share not confirmed on
 /// its host, and files held by fewer than `n − k + 1` hosts (what survives the same losses).
+///
+/// The placement is decided on a copy read at the start (encoding packs takes time, and
+/// no lock is held meanwhile), then written pack by pack: a pack whose entry another
+/// writer changed in between keeps that writer's entry, and its shares wait for the next
+/// push.
 pub async fn push_shares(
     key: &SigningKey,
     repo_root: &Path,
@@ -106,49 +80,44 @@ pub async fn push_shares(
 ) -> Result<PushReport> {
     let (k, n) = (params.k(), params.n());
     let items = local_items(repo_root)?;
-    let mut state = PeerState::load(repo_root)?;
-    let mut placement = Placement::load(repo_root)?;
-    let failed: HashSet<String> = state
+    let store = PeerStore::open(repo_root);
+    adopt_rebuilt_shares(key, &store, hosts, opts).await?;
+    let state = store.read()?;
+    let seen = store.read_placement()?;
+    let mut placement = seen.clone();
+    let failed: HashSet<NodeId> = state
         .hosts
         .iter()
         .filter(|(_, r)| r.failed)
-        .map(|(h, _)| h.clone())
+        .map(|(h, _)| *h)
         .collect();
-    let host_ids: Vec<String> = hosts.iter().map(|h| h.node.to_hex()).collect();
-    let confirmed = |state: &PeerState, host: &str, share: &str| {
-        state
-            .hosts
-            .get(host)
-            .is_some_and(|r| !r.failed && r.stored.contains_key(&format!("shares/{share}")))
-    };
-    let mut load: HashMap<String, usize> = HashMap::new();
+    let host_ids: Vec<NodeId> = hosts.iter().map(|h| h.node).collect();
+    let mut load: HashMap<NodeId, usize> = HashMap::new();
     for p in placement.packs.values() {
-        for s in p.shares.iter().filter_map(|s| s.host.clone()) {
+        for s in p.shares.iter().filter_map(|s| s.host) {
             *load.entry(s).or_default() += 1;
         }
     }
-    adopt_rebuilt_shares(key, &mut state, &mut placement, hosts, &failed, opts).await;
     let staged_dir = repo_root.join("peers").join("staged");
     std::fs::create_dir_all(&staged_dir).map_err(PeerError::io(&staged_dir))?;
-    let mut per_host: HashMap<String, Vec<Item>> = HashMap::new();
+    // host → (pack, share) to upload
+    let mut per_host: HashMap<NodeId, Vec<([u8; 32], Item)>> = HashMap::new();
     for pack in items.iter().filter(|i| i.kind == Kind::Pack) {
-        let pack_hex = hex::encode(pack.name);
         let stale = placement
             .packs
-            .get(&pack_hex)
+            .get(&pack.name)
             .is_none_or(|p| p.k != k || p.n != n || p.shares.len() != usize::from(n));
         let needs_bytes = stale
-            || placement.packs[&pack_hex].shares.iter().any(|s| {
-                !s.host
-                    .as_ref()
-                    .is_some_and(|h| confirmed(&state, h, &s.name))
+            || placement.packs[&pack.name].shares.iter().any(|s| {
+                !s.host.is_some_and(|h| state.holds(&h, &s.key()))
                     && !staged_path(repo_root, &s.name).exists()
             });
         // Encoding is deterministic: a pack encoded again gives the same shares.
         let encoded: Option<Vec<Share>> = if needs_bytes {
             let bytes = std::fs::read(&pack.path).map_err(PeerError::io(&pack.path))?;
-            let shares = erasure::encode(params, &[&bytes])
-                .map_err(|e| PeerError::Protocol(format!("pack {pack_hex}: {e}")))?;
+            let shares = erasure::encode(params, &[&bytes]).map_err(|e| {
+                PeerError::Protocol(format!("pack {}: {e}", hex::encode(pack.name)))
+            })?;
             Some(shares)
         } else {
             None
@@ -156,14 +125,14 @@ pub async fn push_shares(
         if stale {
             let shares = encoded.as_ref().expect("encoded when stale");
             placement.packs.insert(
-                pack_hex.clone(),
+                pack.name,
                 PackPlacement {
                     k,
                     n,
                     shares: shares
                         .iter()
                         .map(|s| SharePlacement {
-                            name: s.id().hex(),
+                            name: s.id().0,
                             len: s.len() as u64,
                             host: None,
                         })
@@ -171,13 +140,13 @@ pub async fn push_shares(
                 },
             );
         }
-        let entry = placement.packs.get_mut(&pack_hex).expect("inserted");
-        let mut slots: Vec<Option<String>> = entry.shares.iter().map(|s| s.host.clone()).collect();
+        let entry = placement.packs.get_mut(&pack.name).expect("inserted");
+        let mut slots: Vec<Option<NodeId>> = entry.shares.iter().map(|s| s.host).collect();
         assign_hosts(&mut slots, &host_ids, &failed, &mut load);
         for (i, (slot, sp)) in slots.into_iter().zip(entry.shares.iter_mut()).enumerate() {
             sp.host = slot;
-            let Some(h) = &sp.host else { continue };
-            if confirmed(&state, h, &sp.name) {
+            let Some(h) = sp.host else { continue };
+            if state.holds(&h, &sp.key()) {
                 continue;
             }
             let path = staged_path(repo_root, &sp.name);
@@ -192,18 +161,32 @@ pub async fn push_shares(
                     0o600,
                 )?;
             }
-            let mut name = [0u8; 32];
-            hex::decode_to_slice(&sp.name, &mut name)
-                .map_err(|_| PeerError::Protocol(format!("bad share name {}", sp.name)))?;
-            per_host.entry(h.clone()).or_default().push(Item {
-                kind: Kind::Share,
-                name,
-                size: sp.len,
-                path,
-            });
+            per_host.entry(h).or_default().push((
+                pack.name,
+                Item {
+                    kind: Kind::Share,
+                    name: sp.name,
+                    size: sp.len,
+                    path,
+                },
+            ));
         }
     }
-    placement.save(repo_root)?;
+    // Write the decisions, pack by pack, unless another writer changed the pack meanwhile.
+    let kept_theirs: HashSet<[u8; 32]> = store.update_placement(|pl| {
+        let mut theirs = HashSet::new();
+        for (name, mine) in &placement.packs {
+            if seen.packs.get(name) == Some(mine) {
+                continue;
+            }
+            if pl.packs.get(name) == seen.packs.get(name) {
+                pl.packs.insert(*name, mine.clone());
+            } else {
+                theirs.insert(*name);
+            }
+        }
+        theirs
+    })?;
 
     // Every host gets the small files whole, and its own shares.
     let meta: Vec<Item> = items
@@ -213,31 +196,41 @@ pub async fn push_shares(
         .collect();
     let key = Arc::new(key.clone());
     let mut tasks = tokio::task::JoinSet::new();
-    let mut records = Vec::new();
     for h in hosts {
-        let hex_id = h.node.to_hex();
-        if failed.contains(&hex_id) {
+        if failed.contains(&h.node) {
             continue;
         }
-        let mut mine = per_host.remove(&hex_id).unwrap_or_default();
+        let mut mine: Vec<Item> = per_host
+            .remove(&h.node)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(pack, _)| !kept_theirs.contains(pack))
+            .map(|(_, item)| item)
+            .collect();
         mine.extend(meta.iter().cloned());
-        let rec = Arc::new(Mutex::new(state.host(h).clone()));
-        records.push((h.clone(), rec.clone()));
-        let (key, h2, opts, progress) = (key.clone(), h.clone(), opts.clone(), progress.clone());
+        let (key, h2, opts, progress, store) = (
+            key.clone(),
+            h.clone(),
+            opts.clone(),
+            progress.clone(),
+            store.clone(),
+        );
         tasks.spawn(async move {
             (
                 h2.node,
-                push_host(key, h2, Arc::new(mine), opts, progress, rec).await,
+                push_host(key, h2, Arc::new(mine), opts, progress, store).await,
             )
         });
     }
     let mut report = PushReport::default();
+    let mut pushed = Vec::new();
     while let Some(r) = tasks.join_next().await {
         match r {
-            Ok((_, Ok((up, b, a)))) => {
+            Ok((node, Ok((up, b, a)))) => {
                 report.uploaded += up;
                 report.bytes += b;
                 report.already += a;
+                pushed.push(node);
             }
             Ok((node, Err(e))) => report.errors.push((node, e.to_string())),
             Err(e) => report
@@ -245,22 +238,24 @@ pub async fn push_shares(
                 .push((NodeId([0; 32]), format!("push task failed: {e}"))),
         }
     }
-    for (h, rec) in records {
-        let mut rec = rec.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        rec.last_push_unix = super::sync::now_unix();
-        rec.url = h.url.clone();
-        *state.host(&h) = rec;
-    }
-    state.save(repo_root)?;
+    let now = now_unix();
+    // Forget packs that are gone locally (pruned) — as they are now, not as listed at the
+    // start: a pack snapshotted meanwhile may have been placed by another push.
+    let (state, placement) = store.update_both(|st, pl| {
+        for h in hosts.iter().filter(|h| pushed.contains(&h.node)) {
+            let r = st.host(h);
+            r.last_push_unix = r.last_push_unix.max(now);
+        }
+        pl.packs
+            .retain(|p, _| dest_of(repo_root, Kind::Pack, p).exists());
+        (st.clone(), pl.clone())
+    })?;
 
     // Shares their host confirmed leave the staging area; count what is not placed yet.
     for p in placement.packs.values() {
         let mut placed = 0;
         for s in &p.shares {
-            if s.host
-                .as_ref()
-                .is_some_and(|h| confirmed(&state, h, &s.name))
-            {
+            if s.host.is_some_and(|h| state.holds(&h, &s.key())) {
                 placed += 1;
                 let _ = std::fs::remove_file(staged_path(repo_root, &s.name));
             }
@@ -274,14 +269,6 @@ pub async fn push_shares(
         .iter()
         .filter(|i| state.copies(&i.key()) < need)
         .count();
-    // Forget packs that are gone locally (pruned).
-    let present: HashSet<String> = items
-        .iter()
-        .filter(|i| i.kind == Kind::Pack)
-        .map(|i| hex::encode(i.name))
-        .collect();
-    placement.packs.retain(|p, _| present.contains(p));
-    placement.save(repo_root)?;
     Ok(report)
 }
 
@@ -292,86 +279,78 @@ pub async fn push_shares(
 /// like any other.
 async fn adopt_rebuilt_shares(
     key: &SigningKey,
-    state: &mut PeerState,
-    placement: &mut Placement,
+    store: &PeerStore,
     hosts: &[HostAddr],
-    failed: &HashSet<String>,
     opts: &SyncOptions,
-) {
-    let orphaned: HashMap<String, u64> = placement
+) -> Result<()> {
+    let state = store.read()?;
+    let placement = store.read_placement()?;
+    let orphaned: HashMap<[u8; 32], u64> = placement
         .packs
         .values()
         .flat_map(|p| p.shares.iter())
-        .filter(|s| s.host.as_ref().is_some_and(|h| failed.contains(h)))
-        .map(|s| (s.name.clone(), s.len))
+        .filter(|s| s.host.is_some_and(|h| state.is_failed(&h)))
+        .map(|s| (s.name, s.len))
         .collect();
     if orphaned.is_empty() {
-        return;
+        return Ok(());
     }
-    let candidates: Vec<&HostAddr> = hosts
-        .iter()
-        .filter(|h| !failed.contains(&h.node.to_hex()))
-        .collect();
+    let candidates: Vec<&HostAddr> = hosts.iter().filter(|h| !state.is_failed(&h.node)).collect();
     let listings = futures_util::future::join_all(
         candidates
             .iter()
             .map(|h| async move { (*h, list_host(key, h, opts).await) }),
     )
     .await;
-    let mut found: HashMap<String, &HostAddr> = HashMap::new();
+    let mut found: HashMap<[u8; 32], &HostAddr> = HashMap::new();
     for (h, res) in listings {
         for ((kind, name), size) in res.into_iter().flatten() {
-            let name = hex::encode(name);
             if kind == Kind::Share && orphaned.get(&name) == Some(&size) {
                 found.entry(name).or_insert(h);
             }
         }
     }
-    for p in placement.packs.values_mut() {
-        for i in 0..p.shares.len() {
-            let Some(h) = found.get(&p.shares[i].name) else {
-                continue;
-            };
-            let hex_id = h.node.to_hex();
-            if p.shares
-                .iter()
-                .any(|s| s.host.as_deref() == Some(hex_id.as_str()))
-            {
-                continue; // a group keeps one share per host
-            }
-            let s = &mut p.shares[i];
-            s.host = Some(hex_id);
-            state
-                .host(h)
-                .stored
-                .insert(format!("shares/{}", s.name), s.len);
-        }
+    if found.is_empty() {
+        return Ok(());
     }
+    store.update_both(|st, pl| {
+        for p in pl.packs.values_mut() {
+            for i in 0..p.shares.len() {
+                let Some(h) = found.get(&p.shares[i].name) else {
+                    continue;
+                };
+                // only a share still orphaned now (another writer may have placed it)
+                if !p.shares[i].host.is_some_and(|o| st.is_failed(&o)) {
+                    continue;
+                }
+                if p.shares.iter().any(|s| s.host == Some(h.node)) {
+                    continue; // a group keeps one share per host
+                }
+                let s = &mut p.shares[i];
+                s.host = Some(h.node);
+                st.host(h).stored.insert(s.key(), s.len);
+            }
+        }
+    })
 }
 
 /// The groups whose every share is confirmed on its host, as the coordinator records them
 /// (for repair while the owner is away).
 pub fn placed_groups(repo_root: &Path) -> Result<Vec<crate::wire::ShareGroupRecord>> {
-    let state = PeerState::load(repo_root)?;
-    let placement = Placement::load(repo_root)?;
+    let store = PeerStore::open(repo_root);
+    Ok(groups_placed(&store.read()?, &store.read_placement()?))
+}
+
+fn groups_placed(state: &PeerState, placement: &Placement) -> Vec<crate::wire::ShareGroupRecord> {
     let mut out = Vec::new();
     'packs: for p in placement.packs.values() {
         let mut shares = Vec::new();
         for s in &p.shares {
-            let Some(h) = &s.host else { continue 'packs };
-            let held = state
-                .hosts
-                .get(h)
-                .is_some_and(|r| !r.failed && r.stored.contains_key(&format!("shares/{}", s.name)));
-            let (Ok(host), true) = (h.parse::<NodeId>(), held) else {
+            let Some(host) = s.host.filter(|h| state.holds(h, &s.key())) else {
                 continue 'packs;
             };
-            let mut name = [0u8; 32];
-            if hex::decode_to_slice(&s.name, &mut name).is_err() {
-                continue 'packs;
-            }
             shares.push(crate::wire::ShareSlot {
-                name,
+                name: s.name,
                 len: s.len,
                 host,
             });
@@ -382,7 +361,18 @@ pub fn placed_groups(repo_root: &Path) -> Result<Vec<crate::wire::ShareGroupReco
             shares,
         });
     }
-    Ok(out)
+    out
+}
+
+/// How many of a pack's shares are confirmed on a host in good standing.
+pub fn shares_held(state: &PeerState, p: &PackPlacement) -> usize {
+    p.shares
+        .iter()
+        .filter(|s| {
+            s.host
+                .is_some_and(|h| state.holds(&h, &ItemKey::new(Kind::Share, s.name)))
+        })
+        .count()
 }
 
 /// One share a host lists, with the header read from its first bytes.

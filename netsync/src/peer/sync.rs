@@ -1,19 +1,20 @@
 //! Push, pull, challenge rounds and repair over a set of hosts, and the owner's local
 //! record of what each host holds (`.pluto/peers/state.json`, local: never pushed).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ed25519_dalek::SigningKey;
-use serde::{Deserialize, Serialize};
-
 use super::challenge;
 use super::client::{HostAddr, PeerClient};
 use super::proto::{Kind, RefusalCode};
+pub use super::state::{
+    ChallengeOutcome, ChallengeRecord, FailureKind, HostRecord, ItemKey, PeerState, PeerStore,
+};
 use super::{PeerError, Result};
 use crate::wire::NodeId;
+use ed25519_dalek::SigningKey;
 
 /// One file of the repository that peers hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,51 +26,13 @@ pub struct Item {
 }
 
 impl Item {
-    pub fn key(&self) -> String {
-        item_key(self.kind, &self.name)
+    pub fn key(&self) -> ItemKey {
+        ItemKey::new(self.kind, self.name)
     }
 }
 
 pub fn item_key(kind: Kind, name: &[u8; 32]) -> String {
-    format!("{}/{}", kind.dir(), hex::encode(name))
-}
-
-fn parse_key(k: &str) -> Option<(Kind, [u8; 32])> {
-    let (d, h) = k.split_once('/')?;
-    let kind = Kind::ALL.into_iter().find(|k| k.dir() == d)?;
-    let mut n = [0u8; 32];
-    hex::decode_to_slice(h, &mut n).ok()?;
-    Some((kind, n))
-}
-
-/// The outcome of the last challenge of a host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChallengeRecord {
-    pub unix: u64,
-    pub pack: String,
-    pub proof: bool,
-    pub passed: bool,
-    pub detail: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostRecord {
-    pub url: String,
-    pub quota: u64,
-    /// Files the host confirmed stored: `<kind dir>/<name hex>` → size.
-    pub stored: BTreeMap<String, u64>,
-    /// Lost trust (failed a challenge, excluded): its copies do not count.
-    pub failed: bool,
-    pub last_challenge: Option<ChallengeRecord>,
-    pub challenges_passed: u64,
-    pub challenges_failed: u64,
-    pub last_push_unix: u64,
-}
-
-/// The owner's record of its hosts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerState {
-    pub hosts: BTreeMap<String, HostRecord>,
+    ItemKey::new(kind, *name).to_string()
 }
 
 pub fn now_unix() -> u64 {
@@ -77,73 +40,6 @@ pub fn now_unix() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// Read one of the owner's local JSON records under `.pluto/peers/` (absent: the default).
-pub(crate) fn load_record<T: serde::de::DeserializeOwned + Default>(
-    p: &Path,
-    what: &str,
-) -> Result<T> {
-    match std::fs::read(p) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map_err(|e| PeerError::Protocol(format!("{}: malformed {what}: {e}", p.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
-        Err(e) => Err(PeerError::Io {
-            path: p.to_path_buf(),
-            source: e,
-        }),
-    }
-}
-
-/// Write one of those records atomically, readable only by the user.
-pub(crate) fn save_record<T: Serialize>(repo_root: &Path, p: &Path, value: &T) -> Result<()> {
-    let dir = repo_root.join("peers");
-    std::fs::create_dir_all(&dir).map_err(PeerError::io(&dir))?;
-    let bytes = serde_json::to_vec_pretty(value).expect("a record serializes");
-    pluto_repo::fsutil::write_atomic(&repo_root.join("tmp"), p, &bytes, 0o600)?;
-    Ok(())
-}
-
-impl PeerState {
-    pub fn path(repo_root: &Path) -> PathBuf {
-        repo_root.join("peers").join("state.json")
-    }
-
-    pub fn load(repo_root: &Path) -> Result<PeerState> {
-        load_record(&Self::path(repo_root), "peer state")
-    }
-
-    pub fn save(&self, repo_root: &Path) -> Result<()> {
-        save_record(repo_root, &Self::path(repo_root), self)
-    }
-
-    pub fn host(&mut self, h: &HostAddr) -> &mut HostRecord {
-        let r = self.hosts.entry(h.node.to_hex()).or_default();
-        r.url = h.url.clone();
-        r
-    }
-
-    /// Hosts in good standing.
-    pub fn good_hosts(&self) -> Vec<HostAddr> {
-        self.hosts
-            .iter()
-            .filter(|(_, r)| !r.failed)
-            .filter_map(|(id, r)| {
-                Some(HostAddr {
-                    node: id.parse().ok()?,
-                    url: r.url.clone(),
-                })
-            })
-            .collect()
-    }
-
-    /// How many good hosts hold each item.
-    pub fn copies(&self, key: &str) -> usize {
-        self.hosts
-            .values()
-            .filter(|r| !r.failed && r.stored.contains_key(key))
-            .count()
-    }
 }
 
 /// Every file of the local repository that peers should hold.
@@ -298,32 +194,132 @@ pub(crate) async fn list_host(
     Ok(out)
 }
 
-/// Upload every item the host lacks; returns (uploaded, bytes, already there).
+/// Whether an error says the host could not be reached (rather than that it answered and
+/// refused or sent bad data).
+pub fn is_unreachable(e: &PeerError) -> bool {
+    matches!(
+        e,
+        PeerError::Connect { .. }
+            | PeerError::Handshake { .. }
+            | PeerError::Timeout(_)
+            | PeerError::Closed
+    )
+}
+
+/// The keys of what the record says `host` holds now (read before asking the host, so
+/// that what it lists can be told apart from what another writer records meanwhile).
+fn stored_before(store: &PeerStore, host: &NodeId) -> Result<BTreeSet<ItemKey>> {
+    Ok(store
+        .read()?
+        .hosts
+        .get(host)
+        .map(|r| r.stored.keys().copied().collect())
+        .unwrap_or_default())
+}
+
+/// Files a host confirmed, written to the peer state as they come — batched to about one
+/// write a second (and one at the end): rewriting the whole record for every small file of
+/// a large push would cost more than the upload, and a confirmation lost to a crash is
+/// found again by the next push's listing.
+struct Confirmed {
+    store: PeerStore,
+    host: HostAddr,
+    pending: Mutex<(Vec<(ItemKey, u64)>, std::time::Instant)>,
+}
+
+impl Confirmed {
+    fn new(store: PeerStore, host: HostAddr) -> Confirmed {
+        Confirmed {
+            store,
+            host,
+            pending: Mutex::new((Vec::new(), std::time::Instant::now())),
+        }
+    }
+
+    fn note(&self, key: ItemKey, size: u64) -> Result<()> {
+        let due = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            p.0.push((key, size));
+            if p.1.elapsed() >= Duration::from_secs(1) {
+                p.1 = std::time::Instant::now();
+                std::mem::take(&mut p.0)
+            } else {
+                Vec::new()
+            }
+        };
+        self.write(due)
+    }
+
+    fn flush(&self) -> Result<()> {
+        let all = std::mem::take(&mut self.pending.lock().unwrap_or_else(|e| e.into_inner()).0);
+        self.write(all)
+    }
+
+    fn write(&self, batch: Vec<(ItemKey, u64)>) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let now = now_unix();
+        self.store.update(|st| {
+            let r = st.host(&self.host);
+            r.mark_seen(now);
+            r.stored.extend(batch);
+        })
+    }
+}
+
+/// Upload every item the host lacks; returns (uploaded, bytes, already there). What the
+/// host confirms is recorded in the peer state as it is learned; a host that cannot be
+/// reached is recorded as such.
 pub(crate) async fn push_host(
     key: Arc<SigningKey>,
     host: HostAddr,
     items: Arc<Vec<Item>>,
     opts: SyncOptions,
     progress: ProgressFn,
-    record: Arc<Mutex<HostRecord>>,
+    store: PeerStore,
 ) -> Result<(usize, u64, usize)> {
-    let listed = list_host(&key, &host, &opts).await?;
-    let mut already = 0;
-    let mut todo = VecDeque::new();
-    {
-        let mut rec = record.lock().unwrap_or_else(|e| e.into_inner());
-        // What the host lists is what it holds: forget what it lost.
-        rec.stored
-            .retain(|k, _| parse_key(k).is_some_and(|(kind, n)| listed.contains_key(&(kind, n))));
-        for it in items.iter() {
-            if listed.get(&(it.kind, it.name)) == Some(&it.size) {
-                rec.stored.insert(it.key(), it.size);
-                already += 1;
-            } else {
-                todo.push_back(it.clone());
-            }
+    let confirmed = Arc::new(Confirmed::new(store.clone(), host.clone()));
+    let res = push_host_inner(key, &host, items, opts, progress, &store, &confirmed).await;
+    let flushed = confirmed.flush();
+    if let Err(e) = &res {
+        if is_unreachable(e) {
+            let now = now_unix();
+            store.update(|st| st.host(&host).mark_unreachable(now))?;
         }
     }
+    flushed?;
+    res
+}
+
+async fn push_host_inner(
+    key: Arc<SigningKey>,
+    host: &HostAddr,
+    items: Arc<Vec<Item>>,
+    opts: SyncOptions,
+    progress: ProgressFn,
+    store: &PeerStore,
+    confirmed: &Arc<Confirmed>,
+) -> Result<(usize, u64, usize)> {
+    let before = stored_before(store, &host.node)?;
+    let listed = list_host(&key, host, &opts).await?;
+    let mut already = 0;
+    let mut todo = VecDeque::new();
+    let wanted: HashMap<ItemKey, u64> = items.iter().map(|i| (i.key(), i.size)).collect();
+    for it in items.iter() {
+        if listed.get(&(it.kind, it.name)) == Some(&it.size) {
+            already += 1;
+        } else {
+            todo.push_back(it.clone());
+        }
+    }
+    // What the host lists is what it holds: forget what it lost, record what it has.
+    let now = now_unix();
+    store.update(|st| {
+        let r = st.host(host);
+        r.mark_seen(now);
+        r.apply_listing(&before, &listed, |k, s| wanted.get(&k) == Some(&s));
+    })?;
     progress(Progress::Total(todo.iter().map(|i| i.size).sum()));
     // Packs go first and in parallel; index files, snapshots and config after all packs.
     let (packs, rest): (VecDeque<Item>, VecDeque<Item>) =
@@ -334,16 +330,16 @@ pub(crate) async fn push_host(
         let queue = Arc::new(Mutex::new(batch));
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..opts.parallel.max(1) {
-            let (key, host, queue, opts, progress, record) = (
+            let (key, host, queue, opts, progress, confirmed) = (
                 key.clone(),
                 host.clone(),
                 queue.clone(),
                 opts.clone(),
                 progress.clone(),
-                record.clone(),
+                confirmed.clone(),
             );
             tasks.spawn(async move {
-                push_worker(&key, &host, &queue, &opts, &progress, &record).await
+                push_worker(&key, &host, &queue, &opts, &progress, &confirmed).await
             });
         }
         let mut first_err = None;
@@ -374,7 +370,7 @@ async fn push_worker(
     queue: &Mutex<VecDeque<Item>>,
     opts: &SyncOptions,
     progress: &ProgressFn,
-    record: &Mutex<HostRecord>,
+    confirmed: &Confirmed,
 ) -> Result<(usize, u64)> {
     let mut conn: Option<PeerClient> = None;
     let (mut n, mut total) = (0, 0);
@@ -424,11 +420,7 @@ async fn push_worker(
                 }
             }
         }
-        record
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .stored
-            .insert(item.key(), item.size);
+        confirmed.note(item.key(), item.size)?;
         progress(Progress::Done {
             host: host.node,
             kind: item.kind,
@@ -454,34 +446,34 @@ pub async fn push(
     progress: ProgressFn,
 ) -> Result<PushReport> {
     let items = Arc::new(local_items(repo_root)?);
-    let mut state = PeerState::load(repo_root)?;
+    let store = PeerStore::open(repo_root);
     let key = Arc::new(key.clone());
     let mut tasks = tokio::task::JoinSet::new();
-    let mut records = Vec::new();
     for h in hosts {
-        let rec = Arc::new(Mutex::new(state.host(h).clone()));
-        records.push((h.clone(), rec.clone()));
-        let (key, h2, items, opts, progress) = (
+        let (key, h2, items, opts, progress, store) = (
             key.clone(),
             h.clone(),
             items.clone(),
             opts.clone(),
             progress.clone(),
+            store.clone(),
         );
         tasks.spawn(async move {
             (
                 h2.node,
-                push_host(key, h2, items, opts, progress, rec).await,
+                push_host(key, h2, items, opts, progress, store).await,
             )
         });
     }
     let mut report = PushReport::default();
+    let mut pushed = Vec::new();
     while let Some(r) = tasks.join_next().await {
         match r {
-            Ok((_, Ok((n, b, a)))) => {
+            Ok((node, Ok((n, b, a)))) => {
                 report.uploaded += n;
                 report.bytes += b;
                 report.already += a;
+                pushed.push(node);
             }
             Ok((node, Err(e))) => {
                 progress(Progress::HostFailed {
@@ -495,14 +487,17 @@ pub async fn push(
                 .push((NodeId([0; 32]), format!("push task failed: {e}"))),
         }
     }
-    for (h, rec) in records {
-        let mut rec = rec.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        rec.last_push_unix = now_unix();
-        *state.host(&h) = rec;
-        state.host(&h).url = h.url.clone();
-    }
-    report.under_replicated = items.iter().filter(|i| state.copies(&i.key()) < k).count();
-    state.save(repo_root)?;
+    let now = now_unix();
+    let st = store.update(|st| {
+        for h in hosts {
+            let r = st.host(h);
+            if pushed.contains(&h.node) {
+                r.last_push_unix = r.last_push_unix.max(now);
+            }
+        }
+        st.clone()
+    })?;
+    report.under_replicated = items.iter().filter(|i| st.copies(&i.key()) < k).count();
     Ok(report)
 }
 
@@ -619,12 +614,18 @@ pub async fn pull(
     let mut report = PullReport::default();
     // Who has what.
     let mut have: BTreeMap<(Kind, [u8; 32]), (u64, Vec<HostAddr>)> = BTreeMap::new();
-    let mut state = PeerState::load(repo_root)?;
+    let store = PeerStore::open(repo_root);
     for h in hosts {
+        let before = stored_before(&store, &h.node)?;
+        let asked = now_unix();
         match list_host(key, h, opts).await {
             Ok(l) => {
-                let rec = state.host(h);
-                rec.stored = l.iter().map(|((k, n), s)| (item_key(*k, n), *s)).collect();
+                let now = now_unix();
+                store.update(|st| {
+                    let r = st.host(h);
+                    r.mark_seen(now);
+                    r.apply_listing(&before, &l, |_, _| true);
+                })?;
                 for ((k, n), s) in l {
                     have.entry((k, n))
                         .or_insert((s, Vec::new()))
@@ -632,7 +633,12 @@ pub async fn pull(
                         .push(h.clone());
                 }
             }
-            Err(e) => report.errors.push((h.node, e.to_string())),
+            Err(e) => {
+                if is_unreachable(&e) {
+                    store.update(|st| st.host(h).mark_unreachable(asked))?;
+                }
+                report.errors.push((h.node, e.to_string()))
+            }
         }
     }
     let local: std::collections::HashSet<(Kind, [u8; 32])> = local_items(repo_root)?
@@ -741,7 +747,6 @@ pub async fn pull(
     report
         .errors
         .extend(errors.lock().unwrap_or_else(|e| e.into_inner()).drain(..));
-    state.save(repo_root)?;
     Ok(report)
 }
 
@@ -767,18 +772,15 @@ pub async fn challenge_host(
     proof: bool,
     timeout: Duration,
 ) -> Result<Verdict> {
-    let mut state = PeerState::load(repo_root)?;
-    let rec = state.host(host).clone();
+    let store = PeerStore::open(repo_root);
+    let rec = store.read()?.hosts.remove(&host.node).unwrap_or_default();
+    // shares are challenged exactly like packs (by name; proofs, as the owner keeps no
+    // copy of them)
     let packs: Vec<([u8; 32], u64, Kind)> = rec
         .stored
         .iter()
-        .filter_map(|(k, s)| {
-            // shares are challenged exactly like packs (by name; proofs, as the owner
-            // keeps no copy of them)
-            parse_key(k)
-                .filter(|(kind, _)| matches!(kind, Kind::Pack | Kind::Share))
-                .map(|(kind, n)| (n, *s, kind))
-        })
+        .filter(|(k, _)| matches!(k.kind, Kind::Pack | Kind::Share))
+        .map(|(k, s)| (k.name, *s, k.kind))
         .collect();
     if packs.is_empty() {
         return Ok(Verdict::Nothing);
@@ -792,6 +794,7 @@ pub async fn challenge_host(
     );
     let local = dest_of(repo_root, kind, &pack);
     let use_proof = proof || !local.exists();
+    let asked = now_unix();
     let outcome = async {
         let mut c = PeerClient::connect(key, host, timeout).await?;
         let v = if use_proof {
@@ -832,30 +835,23 @@ pub async fn challenge_host(
         Ok(v) => v,
         Err(e) => Verdict::Unreachable(e.to_string()),
     };
-    let rec = state.host(host);
-    let (passed, detail) = match &verdict {
-        Verdict::Passed => (true, String::new()),
-        Verdict::Failed(w) => (false, w.clone()),
-        Verdict::Unreachable(w) => (false, format!("unreachable: {w}")),
-        Verdict::Nothing => (true, String::new()),
+    let (passed, detail, outcome) = match &verdict {
+        Verdict::Passed | Verdict::Nothing => (true, String::new(), ChallengeOutcome::Passed),
+        Verdict::Failed(w) => (false, w.clone(), ChallengeOutcome::Failed),
+        Verdict::Unreachable(w) => (
+            false,
+            format!("unreachable: {w}"),
+            ChallengeOutcome::Unreachable,
+        ),
     };
-    rec.last_challenge = Some(ChallengeRecord {
-        unix: now_unix(),
+    let record = ChallengeRecord {
+        unix: asked,
         pack: hex::encode(pack),
         proof: use_proof,
         passed,
         detail,
-    });
-    match verdict {
-        Verdict::Passed => rec.challenges_passed += 1,
-        Verdict::Failed(_) => {
-            rec.challenges_failed += 1;
-            // Evidence: its copies no longer count; repair moves them elsewhere.
-            rec.failed = true;
-        }
-        _ => {}
-    }
-    state.save(repo_root)?;
+    };
+    store.update(|st| st.host(host).record_challenge(record, outcome))?;
     Ok(verdict)
 }
 
@@ -869,15 +865,14 @@ pub async fn repair(
     opts: &SyncOptions,
     progress: ProgressFn,
 ) -> Result<PushReport> {
-    let state = PeerState::load(repo_root)?;
+    let state = PeerStore::open(repo_root).read()?;
     let mut use_hosts = state.good_hosts();
     use_hosts.truncate(k);
     for c in candidates {
         if use_hosts.len() >= k {
             break;
         }
-        let failed = state.hosts.get(&c.node.to_hex()).is_some_and(|r| r.failed);
-        if !failed && !use_hosts.iter().any(|h| h.node == c.node) {
+        if !state.is_failed(&c.node) && !use_hosts.iter().any(|h| h.node == c.node) {
             use_hosts.push(c.clone());
         }
     }

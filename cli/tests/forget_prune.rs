@@ -258,8 +258,60 @@ fn prune_refuses_to_run_beside_another_command() {
     use std::os::unix::io::AsRawFd;
     // SAFETY: flock on a descriptor we own.
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_SH) }, 0);
-    let err = fails(&src, &["prune"], 1);
+    // PLUTO_LOCK_WAIT=0: no waiting, refused at once.
+    let t0 = std::time::Instant::now();
+    let o = pluto_cmd(&src)
+        .env("PLUTO_LOCK_WAIT", "0")
+        .arg("prune")
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("locked by another pluto process"), "{err}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+    // With a short wait, refused with the same message once it has passed.
+    let o = pluto_cmd(&src)
+        .env("PLUTO_LOCK_WAIT", "1")
+        .arg("prune")
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("waiting for the repository lock"), "{err}");
+    assert!(err.contains("locked by another pluto process"), "{err}");
+}
+
+#[test]
+fn a_command_waits_for_a_lock_held_briefly_and_then_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("t");
+    write(&src.join("a.txt"), b"a");
+    ok(&src, &["init"]);
+    ok(&src, &["snapshot"]);
+    // Another command (a `pluto prune`, say) holds the exclusive lock for 2 s.
+    let lock = fs::File::open(src.join(".pluto/lock")).unwrap();
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock on a descriptor we own.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        drop(lock);
+    });
+    write(&src.join("b.txt"), b"b");
+    let t0 = std::time::Instant::now();
+    let o = pluto(&src, &["snapshot"]);
+    let took = t0.elapsed();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(
+        err.matches("waiting for the repository lock").count(),
+        1,
+        "said once: {err}"
+    );
+    assert!(took >= std::time::Duration::from_millis(1000), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(30), "{took:?}");
+    holder.join().unwrap();
+    assert_eq!(json(&src, &["log", "--json"]).as_array().unwrap().len(), 2);
 }
 
 #[test]

@@ -96,11 +96,42 @@ pub fn discover(explicit: Option<&Path>, start: &Path) -> Result<PathBuf> {
     Err(Error::RepositoryNotFound(start.to_path_buf()))
 }
 
-fn lock_file(root: &Path, mode: LockMode) -> Result<fs::File> {
+/// How to behave when another process holds the repository lock: wait up to `timeout`,
+/// calling `on_wait` once (with who holds it, when known) before the first pause.
+pub struct LockWait<'a> {
+    pub timeout: std::time::Duration,
+    /// Written into the lock file while this process holds the lock, for a waiter to name
+    /// (e.g. "pluto serve (pid 4242)").
+    pub holder: &'a str,
+    pub on_wait: &'a mut dyn FnMut(&str),
+}
+
+/// Who the lock file says holds it: the last holder's description, when that process is
+/// still alive.
+fn lock_holder(f: &fs::File) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 512];
+    let n = f.read_at(&mut buf, 0).ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]);
+    let text = text.trim();
+    let pid: i32 = text
+        .rsplit_once("pid ")?
+        .1
+        .trim_end_matches(')')
+        .parse()
+        .ok()?;
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(pid, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    (alive && pid != std::process::id() as i32).then(|| text.to_string())
+}
+
+fn lock_file(root: &Path, mode: LockMode, mut wait: Option<LockWait<'_>>) -> Result<fs::File> {
     let path = root.join("lock");
     let f = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
         .open(&path)
         .at(&path)?;
@@ -108,9 +139,32 @@ fn lock_file(root: &Path, mode: LockMode) -> Result<fs::File> {
         LockMode::Shared => libc::LOCK_SH,
         LockMode::Exclusive => libc::LOCK_EX,
     } | libc::LOCK_NB;
+    let start = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(20);
+    let mut said = false;
     // SAFETY: flock on a file descriptor we own; no memory is involved.
-    if unsafe { libc::flock(f.as_raw_fd(), op) } != 0 {
-        return Err(Error::Locked(path));
+    while unsafe { libc::flock(f.as_raw_fd(), op) } != 0 {
+        let Some(w) = wait.as_mut() else {
+            return Err(Error::Locked(path));
+        };
+        let left = w.timeout.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return Err(Error::Locked(path));
+        }
+        if !said {
+            said = true;
+            (w.on_wait)(&lock_holder(&f).unwrap_or_else(|| "another pluto process".into()));
+        }
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(std::time::Duration::from_millis(500));
+    }
+    if let Some(w) = &wait {
+        // Best effort: a waiter's message only. Shared holders overwrite each other.
+        use std::os::unix::fs::FileExt;
+        let line = format!("{}\n", w.holder);
+        if f.set_len(0).is_ok() {
+            let _ = f.write_all_at(line.as_bytes(), 0);
+        }
     }
     Ok(f)
 }
@@ -165,6 +219,16 @@ impl Repository {
     }
 
     pub fn open(root: &Path, mode: LockMode) -> Result<Repository> {
+        Self::open_waiting(root, mode, None)
+    }
+
+    /// [`Self::open`], waiting for a lock another process holds as `wait` says (none:
+    /// refuse at once with [`Error::Locked`]).
+    pub fn open_waiting(
+        root: &Path,
+        mode: LockMode,
+        wait: Option<LockWait<'_>>,
+    ) -> Result<Repository> {
         if !root.join("config").is_file() {
             return Err(Error::NotARepository(root.to_path_buf()));
         }
@@ -172,7 +236,7 @@ impl Repository {
         if !secret.exists() {
             return Err(Error::SecretMissing(root.to_path_buf()));
         }
-        let lock = lock_file(root, mode)?;
+        let lock = lock_file(root, mode, wait)?;
         let keys = read_secret(&secret)?.derive();
         let config = read_config(root, &keys, KeySource::SecretFile)?;
         if config.version != FORMAT_VERSION {

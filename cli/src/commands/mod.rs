@@ -31,7 +31,48 @@ use std::path::{Path, PathBuf};
 pub fn open_repo(g: &Global, mode: LockMode) -> Result<Repository> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let root = discover(g.repo.as_deref(), &cwd)?;
-    Ok(Repository::open(&root, mode)?)
+    let timeout = lock_wait()?;
+    let holder = format!("{} (pid {})", command_line(), std::process::id());
+    let mut on_wait = |who: &str| {
+        eprintln!(
+            "pluto: waiting for the repository lock held by {who} (up to {}s; PLUTO_LOCK_WAIT)",
+            timeout.as_secs()
+        )
+    };
+    let wait = pluto_repo::repository::LockWait {
+        timeout,
+        holder: &holder,
+        on_wait: &mut on_wait,
+    };
+    Ok(Repository::open_waiting(&root, mode, Some(wait))?)
+}
+
+/// How long a command waits for a repository another pluto process has locked:
+/// `PLUTO_LOCK_WAIT` seconds, 60 by default; 0 refuses at once.
+pub fn lock_wait() -> Result<std::time::Duration> {
+    match std::env::var("PLUTO_LOCK_WAIT") {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse::<u64>()
+            .map(std::time::Duration::from_secs)
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "PLUTO_LOCK_WAIT={v:?}: give a whole number of seconds (0: do not wait)"
+                )
+            }),
+        _ => Ok(std::time::Duration::from_secs(60)),
+    }
+}
+
+/// This process's command line, shortened, to name it to a command waiting for the lock.
+fn command_line() -> String {
+    let mut words = vec!["pluto".to_string()];
+    words.extend(std::env::args().skip(1));
+    let line = words.join(" ");
+    match line.char_indices().nth(80) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line,
+    }
 }
 
 /// Name on standard error each damaged file a reader skipped (a snapshot file, an index

@@ -19,6 +19,11 @@ pub mod exit {
     pub const PARTIAL: u8 = 3;
     /// The repository is damaged: check found errors, or data could not be read back.
     pub const DAMAGED: u8 = 4;
+    /// `status`: the newest snapshot can be restored from the hosts, but is short of its
+    /// placement or one more loss would make it unrestorable.
+    pub const AT_RISK: u8 = 5;
+    /// `status`: the newest snapshot cannot be restored from the hosts (or there is none).
+    pub const NOT_PROTECTED: u8 = 6;
 }
 
 #[derive(Parser)]
@@ -26,7 +31,7 @@ pub mod exit {
     name = "pluto",
     version,
     about = "Encrypted, deduplicated backups — to your disk, and to other people's computers",
-    after_help = "Start with `pluto init` in the directory to back up, then `pluto snapshot`.\nExit codes: 0 ok, 1 error, 2 usage, 3 partial (snapshot or checkout), 4 repository damaged."
+    after_help = "Start with `pluto init` in the directory to back up, then `pluto snapshot`.\nExit codes: 0 ok, 1 error, 2 usage, 3 partial (snapshot or checkout), 4 repository damaged,\n5 at risk and 6 not protected (status)."
 )]
 pub struct Cli {
     /// The repository (default: .pluto in the current directory or a parent).
@@ -106,7 +111,30 @@ fn error_chain(e: &anyhow::Error) -> String {
     out
 }
 
+/// What is logged without `PLUTO_LOG`: pluto's own warnings (a peer or coordinator message
+/// refused as forged or replayed, a connection refused), other crates' errors.
+const DEFAULT_LOG: &str = "error,pluto=warn,pluto_netsync=warn,pluto_repo=warn";
+
+/// Log to standard error, filtered by `PLUTO_LOG` (`debug`, `pluto_netsync=info`, … — the
+/// `tracing` filter syntax), colours only on a terminal.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("PLUTO_LOG") {
+        Ok(v) if !v.trim().is_empty() => EnvFilter::try_new(&v).unwrap_or_else(|e| {
+            eprintln!("pluto: PLUTO_LOG={v:?}: {e}; logging warnings only");
+            EnvFilter::new(DEFAULT_LOG)
+        }),
+        _ => EnvFilter::new(DEFAULT_LOG),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
 fn main() -> ExitCode {
+    init_logging();
     let cli = Cli::parse();
     let g = Global {
         repo: cli.repo,

@@ -2,6 +2,7 @@
 
 pub mod coord_client;
 pub mod erasure;
+pub mod node;
 pub mod peer;
 pub mod verdict;
 pub mod wire;

@@ -180,6 +180,8 @@ pub fn start_friend_host(name: &str, dir: &Path, owner: &str, quota: &str) -> (D
         &[
             "--push-every",
             "0",
+            "--snapshot-every",
+            "0",
             "--challenge-every",
             "0",
             "--allow",
@@ -227,4 +229,64 @@ pub fn wait_until(
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// `pluto serve --coordinator URL --listen 127.0.0.1:0 --offer 1G EXTRA` in the repository
+/// at `dir`; returns it once it has joined the coordinator.
+pub fn serve(name: &str, dir: &Path, coordinator: &str, extra: &[&str]) -> Daemon {
+    let mut c = Command::new(pluto_bin());
+    c.current_dir(dir).env_remove("PLUTO_REPO").args([
+        "serve",
+        "--coordinator",
+        coordinator,
+        "--listen",
+        "127.0.0.1:0",
+        "--offer",
+        "1G",
+    ]);
+    c.args(extra);
+    let mut d = Daemon::spawn(name, c);
+    d.wait_line("connected to the coordinator", Duration::from_secs(30));
+    d
+}
+
+/// `n` new nodes `host0`… in `base`, each with an empty repository and serving (pushing and
+/// challenging nothing of its own) through the coordinator at `url`.
+pub fn new_hosts(base: &Path, url: &str, n: usize) -> Vec<(PathBuf, Daemon)> {
+    (0..n)
+        .map(|i| {
+            let dir = base.join(format!("host{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            ok(&dir, &["init"]);
+            let d = serve(
+                &format!("host{i}"),
+                &dir,
+                url,
+                &[
+                    "--push-every",
+                    "0",
+                    "--snapshot-every",
+                    "0",
+                    "--challenge-every",
+                    "0",
+                ],
+            );
+            (dir, d)
+        })
+        .collect()
+}
+
+/// Files of `owner` a host keeps on its disk (obfuscated packs, without their outboards).
+pub fn hosted_packs(host_dir: &Path, owner: &str) -> Vec<PathBuf> {
+    let d = host_dir.join(".pluto/hosted").join(owner).join("packs");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(d)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_none())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }

@@ -484,6 +484,8 @@ fn full_disk_during_hosting() {
         &[
             "--push-every",
             "0",
+            "--snapshot-every",
+            "0",
             "--challenge-every",
             "0",
             "--allow",

@@ -244,7 +244,18 @@ fn a_coordinator_that_matches_a_node_with_itself_gets_no_copy_counted() {
     owner_with_snapshot(&a, 2, 1);
     let me = node_of(&a);
     // The node's own peer port: a copy "there" would be a copy on its own disk.
-    let (_own, own_addr) = start_serve("a", &a, &["--push-every", "0", "--challenge-every", "0"]);
+    let (_own, own_addr) = start_serve(
+        "a",
+        &a,
+        &[
+            "--push-every",
+            "0",
+            "--snapshot-every",
+            "0",
+            "--challenge-every",
+            "0",
+        ],
+    );
     let own_url = own_addr.split_once('@').unwrap().1.to_string();
     let rogue = Rogue::start(Box::new(move |out, req| match &req.body {
         NodeMsg::ListRelationships => out.reply(
@@ -551,6 +562,8 @@ fn a_host_granted_more_than_it_offers_and_flooded_with_orders_keeps_serving_with
             "8M",
             "--push-every",
             "0",
+            "--snapshot-every",
+            "0",
             "--challenge-every",
             "0",
         ],
@@ -731,6 +744,8 @@ fn a_coordinator_and_a_host_that_keep_everything_learn_no_content_names_or_keys(
             "--coordinator",
             &rogue.url,
             "--push-every",
+            "0",
+            "--snapshot-every",
             "0",
             "--challenge-every",
             "0",

@@ -7,60 +7,9 @@
 //! Every wait is bounded; every child process is killed when the test ends, pass or fail.
 
 use pluto_e2e::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn serve(name: &str, dir: &Path, coordinator: &str, extra: &[&str]) -> Daemon {
-    let mut c = Command::new(pluto_bin());
-    c.current_dir(dir).env_remove("PLUTO_REPO").args([
-        "serve",
-        "--coordinator",
-        coordinator,
-        "--listen",
-        "127.0.0.1:0",
-        "--offer",
-        "1G",
-    ]);
-    c.args(extra);
-    let mut d = Daemon::spawn(name, c);
-    d.wait_line("connected to the coordinator", Duration::from_secs(30));
-    d
-}
-
-/// `n` new nodes `host0`… in `base`, each with an empty repository and serving (pushing and
-/// challenging nothing of its own) through the coordinator at `url`.
-fn new_hosts(base: &Path, url: &str, n: usize) -> Vec<(PathBuf, Daemon)> {
-    (0..n)
-        .map(|i| {
-            let dir = base.join(format!("host{i}"));
-            std::fs::create_dir_all(&dir).unwrap();
-            ok(&dir, &["init"]);
-            let d = serve(
-                &format!("host{i}"),
-                &dir,
-                url,
-                &["--push-every", "0", "--challenge-every", "0"],
-            );
-            (dir, d)
-        })
-        .collect()
-}
-
-/// Files of `owner` a host keeps on its disk (obfuscated packs, without their outboards).
-fn hosted_packs(host_dir: &Path, owner: &str) -> Vec<PathBuf> {
-    let d = host_dir.join(".pluto/hosted").join(owner).join("packs");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(d)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_none())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
 
 /// The host's audit record at the coordinator: (passed, failed) challenges.
 fn audits(coord_dir: &Path, host: &str) -> (i64, i64) {
@@ -139,7 +88,14 @@ fn push_challenge_corrupt_repair_then_restore_on_a_new_machine_from_the_words() 
             name,
             &dir,
             &url,
-            &["--push-every", "0", "--challenge-every", "0"],
+            &[
+                "--push-every",
+                "0",
+                "--snapshot-every",
+                "0",
+                "--challenge-every",
+                "0",
+            ],
         );
         hosts.push((name, dir.clone(), node_id(&dir), d));
     }
@@ -154,7 +110,14 @@ fn push_challenge_corrupt_repair_then_restore_on_a_new_machine_from_the_words() 
         "a",
         &a,
         &url,
-        &["--push-every", "0", "--challenge-every", "2"],
+        &[
+            "--push-every",
+            "0",
+            "--snapshot-every",
+            "0",
+            "--challenge-every",
+            "2",
+        ],
     );
     // it asks for 8 (4/8 is the default once 8 are there); 3 hosts exist
     a_serve.wait_line("3 host(s) matched", Duration::from_secs(20));
@@ -322,13 +285,27 @@ fn two_nodes_become_friends_by_invite_code() {
         "alice",
         &alice,
         &url,
-        &["--push-every", "0", "--challenge-every", "0"],
+        &[
+            "--push-every",
+            "0",
+            "--snapshot-every",
+            "0",
+            "--challenge-every",
+            "0",
+        ],
     );
     let mut b = serve(
         "bob",
         &bob,
         &url,
-        &["--push-every", "0", "--challenge-every", "0"],
+        &[
+            "--push-every",
+            "0",
+            "--snapshot-every",
+            "0",
+            "--challenge-every",
+            "0",
+        ],
     );
     // The coordinator URL was remembered by the first use.
     let code = ok(&alice, &["friend", "invite"]).trim().to_string();
@@ -372,6 +349,8 @@ fn an_unreachable_coordinator_stops_nothing() {
         "--listen",
         "127.0.0.1:0",
         "--push-every",
+        "0",
+        "--snapshot-every",
         "0",
         "--challenge-every",
         "0",
@@ -445,7 +424,14 @@ fn four_of_eight_shares_restore_after_four_hosts_and_the_owner_die() {
     let base = tmp.path();
     let cdir = base.join("coordinator");
     let (mut coord, url) = start_coordinator(&cdir, &["--relay-listen", "127.0.0.1:0"]);
-    let quiet = ["--push-every", "0", "--challenge-every", "0"];
+    let quiet = [
+        "--push-every",
+        "0",
+        "--snapshot-every",
+        "0",
+        "--challenge-every",
+        "0",
+    ];
     let mut hosts = new_hosts(base, &url, 8);
     let a = base.join("a");
     tricky_tree(&a, 12);
@@ -543,7 +529,14 @@ fn a_lost_share_is_rebuilt_on_a_new_host_without_the_owner() {
     let base = tmp.path();
     let cdir = base.join("coordinator");
     let (mut coord, url) = start_coordinator(&cdir, &["--repair-grace", "1"]);
-    let quiet = ["--push-every", "0", "--challenge-every", "0"];
+    let quiet = [
+        "--push-every",
+        "0",
+        "--snapshot-every",
+        "0",
+        "--challenge-every",
+        "0",
+    ];
     // Eight hosts for the shares, started first so the owner is matched with them.
     let mut hosts = new_hosts(base, &url, 8);
     let a = base.join("a");
@@ -648,7 +641,14 @@ fn a_host_that_leaves_while_its_owner_is_away_is_replaced_at_the_owners_next_pus
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path();
     let (mut coord, url) = start_coordinator(&base.join("coordinator"), &[]);
-    let quiet = ["--push-every", "0", "--challenge-every", "0"];
+    let quiet = [
+        "--push-every",
+        "0",
+        "--snapshot-every",
+        "0",
+        "--challenge-every",
+        "0",
+    ];
     let mut hosts = Vec::new();
     for name in ["b", "c"] {
         let dir = base.join(name);
@@ -666,7 +666,16 @@ fn a_host_that_leaves_while_its_owner_is_away_is_replaced_at_the_owners_next_pus
         "a",
         &a,
         &url,
-        &["--push-every", "0", "--challenge-every", "0", "-k", "1"],
+        &[
+            "--push-every",
+            "0",
+            "--snapshot-every",
+            "0",
+            "--challenge-every",
+            "0",
+            "-k",
+            "1",
+        ],
     );
     a_serve.wait_line("1 host(s) matched", Duration::from_secs(20));
     let out = ok(&a, &["push", "-k", "1"]);

@@ -1,4 +1,4 @@
-use super::push::{owner_hosts, progress_fn, runtime, PeerArgs};
+use super::push::{hosts_for, progress_fn, runtime, PeerArgs};
 use crate::output::bytes;
 use crate::{exit, Global};
 use anyhow::{bail, Context, Result};
@@ -205,7 +205,7 @@ fn fetch_from_peers(g: &Global, a: &Args) -> Result<()> {
         .map(|(p, _)| p)
         .collect();
     let rt = runtime()?;
-    let (hosts, coordinator) = rt.block_on(owner_hosts(&root, &key, &a.peers, "checkout", None))?;
+    let (hosts, coordinator) = rt.block_on(hosts_for(&root, &key, &a.peers, "checkout", None))?;
     if hosts.is_empty() {
         bail!("--from-peers: no hosts: pass --coordinator URL (or --host NODEID@ws://HOST:PORT)");
     }

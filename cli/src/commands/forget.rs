@@ -6,21 +6,10 @@ use pluto_repo::forget::{candidates, plan, Decision, Policy};
 use pluto_repo::repository::LockMode;
 use pluto_repo::snapshot::abbrev_len;
 
-/// Remove snapshots by a retention policy (or by id). The data only they used stays until
-/// `pluto prune`.
-#[derive(clap::Args)]
-#[command(after_help = "Examples:
-  pluto forget --keep-daily 7 --keep-weekly 5 --keep-monthly 12 --dry-run
-  pluto forget --keep-last 10 --keep-tag release
-  pluto forget 1a2b3c4d                  # this snapshot
-  pluto forget --keep-last 3 && pluto prune
-
-Snapshots are judged newest first, per host and path. --keep-daily N keeps the newest
-snapshot of each of the N most recent days that have one (likewise hourly, weekly, monthly,
-yearly, in local time). A policy that would remove every snapshot is refused without --force.")]
-pub struct Args {
-    /// Forget these snapshots (ids, prefixes or `latest`) instead of applying a policy.
-    snapshots: Vec<String>,
+/// The `--keep-…` rules of a retention policy (also `pluto serve`'s, applied after each
+/// scheduled snapshot).
+#[derive(clap::Args, Clone, Default)]
+pub struct KeepArgs {
     /// Keep the N newest snapshots.
     #[arg(long, value_name = "N")]
     keep_last: Option<u32>,
@@ -42,6 +31,39 @@ pub struct Args {
     /// Keep every snapshot with this tag (repeatable).
     #[arg(long = "keep-tag", value_name = "TAG")]
     keep_tags: Vec<String>,
+}
+
+impl KeepArgs {
+    pub fn policy(&self) -> Policy {
+        Policy {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+            tags: self.keep_tags.clone(),
+        }
+    }
+}
+
+/// Remove snapshots by a retention policy (or by id). The data only they used stays until
+/// `pluto prune`.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:
+  pluto forget --keep-daily 7 --keep-weekly 5 --keep-monthly 12 --dry-run
+  pluto forget --keep-last 10 --keep-tag release
+  pluto forget 1a2b3c4d                  # this snapshot
+  pluto forget --keep-last 3 && pluto prune
+
+Snapshots are judged newest first, per host and path. --keep-daily N keeps the newest
+snapshot of each of the N most recent days that have one (likewise hourly, weekly, monthly,
+yearly, in local time). A policy that would remove every snapshot is refused without --force.")]
+pub struct Args {
+    /// Forget these snapshots (ids, prefixes or `latest`) instead of applying a policy.
+    snapshots: Vec<String>,
+    #[command(flatten)]
+    keep: KeepArgs,
     /// Show what would go and why; remove nothing.
     #[arg(long, short = 'n')]
     dry_run: bool,
@@ -54,15 +76,7 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<u8> {
-    let policy = Policy {
-        last: a.keep_last,
-        hourly: a.keep_hourly,
-        daily: a.keep_daily,
-        weekly: a.keep_weekly,
-        monthly: a.keep_monthly,
-        yearly: a.keep_yearly,
-        tags: a.keep_tags,
-    };
+    let policy = a.keep.policy();
     // Deleting takes the repository to itself (the format's rule I4): no snapshot may be
     // choosing its parent, and no reader listing snapshots, while files disappear.
     let repo = super::open_repo(g, LockMode::Exclusive)?;

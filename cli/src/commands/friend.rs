@@ -1,10 +1,11 @@
 //! `pluto friend invite | add CODE`: pair with someone you know, through the coordinator.
 //! Friends are matched before strangers (and only friends with `--mode friends-only`).
 
-use super::push::{connect_coordinator, coordinator_url, runtime};
+use super::push::runtime;
 use crate::{exit, Global};
 use anyhow::{bail, Context, Result};
 use pluto_netsync::coord_client::ClientError;
+use pluto_netsync::node::hosts::{connect_coordinator, coordinator_url};
 use pluto_netsync::wire::RefusalCode;
 use pluto_repo::repository::LockMode;
 

@@ -2,9 +2,10 @@
 //! the owners it hosted for to move their copies, and has its shares rebuilt elsewhere at
 //! once — rather than after the grace period that plain absence gets.
 
-use super::push::{connect_coordinator, coordinator_url, runtime};
+use super::push::runtime;
 use crate::{exit, Global};
 use anyhow::{bail, Context, Result};
+use pluto_netsync::node::hosts::{connect_coordinator, coordinator_url};
 use pluto_repo::repository::LockMode;
 
 #[derive(clap::Args)]

@@ -83,70 +83,9 @@ pub fn print_warnings(repo: &Repository) {
     }
 }
 
-/// The directory a snapshot records: the one given, else the one recorded at init, else
-/// the directory holding `.pluto`, else the current one.
-///
-/// A `.pluto` folder that was moved or copied with its folder still names the old place:
-/// that is refused with what to do (`pluto retrack`), rather than failing on a path that is
-/// gone, or quietly backing up the original from inside the copy.
+/// The directory a snapshot records (see [`pluto_netsync::node::ops::tracked_dir`]).
 pub fn tracked_dir(repo: &Repository, given: Option<PathBuf>) -> Result<PathBuf> {
-    if let Some(d) = given {
-        return Ok(d);
-    }
-    let holder = repo
-        .root()
-        .file_name()
-        .is_some_and(|n| n == pluto_repo::repository::REPO_DIR)
-        .then(|| repo.root().parent().map(Path::to_path_buf))
-        .flatten();
-    if let Some(w) = repo.worktree() {
-        if let Some(h) = &holder {
-            check_not_moved(repo, &w, h)?;
-        }
-        return Ok(w);
-    }
-    if let Some(p) = holder {
-        return Ok(p);
-    }
-    Ok(std::env::current_dir()?)
-}
-
-/// `w` is the recorded tracked folder, `holder` the folder `.pluto` is in now.
-fn check_not_moved(repo: &Repository, w: &Path, holder: &Path) -> Result<()> {
-    let here = std::fs::canonicalize(holder).unwrap_or_else(|_| holder.to_path_buf());
-    match std::fs::canonicalize(w) {
-        Err(_) => bail!(
-            "this repository tracks {}, which no longer exists; its .pluto is now in {}. \
-             If the folder was moved or renamed, run `pluto retrack` to track {} (snapshots of \
-             the old path stay readable by id); or pass the directory: `pluto snapshot DIR`",
-            w.display(),
-            here.display(),
-            here.display()
-        ),
-        Ok(cw) if cw != here => {
-            // The original folder still has its own .pluto with the same config: this one
-            // is a copy. (A repository kept elsewhere on purpose, with `init --repo`, is not
-            // named .pluto inside another folder, or has no twin.)
-            let twin = cw.join(pluto_repo::repository::REPO_DIR).join("config");
-            let ours = repo.root().join("config");
-            if let (Ok(a), Ok(b)) = (std::fs::read(&twin), std::fs::read(&ours)) {
-                if a == b {
-                    bail!(
-                        "this .pluto (in {}) is a copy of the repository of {}, which it still \
-                         tracks: a snapshot here would back up {}. Run `pluto retrack` to track \
-                         {} with this copy instead, or work in {}",
-                        here.display(),
-                        cw.display(),
-                        cw.display(),
-                        here.display(),
-                        cw.display()
-                    );
-                }
-            }
-            Ok(())
-        }
-        Ok(_) => Ok(()),
-    }
+    Ok(pluto_netsync::node::ops::tracked_dir(repo, given)?)
 }
 
 /// The folder `latest` is taken of: `--path` when given, else the tracked folder when one

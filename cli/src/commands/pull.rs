@@ -1,6 +1,6 @@
 //! `pluto pull`: fetch config, index files and snapshots back from the hosts, then packs.
 
-use super::push::{owner_hosts, progress_fn, runtime, PeerArgs};
+use super::push::{hosts_for, progress_fn, runtime, PeerArgs};
 use crate::{exit, Global};
 use anyhow::{bail, Result};
 use pluto_netsync::peer::shares;
@@ -30,7 +30,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let root = repo.root().to_path_buf();
     let key = repo.keys().node.clone();
     let rt = runtime()?;
-    let (hosts, coordinator) = rt.block_on(owner_hosts(&root, &key, &a.peers, "pull", None))?;
+    let (hosts, coordinator) = rt.block_on(hosts_for(&root, &key, &a.peers, "pull", None))?;
     if hosts.is_empty() {
         bail!("no hosts: pass --coordinator URL (or --host NODEID@ws://HOST:PORT)");
     }

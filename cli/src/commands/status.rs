@@ -30,7 +30,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     let state = store.read()?;
     let items = sync::local_items(&root)?;
     let placement = store.read_placement()?;
-    let protection = judge(&repo, &state, &placement, &items)?;
+    let protection = pluto_netsync::node::ops::protection(&root)?;
     let code = match protection.level {
         Level::Protected => exit::OK,
         Level::AtRisk => exit::AT_RISK,
@@ -169,50 +169,3 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     Ok(code)
 }
 
-/// Hosts that must have passed a challenge this recently for "all verified" (seconds).
-const VERIFIED_WITHIN: u64 = 24 * 3600;
-
-/// The verdict on the newest snapshot: its snapshot file, the index files, the config and
-/// every pack must come back from the hosts that count.
-fn judge(
-    repo: &pluto_repo::Repository,
-    state: &pluto_netsync::peer::sync::PeerState,
-    placement: &pluto_netsync::peer::shares::Placement,
-    items: &[sync::Item],
-) -> Result<verdict::Protection> {
-    let latest = repo.snapshots()?.into_iter().last().and_then(|s| {
-        let mut id = [0u8; 32];
-        hex::decode_to_slice(&s.id, &mut id).ok()?;
-        Some(SnapshotRef {
-            id,
-            time_unix: u64::try_from(s.snapshot.time_ns / 1_000_000_000).unwrap_or(0),
-        })
-    });
-    let files: Vec<ItemKey> = items
-        .iter()
-        .filter(|i| i.kind != Kind::Snapshot || latest.is_some_and(|l| l.id == i.name))
-        .map(|i| i.key())
-        .collect();
-    // Whole files should be on as many hosts as the placement survives losses of:
-    // n − k + 1 with shares, k with copies (2 until a scheme is chosen).
-    let whole_copies_wanted = match super::push::scheme_of(repo.root(), None)? {
-        Some(s) => match s.params() {
-            Some(p) => usize::from(p.n() - p.k()) + 1,
-            None => usize::from(s.n()),
-        },
-        None => placement
-            .packs
-            .values()
-            .next()
-            .map_or(2, |p| usize::from(p.n - p.k) + 1),
-    };
-    Ok(verdict::verdict(&verdict::Inputs {
-        state,
-        placement,
-        latest,
-        files: &files,
-        whole_copies_wanted,
-        verified_within: VERIFIED_WITHIN,
-        now: sync::now_unix(),
-    }))
-}

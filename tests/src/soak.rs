@@ -406,6 +406,9 @@ impl Soak {
             v.extend([
                 "--want".into(),
                 "64M".into(),
+                // the soak takes the owners' snapshots itself, and checks each
+                "--snapshot-every".into(),
+                "0".into(),
                 // serve's defaults are an hour and ten minutes: as short as serve allows
                 // (1 s), a few compressed hours
                 "--push-every".into(),
@@ -416,6 +419,8 @@ impl Soak {
         } else {
             v.extend([
                 "--push-every".into(),
+                "0".into(),
+                "--snapshot-every".into(),
                 "0".into(),
                 "--challenge-every".into(),
                 "0".into(),

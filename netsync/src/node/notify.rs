@@ -137,10 +137,13 @@ pub fn spawn(
     })))
 }
 
+/// Per kind: when its last alert went, and the one waiting (with how many it folds in).
+type Slot = (Option<Instant>, Option<(Event, u32)>);
+
 /// One alert per kind per interval; the rest folded into the next.
 struct Limiter {
     min: Duration,
-    slots: HashMap<&'static str, (Option<Instant>, Option<(Event, u32)>)>,
+    slots: HashMap<&'static str, Slot>,
 }
 
 impl Limiter {

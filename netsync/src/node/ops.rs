@@ -228,6 +228,7 @@ fn holders(root: &Path) -> Result<std::collections::HashSet<NodeId>> {
 /// already holding copies first, and when some host does not answer, the next idle one in
 /// its place. Hosts this node stopped counting are passed over. Holds the push lock and
 /// the repository (shared) while it runs.
+#[allow(clippy::too_many_arguments)]
 pub async fn push_own(
     key: &SigningKey,
     root: &Path,

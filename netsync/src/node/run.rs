@@ -281,12 +281,10 @@ fn start(s: &Shared, snap_in: Option<Duration>) {
     }
 }
 
-fn sleep_opt(at: Option<tokio::time::Instant>) -> impl std::future::Future<Output = ()> {
-    async move {
-        match at {
-            Some(t) => tokio::time::sleep_until(t).await,
-            None => std::future::pending().await,
-        }
+async fn sleep_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -430,7 +430,8 @@ impl Soak {
     }
 
     fn bring_up(&mut self, i: usize) {
-        if self.nodes[i].proc.is_some() || self.nodes[i].gone {
+        // (a node being rebuilt on a new machine has no directory to serve from yet)
+        if self.nodes[i].proc.is_some() || self.nodes[i].gone || self.nodes[i].recovering {
             return;
         }
         let args = self.serve_args(self.nodes[i].owner.is_some());
@@ -1076,6 +1077,12 @@ impl Soak {
         let t = Instant::now();
         while self.nodes.iter().any(|n| n.busy) && t.elapsed() < Duration::from_secs(600) {
             self.collect_done(true);
+        }
+        for n in self.nodes.iter().filter(|n| n.recovering) {
+            self.problems.push(format!(
+                "the recovery of {} did not end within 10 minutes of the end of the chaos",
+                n.name
+            ));
         }
         if self.coordinator.is_none() {
             self.coordinator_down_until = None;

@@ -9,6 +9,13 @@
 //! so its peak memory (VmHWM) is measured alone. Reports connections held, matches per second,
 //! reply latency percentiles, and the descriptors the coordinator holds.
 //!
+//! With `--broker mqtt://HOST:PORT` (a Mosquitto set up as the book says, admin password in
+//! `PLUTO_BROKER_PASSWORD`) and `--database postgres://…`, it starts `--instances N`
+//! coordinators sharing that database and broker (one key file), spreads the nodes' requests
+//! over them (shared subscription), and reports each instance's CPU seconds per thousand
+//! matches, and PostgreSQL's (the `postgres` processes on this machine). `benches/coordinator-scale.sh`
+//! starts a PostgreSQL and a Mosquitto of its own and runs the comparison.
+//!
 //! Both processes need a descriptor per node: this one raises its own soft open-files limit to
 //! the hard one. `--coordinator-soft-nofile 1024` starts the coordinator with that soft limit
 //! (systemd's default), to show what it serves when started as its unit starts it.
@@ -44,6 +51,44 @@ fn vm(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+fn str_arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // fields after the command name (which may contain spaces) in parentheses
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks)
+        })
+        .unwrap_or(0.0)
+}
+
+/// CPU seconds of every `postgres` process on this machine (the database's share).
+fn postgres_cpu_secs() -> f64 {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|c| c.trim() == "postgres")
+                .unwrap_or(false)
+        })
+        .map(cpu_secs)
+        .sum()
+}
+
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -56,6 +101,7 @@ coordinator-load: load benchmark of the coordinator (starts pluto-coordinator ne
 
 USAGE:
     coordinator-load [--nodes N] [--concurrency C] [--coordinator-soft-nofile L]
+                     [--broker mqtt://HOST:PORT [--database postgres://... [--instances N]]]
 
 OPTIONS:
     --nodes N          simulated nodes to connect, announce and match (default 1000)
@@ -63,6 +109,10 @@ OPTIONS:
     --coordinator-soft-nofile L
                        start the coordinator with a soft open-files limit of L (hard limit
                        unchanged), as a service manager does (systemd: 1024)
+    --broker URL       an external broker (Mosquitto with dynamic security; admin password
+                       in PLUTO_BROKER_PASSWORD) instead of each coordinator's embedded one
+    --database URL     keep the state in this PostgreSQL (postgres://...) instead of SQLite
+    --instances N      coordinators to start on that database and broker (default 1)
     -h, --help         print this help and exit
 ";
 
@@ -82,67 +132,90 @@ async fn main() -> anyhow::Result<()> {
     let (_, hard) = pluto_coordinator::fdlimit::open_files_limit()?;
     println!("open files limit of this process: soft {soft_before} -> {soft}, hard {hard}");
     let dir = tempfile::tempdir()?;
+    let broker = str_arg("--broker");
+    let database = str_arg("--database");
+    let instances = arg("--instances", 1).max(1) as usize;
+    if instances > 1 && (broker.is_none() || database.is_none()) {
+        anyhow::bail!("--instances needs --broker and --database (instances share both)");
+    }
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
     let exe = std::env::current_exe()?.with_file_name("pluto-coordinator");
-    let mut cmd = Command::new(&exe);
-    if coordinator_soft > 0 {
-        use std::os::unix::process::CommandExt;
-        let hard = hard as libc::rlim_t;
-        let soft = coordinator_soft as libc::rlim_t;
-        // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let lim = libc::rlimit {
-                    rlim_cur: soft,
-                    rlim_max: hard,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+    let key = SigningKey::generate(&mut OsRng);
+    let key_file = dir.path().join("coordinator.key");
+    std::fs::write(&key_file, hex::encode(key.to_bytes()))?;
+    let mut children = Vec::new();
+    for inst in 0..instances {
+        let mut cmd = Command::new(&exe);
+        if coordinator_soft > 0 {
+            use std::os::unix::process::CommandExt;
+            let hard = hard as libc::rlim_t;
+            let soft = coordinator_soft as libc::rlim_t;
+            // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: soft,
+                        rlim_max: hard,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            println!(
+                "coordinator started with soft open files limit {coordinator_soft}, hard {hard}"
+            );
         }
-        println!("coordinator started with soft open files limit {coordinator_soft}, hard {hard}");
+        let data = dir.path().join(format!("i{inst}"));
+        cmd.args(["--data", data.to_str().unwrap_or(".")])
+            .args(["--key-file", key_file.to_str().unwrap_or(".")]);
+        match &broker {
+            Some(b) => cmd.args(["--broker", b]),
+            None => cmd.args(["--listen", &format!("127.0.0.1:{port}")]),
+        };
+        if let Some(db) = &database {
+            cmd.args(["--database", db, "--instance", &format!("load{inst}")]);
+        }
+        let mut child = cmd
+            .args(["--ping-interval", "3600", "--challenge-interval", "86400"])
+            .env("PLUTO_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot start {}: {e} (build it: cargo build --release -p pluto-coordinator)",
+                    exe.display()
+                )
+            })?;
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        for l in lines.by_ref() {
+            if l?.starts_with("mqtt ") {
+                break;
+            }
+        }
+        children.push(child);
     }
-    let mut child = cmd
-        .args([
-            "--data",
-            dir.path().to_str().unwrap_or("."),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(["--ping-interval", "3600", "--challenge-interval", "86400"])
-        .env("PLUTO_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot start {}: {e} (build it: cargo build --release -p pluto-coordinator)",
-                exe.display()
-            )
-        })?;
-    let pid = child.id();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut ck = String::new();
-    for l in lines.by_ref() {
-        let l = l?;
-        if let Some(k) = l.strip_prefix("coordinator key ") {
-            ck = k.to_string();
-        }
-        if l.starts_with("mqtt ") {
-            break;
-        }
-    }
-    let ckey = ed25519_dalek::VerifyingKey::from_bytes(
-        &hex::decode(&ck)?
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("key"))?,
-    )?;
-    let url = format!("mqtt://127.0.0.1:{port}");
-    println!("coordinator pid {pid}, {n} nodes, concurrency {conc}");
+    let ckey = key.verifying_key();
+    let pid = children[0].id();
+    let url = broker
+        .clone()
+        .unwrap_or_else(|| format!("mqtt://127.0.0.1:{port}"));
+    let enrolled = broker.is_some();
+    println!(
+        "{} coordinator(s) (pids {:?}) on {}, broker {}, {n} nodes, concurrency {conc}",
+        children.len(),
+        children.iter().map(|c| c.id()).collect::<Vec<_>>(),
+        if database.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
+        if enrolled { "external" } else { "embedded" }
+    );
 
     let sem = Arc::new(Semaphore::new(conc));
     let t0 = Instant::now();
@@ -156,6 +229,9 @@ async fn main() -> anyhow::Result<()> {
             cfg.request_timeout = Duration::from_secs(60);
             cfg.connect_timeout = Duration::from_secs(60);
             cfg.keepalive = Duration::from_secs(120);
+            if enrolled {
+                cfg.auth = pluto_netsync::coord_client::BrokerAuth::Enrolled;
+            }
             let (c, rx) = CoordClient::connect(cfg)
                 .await
                 .map_err(|e| eprintln!("connect {i}: {e}"))
@@ -234,10 +310,33 @@ async fn main() -> anyhow::Result<()> {
                 pct(&lat, 1.0),
                 if matches { format!("; {made} host assignments, {:.0} matches/s", lat.len() as f64 / secs) } else { String::new() }
             );
+            lat.len()
         }
     };
     run("announce", false).await;
-    run("request_matches", true).await;
+    let pids: Vec<u32> = children.iter().map(|c| c.id()).collect();
+    let cpu0: Vec<f64> = pids.iter().map(|p| cpu_secs(*p)).collect();
+    let pg0 = postgres_cpu_secs();
+    let matched = run("request_matches", true).await;
+    let cpu: Vec<f64> = pids
+        .iter()
+        .zip(&cpu0)
+        .map(|(p, c0)| cpu_secs(*p) - c0)
+        .collect();
+    let k = matched.max(1) as f64 / 1000.0;
+    println!(
+        "CPU seconds per 1,000 matches: per instance {}; all instances {:.2}{}",
+        cpu.iter()
+            .map(|c| format!("{:.2}", c / k))
+            .collect::<Vec<_>>()
+            .join(", "),
+        cpu.iter().sum::<f64>() / k,
+        if database.is_some() {
+            format!("; PostgreSQL {:.2}", (postgres_cpu_secs() - pg0) / k)
+        } else {
+            String::new()
+        }
+    );
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0);
@@ -249,7 +348,9 @@ async fn main() -> anyhow::Result<()> {
         vm(pid, "VmRSS:") / 1024,
         fds as f64 / clients.len().max(1) as f64
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
     Ok(())
 }

@@ -15,7 +15,7 @@ use rand::Rng;
 
 use crate::relay::RelayTable;
 use crate::reputation::{self, ReputationParams};
-use crate::store::{ChallengeState, NodeRow, Store};
+use crate::store::{ChallengeState, Grant, NodeRow, Store};
 use crate::Error;
 
 /// Tunables of the coordinator.
@@ -102,13 +102,12 @@ pub struct Stats {
 }
 
 pub struct Core {
-    store: Store,
+    store: Box<dyn Store>,
     params: Params,
     guard: ReplayGuard,
     /// Enrollments come from keys made up on the spot: their own cache, bounded in all.
     enroll_guard: ReplayGuard,
     buckets: HashMap<NodeId, Bucket>,
-    pings: HashMap<NodeId, u64>,
     last_ping_round_ms: u64,
     last_challenge_round_ms: u64,
     relay: Option<(String, Arc<Mutex<RelayTable>>)>,
@@ -117,8 +116,11 @@ pub struct Core {
     /// Signs repair tickets (the coordinator's own key).
     ticket_key: Option<ed25519_dalek::SigningKey>,
     last_repair_scan_ms: u64,
-    /// Open relayed proof challenges the coordinator can check itself: (pack, ranges).
-    checks: HashMap<u64, ([u8; 32], Vec<Range>)>,
+    /// This instance's name among those sharing one database (leases on periodic work).
+    instance: String,
+    lease_ttl: Duration,
+    /// Shards of periodic work this instance holds (`None`: all, one writer).
+    shards: Option<Vec<u8>>,
 }
 
 /// A relayed challenge the coordinator can check itself: a `Prove` request (peer protocol)
@@ -219,19 +221,20 @@ fn normalize_code(code: &str) -> String {
 }
 
 impl Core {
-    pub fn new(store: Store, params: Params, start_ms: u64, external: bool) -> Core {
+    pub fn new(store: Box<dyn Store>, params: Params, start_ms: u64, external: bool) -> Core {
         Core {
             store,
             guard: ReplayGuard::new(start_ms, params.replay_per_node),
             enroll_guard: ReplayGuard::new(start_ms, 4).with_max_total(100_000),
             params,
             buckets: HashMap::new(),
-            pings: HashMap::new(),
             last_ping_round_ms: start_ms,
             last_challenge_round_ms: start_ms,
             ticket_key: None,
             last_repair_scan_ms: start_ms,
-            checks: HashMap::new(),
+            instance: "main".into(),
+            lease_ttl: Duration::from_secs(10),
+            shards: None,
             relay: None,
             stats: Stats::default(),
             external,
@@ -242,8 +245,28 @@ impl Core {
         self.relay = Some((url, table));
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+
+    /// Share the database with other instances: this one is `instance`, and holds leases on
+    /// periodic work for `lease_ttl` (an instance that stops renewing loses its shards to
+    /// the others within that time).
+    pub fn set_instance(&mut self, instance: String, lease_ttl: Duration) {
+        self.instance = instance;
+        self.lease_ttl = lease_ttl;
+    }
+
+    /// The shards of periodic work this instance held at its last tick (`None`: all).
+    pub fn shards(&self) -> Option<&[u8]> {
+        self.shards.as_deref()
+    }
+
+    /// Give up this instance's leases (a clean stop).
+    pub fn release_leases(&self) {
+        if let Err(e) = self.store.release_leases(&self.instance) {
+            tracing::warn!(error = %e, "cannot release the leases on periodic work");
+        }
     }
 
     fn allow_rate(&mut self, node: NodeId, now_ms: u64) -> Result<(), bool> {
@@ -354,7 +377,7 @@ impl Core {
         if kind == CoordTopic::Will {
             if env.body == NodeMsg::Will {
                 let _ = self.store.set_online(&node, false, secs(now_ms));
-                self.pings.remove(&node);
+                let _ = self.store.clear_ping(&node);
             }
             return out;
         }
@@ -374,8 +397,7 @@ impl Core {
             return out;
         }
         if let NodeMsg::Pong { nonce } = env.body {
-            if self.pings.get(&node) == Some(&nonce) {
-                self.pings.remove(&node);
+            if self.store.pong(&node, nonce).unwrap_or(false) {
                 let _ = self.store.record_probe(&node, secs(now_ms), true);
             }
             let _ = self.store.set_online(&node, true, secs(now_ms));
@@ -510,14 +532,10 @@ impl Core {
                         RefusalCode::NotMatched,
                         "speed reports only for matched peers, with millis > 0",
                     ))
-                } else if let Some(h) = self.store.node(&host)? {
-                    let bps = bytes as f64 * 1000.0 / millis as f64;
-                    let new = if h.speed_bps > 0.0 {
-                        0.8 * h.speed_bps + 0.2 * bps
-                    } else {
-                        bps
-                    };
-                    self.store.set_speed(&host, new)?;
+                } else if self
+                    .store
+                    .update_speed(&host, bytes as f64 * 1000.0 / millis as f64)?
+                {
                     Ok(Reply::Ok)
                 } else {
                     Err(refusal(RefusalCode::UnknownNode, "unknown host"))
@@ -545,9 +563,28 @@ impl Core {
                         // Check the proof ourselves when we can: that verdict, not the
                         // owner's, is what the host's score hears.
                         let verdict = self
-                            .checks
-                            .remove(&challenge_id)
+                            .store
+                            .take_challenge_check(challenge_id)?
+                            .and_then(|c| checkable(&c))
                             .and_then(|(pack, ranges)| check_proof(&pack, &ranges, &payload));
+                        // Only one answer moves the challenge on (another instance may be
+                        // expiring it right now).
+                        let (to, passed) = match verdict {
+                            Some(passed) => (ChallengeState::Checked, Some(passed)),
+                            None => (ChallengeState::Answered, None),
+                        };
+                        if !self.store.transition_challenge(
+                            challenge_id,
+                            ChallengeState::Sent,
+                            to,
+                            passed,
+                            now,
+                        )? {
+                            return Ok(Err(refusal(
+                                RefusalCode::BadRequest,
+                                "no open challenge with this id for this node",
+                            )));
+                        }
                         // the owner hears the answer before any exclusion it causes
                         out.push(Out::Send(
                             c.owner,
@@ -557,22 +594,8 @@ impl Core {
                                 payload,
                             },
                         ));
-                        match verdict {
-                            Some(passed) => {
-                                self.store.set_challenge_state(
-                                    challenge_id,
-                                    ChallengeState::Checked,
-                                    Some(passed),
-                                    now,
-                                )?;
-                                self.audit(node, passed, now, out)?;
-                            }
-                            None => self.store.set_challenge_state(
-                                challenge_id,
-                                ChallengeState::Answered,
-                                None,
-                                now,
-                            )?,
+                        if let Some(passed) = verdict {
+                            self.audit(node, passed, now, out)?;
                         }
                         Ok(Reply::Ok)
                     }
@@ -593,12 +616,18 @@ impl Core {
                     // The coordinator checked this proof itself: the owner's verdict is
                     // weighed against it, and only its own counted.
                     let mine = self.store.challenge_verdict(challenge_id)?.unwrap_or(false);
-                    self.store.set_challenge_state(
+                    if !self.store.transition_challenge(
                         challenge_id,
+                        ChallengeState::Checked,
                         ChallengeState::Judged,
                         None,
                         now,
-                    )?;
+                    )? {
+                        return Ok(Err(refusal(
+                            RefusalCode::BadRequest,
+                            "no answered challenge with this id from this owner",
+                        )));
+                    }
                     self.store.judged(&node, passed == mine)?;
                     if passed == mine {
                         Ok(Reply::Ok)
@@ -614,12 +643,18 @@ impl Core {
                     }
                 }
                 Some(c) if c.owner == node && c.state == ChallengeState::Answered => {
-                    self.store.set_challenge_state(
+                    if !self.store.transition_challenge(
                         challenge_id,
+                        ChallengeState::Answered,
                         ChallengeState::Judged,
                         Some(passed),
                         now,
-                    )?;
+                    )? {
+                        return Ok(Err(refusal(
+                            RefusalCode::BadRequest,
+                            "no answered challenge with this id from this owner",
+                        )));
+                    }
                     if passed {
                         // unchecked passes do not raise a score either: an owner colluding
                         // with a host could vet it
@@ -636,7 +671,7 @@ impl Core {
             NodeMsg::RelayRequest { peer } => self.relay_request(node, peer, now, out)?,
             NodeMsg::Goodbye => {
                 self.store.set_online(&node, false, now)?;
-                self.pings.remove(&node);
+                self.store.clear_ping(&node)?;
                 Ok(Reply::Ok)
             }
             NodeMsg::ReleaseHost { host, reason } => {
@@ -833,6 +868,15 @@ impl Core {
         Ok(Some((vetted, score)))
     }
 
+    /// What a host may hold in all: its offer, and the cap on unvetted hosts for strangers.
+    fn host_limit(&self, h: &NodeRow, friend: bool, vetted: bool) -> u64 {
+        if !vetted && !friend {
+            h.offer_bytes.min(self.params.reputation.vetting_cap_bytes)
+        } else {
+            h.offer_bytes
+        }
+    }
+
     fn request_matches(
         &mut self,
         owner: NodeId,
@@ -890,9 +934,21 @@ impl Core {
                         *friend || networks(&h.addrs).iter().all(|n| !used_nets.contains(n))
                     })
                     .unwrap_or(0);
-                let (h, friend, _, _) = cands.remove(pick);
-                self.store
-                    .insert_relationship(&owner, &h.id, o.want_bytes, friend, now)?;
+                let (h, friend, vetted, _) = cands.remove(pick);
+                // Written only if the owner's copies and the host's room still allow it when
+                // written: another instance may be matching the same owner or host now.
+                let grant = Grant {
+                    owner,
+                    host: h.id,
+                    quota: o.want_bytes,
+                    friend,
+                    now,
+                    max_active: Some(o.copies),
+                    host_limit: self.host_limit(&h, friend, vetted),
+                };
+                if !self.store.try_grant(&grant)? {
+                    continue;
+                }
                 used_nets.extend(networks(&h.addrs));
                 out.push(Out::Send(
                     h.id,
@@ -911,8 +967,11 @@ impl Core {
             .into_iter()
             .filter(|r| r.state == RelationState::Active)
             .collect();
+        // Counted from what is written (another instance may have matched this owner too);
+        // with one writer it is `need`.
+        let missing = (o.copies as usize).saturating_sub(hosts.len());
         Ok(Ok(Reply::Matches {
-            missing: need.min(255) as u8,
+            missing: missing.min(255) as u8,
             hosts,
         }))
     }
@@ -960,10 +1019,16 @@ impl Core {
             )));
         }
         let deadline = now + self.params.challenge_deadline.as_secs();
-        let id = self.store.insert_challenge(&owner, &host, now, deadline)?;
-        if let Some(check) = checkable(&payload) {
-            self.checks.insert(id, check);
-        }
+        let check = checkable(&payload).map(|_| payload.as_slice());
+        let Some(id) = self
+            .store
+            .insert_challenge(&owner, &host, now, deadline, check)?
+        else {
+            return Ok(Err(refusal(
+                RefusalCode::BadRequest,
+                "a challenge to this host is still open",
+            )));
+        };
         out.push(Out::Send(
             host,
             CoordMsg::Challenge {
@@ -1064,15 +1129,14 @@ impl Core {
         now: u64,
         out: &mut Vec<Out>,
     ) -> Result<(), Error> {
-        let Some(h) = self.store.node(&host)? else {
+        let rp = self.params.reputation.clone();
+        let Some(h) = self
+            .store
+            .update_audit(&host, passed, &|a, b| rp.update(a, b, passed))?
+        else {
             return Ok(());
         };
-        let (a, b) = self
-            .params
-            .reputation
-            .update(h.audit_alpha, h.audit_beta, passed);
-        self.store.set_audit(&host, a, b, passed)?;
-        let score = reputation::audit_score(a, b);
+        let score = reputation::audit_score(h.alpha, h.beta);
         tracing::info!(%host, passed, score, "audit recorded");
         if h.excluded.is_none() && score < self.params.reputation.audit_threshold {
             self.exclude(
@@ -1126,10 +1190,12 @@ impl Core {
             return Ok(());
         };
         let now = secs(now_ms);
+        let stale_before = now.saturating_sub(self.params.repair_timeout.as_secs());
         let lost = self.store.lost_slots(
             now.saturating_sub(self.params.repair_grace.as_secs()),
-            now.saturating_sub(self.params.repair_timeout.as_secs()),
+            stale_before,
             16,
+            self.shards.as_deref(),
         )?;
         for slot in lost {
             let group = self.store.group_slots(&slot.owner, &slot.grp)?;
@@ -1206,11 +1272,27 @@ impl Core {
                 tracing::warn!(owner = %slot.owner, "cannot repair: no node can take the share within the owner's grants");
                 continue;
             };
+            // The share is this repairer's to rebuild only if no one else took it meanwhile.
+            if !self.store.claim_repair(&slot, &r.id, now, stale_before)? {
+                continue;
+            }
             if !as_owner.iter().any(|rel| rel.host == r.id) {
                 let quota = o.want_bytes;
                 let friend = friends.contains(&r.id);
-                self.store
-                    .insert_relationship(&slot.owner, &r.id, quota, friend, now)?;
+                let vetted = r.audits_passed >= self.params.reputation.vetting_audits;
+                let grant = Grant {
+                    owner: slot.owner,
+                    host: r.id,
+                    quota,
+                    friend,
+                    now,
+                    max_active: None,
+                    host_limit: self.host_limit(&r, friend, vetted),
+                };
+                if !self.store.try_grant(&grant)? {
+                    self.store.drop_repair(&slot, &r.id)?;
+                    continue;
+                }
                 out.push(Out::Send(
                     r.id,
                     CoordMsg::NewOwner {
@@ -1228,7 +1310,6 @@ impl Core {
                 now + self.params.repair_timeout.as_secs(),
                 names,
             );
-            self.store.set_repairer(&slot, &r.id, now)?;
             tracing::info!(owner = %slot.owner, lost_holder = %slot.host, repairer = %r.id, index = slot.idx, "ordering a share repair");
             self.stats.repairs_ordered += 1;
             out.push(Out::Send(
@@ -1276,10 +1357,24 @@ impl Core {
 
     fn tick_inner(&mut self, now_ms: u64, out: &mut Vec<Out>) -> Result<(), Error> {
         let now = secs(now_ms);
-        for c in self.store.overdue_challenges(now)? {
-            self.checks.remove(&c.id);
-            self.store
-                .set_challenge_state(c.id, ChallengeState::Expired, Some(false), now)?;
+        match self
+            .store
+            .lease_shards(&self.instance, now_ms, self.lease_ttl.as_millis() as u64)
+        {
+            Ok(shards) => {
+                if shards != self.shards {
+                    tracing::info!(instance = %self.instance, ?shards, "shards of periodic work held");
+                }
+                self.shards = shards;
+            }
+            Err(e) => {
+                // Without the database no lease is renewed: hold none, the others take over.
+                tracing::warn!(error = %e, "cannot renew the leases on periodic work");
+                self.shards = Some(Vec::new());
+            }
+        }
+        // Each overdue challenge is handed to exactly one instance.
+        for c in self.store.expire_overdue(now, 1000)? {
             if c.state == ChallengeState::Sent {
                 // The host did not answer in time: a failed audit.
                 self.audit(c.host, false, now, out)?;
@@ -1290,9 +1385,9 @@ impl Core {
         {
             self.last_ping_round_ms = now_ms;
             let mut rng = rand::thread_rng();
-            let nodes = self.store.all_nodes()?;
+            let nodes = self.store.nodes_in(self.shards.as_deref())?;
             for n in nodes.iter().filter(|n| n.excluded.is_none()) {
-                if self.pings.remove(&n.id).is_some() {
+                if self.store.clear_ping(&n.id)? {
                     // Previous ping unanswered.
                     self.store.record_probe(&n.id, now, false)?;
                     self.store.set_online(&n.id, false, now)?;
@@ -1300,7 +1395,7 @@ impl Core {
                 }
                 if n.online {
                     let nonce: u64 = rng.gen();
-                    self.pings.insert(n.id, nonce);
+                    self.store.set_ping(&n.id, nonce)?;
                     out.push(Out::Send(n.id, CoordMsg::Ping { nonce }));
                 } else if now.saturating_sub(n.last_seen) < 30 * 86_400 {
                     self.store.record_probe(&n.id, now, false)?;
@@ -1335,7 +1430,7 @@ impl Core {
             >= self.params.challenge_interval.as_millis() as u64
         {
             self.last_challenge_round_ms = now_ms;
-            for (owner, host) in self.store.active_relationships()? {
+            for (owner, host) in self.store.active_relationships(self.shards.as_deref())? {
                 let online = self.store.node(&owner)?.map(|n| n.online).unwrap_or(false);
                 if online && !self.store.open_challenge(&owner, &host)? {
                     out.push(Out::Send(owner, CoordMsg::ChallengeDue { host }));
@@ -1419,9 +1514,9 @@ mod per_node_memory_tests {
     #[test]
     fn rate_buckets_of_nodes_that_left_are_freed() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("c.sqlite"), 1.0).unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("c.sqlite"), 1.0).unwrap();
         let t0 = 1_800_000_000_000;
-        let mut core = Core::new(store, Params::default(), t0, false);
+        let mut core = Core::new(Box::new(store), Params::default(), t0, false);
         let before = core.buckets.len();
         for i in 0..50u8 {
             let node = NodeId::of(&ed25519_dalek::SigningKey::from_bytes(&[i; 32]));
@@ -1437,6 +1532,6 @@ mod per_node_memory_tests {
             before,
             "the nodes that left are forgotten"
         );
-        assert!(core.pings.is_empty());
+        assert!(!core.store.clear_ping(&NodeId([0; 32])).unwrap());
     }
 }

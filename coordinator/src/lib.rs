@@ -14,6 +14,7 @@ pub mod core;
 pub mod fdlimit;
 pub mod gate;
 pub mod link;
+pub mod pgstore;
 pub mod relay;
 pub mod reputation;
 pub mod store;
@@ -36,6 +37,10 @@ pub use crate::core::{Params, Stats};
 pub enum Error {
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error("PostgreSQL: {0}")]
+    Pg(#[from] tokio_postgres::Error),
+    #[error("PostgreSQL {url}: {detail}")]
+    PgConnect { url: String, detail: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -84,6 +89,19 @@ pub struct Config {
     /// (`--new-database`): without it such a start is refused, since it would serve every
     /// node `UnknownNode` with no word of why.
     pub new_database: bool,
+    /// `postgres://…`: keep the state in PostgreSQL instead of `coordinator.sqlite`, shared
+    /// with other instances (`None`: SQLite in the data directory, one instance).
+    pub database: Option<String>,
+    /// The coordinator's signing key from this file (64 hex digits), never created; every
+    /// instance of one coordinator uses the same key. `None`: `coordinator.key` in the data
+    /// directory, created on first start.
+    pub key_file: Option<PathBuf>,
+    /// This instance's name among those sharing one database (default: host name and
+    /// process id). Names its leases and its broker connection.
+    pub instance: Option<String>,
+    /// How long a lease on periodic work lasts without renewal: the bound on taking over the
+    /// work of an instance that died.
+    pub lease_ttl: Duration,
 }
 
 impl Config {
@@ -98,6 +116,10 @@ impl Config {
             tick: Duration::from_millis(500),
             gate: gate::GateLimits::default(),
             new_database: false,
+            database: None,
+            key_file: None,
+            instance: None,
+            lease_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -139,6 +161,26 @@ pub fn load_or_create_key(dir: &Path) -> Result<SigningKey, Error> {
         }
         Err(source) => Err(Error::Io { path, source }),
     }
+}
+
+/// Load the coordinator's key from a file the operator provides (64 hex digits, as
+/// `coordinator.key`); it is never created here.
+pub fn load_key_file(path: &Path) -> Result<SigningKey, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut raw = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut raw)
+        .map_err(|_| Error::Key(path.to_path_buf(), "not 64 hex digits".into()))?;
+    Ok(SigningKey::from_bytes(&raw))
+}
+
+fn default_instance() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "coordinator".into());
+    format!("{host}-{}", std::process::id())
 }
 
 /// A started coordinator. Dropping it stops its tasks.
@@ -200,6 +242,11 @@ impl Running {
         self.stop();
     }
     fn stop(&mut self) {
+        if !self.tasks.is_empty() {
+            if let Ok(c) = self.core.lock() {
+                c.release_leases();
+            }
+        }
         for t in &self.tasks {
             t.abort();
         }
@@ -225,7 +272,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     // that forgot a file): refuse, rather than start empty and tell every node it is unknown.
     let key_existed = config.data_dir.join("coordinator.key").exists();
     let db_path = config.data_dir.join("coordinator.sqlite");
-    if key_existed && !config.new_database {
+    if key_existed && !config.new_database && config.database.is_none() {
         match std::fs::metadata(&db_path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::StateMissing {
@@ -242,17 +289,40 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             _ => {}
         }
     }
-    let key = load_or_create_key(&config.data_dir)?;
+    let key = match &config.key_file {
+        Some(path) => load_key_file(path)?,
+        None => load_or_create_key(&config.data_dir)?,
+    };
     let me = NodeId::of(&key);
     let start_ms = wire::now_ms();
-    let store = store::Store::open_checked(
-        &db_path,
-        config.params.reputation.initial_alpha(),
-        key_existed && !config.new_database,
-    )?;
+    let alpha = config.params.reputation.initial_alpha();
+    let (store, instance): (Box<dyn store::Store>, Option<String>) = match &config.database {
+        None => (
+            Box::new(store::SqliteStore::open_checked(
+                &db_path,
+                alpha,
+                key_existed && !config.new_database,
+            )?),
+            None,
+        ),
+        Some(url) => {
+            let url = url.clone();
+            // connecting blocks: off the async threads
+            let store = tokio::task::spawn_blocking(move || pgstore::PgStore::connect(&url, alpha))
+                .await
+                .map_err(|_| Error::Invariant("PostgreSQL connect task failed"))??;
+            (
+                Box::new(store),
+                Some(config.instance.clone().unwrap_or_else(default_instance)),
+            )
+        }
+    };
     let external = config.broker.is_some();
     let mut core = core::Core::new(store, config.params.clone(), start_ms, external);
     core.set_ticket_key(key.clone());
+    if let Some(name) = &instance {
+        core.set_instance(name.clone(), config.lease_ttl);
+    }
     let mut tasks = Vec::new();
 
     let relay_stats = Arc::new(relay::RelayStats::default());
@@ -316,6 +386,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             core.clone(),
             external,
             config.tick,
+            instance.clone(),
         )
         .await?,
     );

@@ -19,6 +19,8 @@ pub enum LinkAuth {
     Password { username: String, password: String },
 }
 
+/// The shared-subscription group of coordinator instances (`$share/pluto-coordinator/…`).
+pub const SHARE_GROUP: &str = "pluto-coordinator";
 pub const DYNSEC_TOPIC: &str = "$CONTROL/dynamic-security/v1";
 pub const DYNSEC_RESPONSE: &str = "$CONTROL/dynamic-security/v1/response";
 
@@ -28,8 +30,13 @@ fn options(
     port: u16,
     auth: &LinkAuth,
     last_secs: &mut u64,
+    instance: Option<&str>,
 ) -> MqttOptions {
-    let id = NodeId::of(key).to_hex();
+    // Instances sharing a broker each need their own session.
+    let id = match instance {
+        Some(i) => format!("{}-{i}", NodeId::of(key).to_hex()),
+        None => NodeId::of(key).to_hex(),
+    };
     let mut o = MqttOptions::new(id, host, port);
     o.set_keep_alive(Duration::from_secs(30));
     o.set_clean_session(true);
@@ -59,17 +66,33 @@ pub async fn start(
     core: Arc<Mutex<Core>>,
     external: bool,
     tick: Duration,
+    instance: Option<String>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, crate::Error> {
     let mut last_secs = 0;
-    let (client, mut eventloop) =
-        AsyncClient::new(options(&key, &host, port, &auth, &mut last_secs), 10_000);
+    let (client, mut eventloop) = AsyncClient::new(
+        options(
+            &key,
+            &host,
+            port,
+            &auth,
+            &mut last_secs,
+            instance.as_deref(),
+        ),
+        10_000,
+    );
     let (in_tx, mut in_rx) = mpsc::channel::<(String, Vec<u8>)>(100_000);
     let (ready_tx, mut ready_rx) = watch::channel(false);
     let sub_client = client.clone();
+    // Several instances: each node message goes to one of them (an MQTT shared subscription).
+    let shared = |t: &str| match instance {
+        Some(_) => format!("$share/{SHARE_GROUP}/{t}"),
+        None => t.to_string(),
+    };
+    let (coord_topic, enroll_topic) = (shared(topics::ALL_COORD), shared(topics::ENROLL));
     let subscribe = move || {
-        let _ = sub_client.try_subscribe(topics::ALL_COORD, QoS::AtLeastOnce);
+        let _ = sub_client.try_subscribe(coord_topic.clone(), QoS::AtLeastOnce);
         if external {
-            let _ = sub_client.try_subscribe(topics::ENROLL, QoS::AtLeastOnce);
+            let _ = sub_client.try_subscribe(enroll_topic.clone(), QoS::AtLeastOnce);
             let _ = sub_client.try_subscribe(DYNSEC_RESPONSE, QoS::AtLeastOnce);
         }
     };
@@ -111,7 +134,14 @@ pub async fn start(
                     tracing::warn!(error = %e, "broker connection lost; reconnecting");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
-                    eventloop.mqtt_options = options(&key2, &host, port, &auth, &mut last_secs);
+                    eventloop.mqtt_options = options(
+                        &key2,
+                        &host,
+                        port,
+                        &auth,
+                        &mut last_secs,
+                        instance.as_deref(),
+                    );
                 }
             }
         }

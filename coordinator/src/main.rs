@@ -56,6 +56,24 @@ struct Args {
     /// every node must announce again). Without it such a start is refused.
     #[arg(long)]
     new_database: bool,
+    /// Keep the state in PostgreSQL (postgres://USER:PASSWORD@HOST:PORT/DB) instead of
+    /// coordinator.sqlite, so that several instances can share it (each with --key-file,
+    /// --broker and its own --instance). Without it: SQLite in --data, one instance.
+    #[arg(long, env = "PLUTO_COORDINATOR_DATABASE", hide_env_values = true)]
+    database: Option<String>,
+    /// The coordinator's signing key (64 hex digits, as coordinator.key), provided by the
+    /// operator and the same for every instance; never created. Without it:
+    /// coordinator.key in --data, created on first start.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// This instance's name among those sharing one database (default: host name and process
+    /// id). Names its leases on periodic work and its broker session.
+    #[arg(long)]
+    instance: Option<String>,
+    /// Seconds a lease on periodic work lasts unrenewed: the most it takes the others to take
+    /// over the pings, challenge rounds and repairs of an instance that died.
+    #[arg(long, default_value_t = 10)]
+    lease_ttl: u64,
 }
 
 #[tokio::main]
@@ -86,6 +104,10 @@ async fn main() -> anyhow::Result<()> {
     cfg.listen = a.listen;
     cfg.relay_listen = a.relay_listen;
     cfg.new_database = a.new_database;
+    cfg.database = a.database;
+    cfg.key_file = a.key_file;
+    cfg.instance = a.instance;
+    cfg.lease_ttl = Duration::from_secs(a.lease_ttl.max(1));
     cfg.relay_url = a.relay_url;
     cfg.params.ping_interval = Duration::from_secs(a.ping_interval.max(1));
     cfg.params.challenge_interval = Duration::from_secs(a.challenge_interval.max(1));

@@ -1,5 +1,7 @@
 //! The coordinator's state in SQLite (WAL, one transaction per change: survives kill -9).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
 
 use pluto_netsync::wire::{
@@ -103,7 +105,7 @@ pub enum ChallengeState {
 }
 
 impl ChallengeState {
-    fn from_i64(v: i64) -> Self {
+    pub(crate) fn from_i64(v: i64) -> Self {
         match v {
             0 => ChallengeState::Sent,
             1 => ChallengeState::Answered,
@@ -114,8 +116,245 @@ impl ChallengeState {
     }
 }
 
-pub struct Store {
+/// Periodic work is split into this many shards by the first hex digit of a node id (the
+/// owner's, for work about a relationship). Instances share the database by holding leases
+/// on shards; a store with one writer (SQLite) runs them all.
+pub const SHARDS: u8 = 16;
+
+/// The shard of a node id: the value of its first hex digit.
+pub fn shard_of(id: &NodeId) -> u8 {
+    id.0[0] >> 4
+}
+
+/// `AND substr(col, 1, 1) IN ('0', 'a', ...)` for the given shards, or nothing for all. The
+/// list is made of hex digits only, never of input.
+pub(crate) fn shard_clause(col: &str, shards: Option<&[u8]>) -> String {
+    match shards {
+        None => String::new(),
+        Some(s) => {
+            let list: Vec<String> = s
+                .iter()
+                .filter(|v| **v < SHARDS)
+                .map(|v| format!("'{v:x}'"))
+                .collect();
+            if list.is_empty() {
+                " AND FALSE".into()
+            } else {
+                format!(" AND substr({col}, 1, 1) IN ({})", list.join(", "))
+            }
+        }
+    }
+}
+
+/// A grant of quota, made only if it still holds when written: the owner has fewer than
+/// `max_active` active hosts (the copies limit; `None` for a repair, which replaces a lost
+/// host) and the host's active quotas plus this one stay within `host_limit`.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub owner: NodeId,
+    pub host: NodeId,
+    pub quota: u64,
+    pub friend: bool,
+    pub now: u64,
+    pub max_active: Option<u8>,
+    pub host_limit: u64,
+}
+
+/// A node's audit record after one update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditUpdate {
+    pub alpha: f64,
+    pub beta: f64,
+    pub excluded: Option<String>,
+}
+
+/// The coordinator's state. Every rule that one writer would keep by reading then writing is
+/// a single operation here (a transaction with row locks, a conditional update, a unique
+/// constraint), so that several coordinator instances on one database keep it too:
+/// [`Store::try_grant`] (quota balance, copies), [`Store::claim_repair`] (one repairer per
+/// share), [`Store::take_invite`] (a friend code used once), [`Store::update_audit`] (no
+/// lost reputation update), [`Store::insert_challenge`] (one open challenge per pair),
+/// [`Store::transition_challenge`] and [`Store::expire_overdue`] (each verdict once).
+///
+/// The calls are synchronous: the coordinator's core is sans-IO and handles one message at a
+/// time, so a store call is a plain function call; an instance scales by running more
+/// instances, not by interleaving messages within one.
+pub trait Store: Send {
+    fn node(&self, id: &NodeId) -> Result<Option<NodeRow>, Error>;
+    fn all_nodes(&self) -> Result<Vec<NodeRow>, Error>;
+    /// Nodes of the given shards (all with `None`).
+    fn nodes_in(&self, shards: Option<&[u8]>) -> Result<Vec<NodeRow>, Error>;
+    /// Up to `limit` random online, non-excluded nodes other than `owner`, plus all of `owner`'s friends.
+    fn candidate_nodes(&self, owner: &NodeId, limit: usize) -> Result<Vec<NodeRow>, Error>;
+    fn upsert_announce(&self, id: &NodeId, a: &Announce, now: u64) -> Result<(), Error>;
+    fn set_online(&self, id: &NodeId, online: bool, now: u64) -> Result<(), Error>;
+    /// Apply one audit outcome to a node's (alpha, beta) with `update`, atomically.
+    fn update_audit(
+        &self,
+        id: &NodeId,
+        passed: bool,
+        update: &dyn Fn(f64, f64) -> (f64, f64),
+    ) -> Result<Option<AuditUpdate>, Error>;
+    /// Fold one measured speed into a node's average (0.8 old + 0.2 new). False if unknown.
+    fn update_speed(&self, id: &NodeId, bps: f64) -> Result<bool, Error>;
+    /// Mark a node excluded and put every relationship where it hosts into `Moving`; returns those owners.
+    fn exclude(&self, id: &NodeId, reason: &str) -> Result<Vec<NodeId>, Error>;
+    /// Sum of active quotas a node hosts.
+    fn hosted_quota(&self, host: &NodeId) -> Result<u64, Error>;
+    /// Write a relationship unconditionally (tests, imports); matching uses [`Store::try_grant`].
+    fn insert_relationship(
+        &self,
+        owner: &NodeId,
+        host: &NodeId,
+        quota: u64,
+        friend: bool,
+        now: u64,
+    ) -> Result<(), Error>;
+    /// Grant quota if the limits still hold when written; true if granted.
+    fn try_grant(&self, g: &Grant) -> Result<bool, Error>;
+    /// Relationships (owner side, host side) of a node; `peer_addrs` filled from the other side.
+    fn relationships_of(
+        &self,
+        id: &NodeId,
+    ) -> Result<(Vec<Relationship>, Vec<Relationship>), Error>;
+    fn relationship_state(
+        &self,
+        owner: &NodeId,
+        host: &NodeId,
+    ) -> Result<Option<RelationState>, Error>;
+    /// Record (or update) where the shares of one erasure-coded group are.
+    fn record_group(&self, owner: &NodeId, g: &ShareGroupRecord) -> Result<(), Error>;
+    /// Shares whose holder is lost — excluded, released by the owner (caught failing), or
+    /// offline since before `offline_before` — and that no repair is running for (or whose
+    /// repair started before `stale_before`); of owners in `shards` (all with `None`).
+    fn lost_slots(
+        &self,
+        offline_before: u64,
+        stale_before: u64,
+        limit: usize,
+        shards: Option<&[u8]>,
+    ) -> Result<Vec<SlotRow>, Error>;
+    fn group_slots(&self, owner: &NodeId, grp: &str) -> Result<Vec<SlotRow>, Error>;
+    fn set_repairer(&self, slot: &SlotRow, repairer: &NodeId, now: u64) -> Result<(), Error>;
+    /// Take the repair of a lost share for `repairer`, if the slot still has the same holder
+    /// and no repair running (or only one started before `stale_before`). True if taken:
+    /// of several instances racing for one share, exactly one gets it.
+    fn claim_repair(
+        &self,
+        slot: &SlotRow,
+        repairer: &NodeId,
+        now: u64,
+        stale_before: u64,
+    ) -> Result<bool, Error>;
+    /// Give back a repair taken with [`Store::claim_repair`] that was not ordered after all.
+    fn drop_repair(&self, slot: &SlotRow, repairer: &NodeId) -> Result<(), Error>;
+    /// The repairer stored share `name` of `owner`: it is the share's holder now.
+    fn finish_repair(
+        &self,
+        owner: &NodeId,
+        name: &[u8; 32],
+        repairer: &NodeId,
+    ) -> Result<bool, Error>;
+    /// The owner stops using `host`: an active relationship turns Moving. False if there was none.
+    fn release_relationship(
+        &self,
+        owner: &NodeId,
+        host: &NodeId,
+        reason: &str,
+    ) -> Result<bool, Error>;
+    fn set_used(&self, owner: &NodeId, host: &NodeId, used: u64) -> Result<bool, Error>;
+    /// Active relationships (owner, host) of owners in `shards` (all with `None`).
+    fn active_relationships(&self, shards: Option<&[u8]>) -> Result<Vec<(NodeId, NodeId)>, Error>;
+    fn are_friends(&self, a: &NodeId, b: &NodeId) -> Result<bool, Error>;
+    fn friends_of(&self, a: &NodeId) -> Result<Vec<NodeId>, Error>;
+    fn insert_invite(&self, code: &str, node: &NodeId, expires: u64) -> Result<(), Error>;
+    /// Consume an invite: returns the inviter if the code exists, has not expired and is not
+    /// `by`'s own; a code is consumed once however many use it at the same time.
+    fn take_invite(&self, code: &str, by: &NodeId, now: u64) -> Result<Option<NodeId>, Error>;
+    /// Open a challenge; `None` when one between the pair is still open. `check`: the
+    /// challenge payload, when the coordinator can check the answer itself.
+    fn insert_challenge(
+        &self,
+        owner: &NodeId,
+        host: &NodeId,
+        now: u64,
+        deadline: u64,
+        check: Option<&[u8]>,
+    ) -> Result<Option<u64>, Error>;
+    fn challenge(&self, id: u64) -> Result<Option<ChallengeRow>, Error>;
+    /// The payload kept with [`Store::insert_challenge`], taken (asked once).
+    fn take_challenge_check(&self, id: u64) -> Result<Option<Vec<u8>>, Error>;
+    fn open_challenge(&self, owner: &NodeId, host: &NodeId) -> Result<bool, Error>;
+    fn set_challenge_state(
+        &self,
+        id: u64,
+        state: ChallengeState,
+        passed: Option<bool>,
+        now: u64,
+    ) -> Result<(), Error>;
+    /// Move a challenge from `from` to `to`; false (nothing written) if it is not in `from`.
+    fn transition_challenge(
+        &self,
+        id: u64,
+        from: ChallengeState,
+        to: ChallengeState,
+        passed: Option<bool>,
+        now: u64,
+    ) -> Result<bool, Error>;
+    /// When `owner` last challenged `host` (unix seconds), if ever.
+    fn last_challenge(&self, owner: &NodeId, host: &NodeId) -> Result<Option<u64>, Error>;
+    /// Remember a failure `owner` reported of `host` that the coordinator could not check.
+    fn insert_report(&self, host: &NodeId, owner: &NodeId, now: u64) -> Result<(), Error>;
+    /// Distinct owners, each with fewer than `distrust_after` disagreements, that reported
+    /// failures of `host` since `since`.
+    fn reporters(&self, host: &NodeId, since: u64, distrust_after: u64) -> Result<u64, Error>;
+    /// Count one verdict of `owner` against the coordinator's own check of the same proof.
+    fn judged(&self, owner: &NodeId, agreed: bool) -> Result<(), Error>;
+    /// (agreed, disagreed) verdicts of `owner`.
+    fn judge(&self, owner: &NodeId) -> Result<(u64, u64), Error>;
+    /// The coordinator's own verdict on a challenge, if it checked one.
+    fn challenge_verdict(&self, id: u64) -> Result<Option<bool>, Error>;
+    /// Mark up to `limit` challenges past their deadline (still waiting for an answer or a
+    /// verdict) expired, and return them with the state they had: each one to exactly one
+    /// caller (a work queue).
+    fn expire_overdue(&self, now: u64, limit: usize) -> Result<Vec<ChallengeRow>, Error>;
+    /// (passed, failed) challenge verdicts recorded for a host.
+    fn challenge_counts(&self, host: &NodeId) -> Result<(u64, u64), Error>;
+    fn record_probe(&self, node: &NodeId, now: u64, answered: bool) -> Result<(), Error>;
+    /// (probes, answered) over the last 30 days.
+    fn uptime(&self, node: &NodeId, now: u64) -> Result<(u64, u64), Error>;
+    /// (nodes known, active relationships)
+    fn counts(&self) -> Result<(u64, u64), Error>;
+    /// A ping with `nonce` was sent to `node`.
+    fn set_ping(&self, node: &NodeId, nonce: u64) -> Result<(), Error>;
+    /// Forget `node`'s pending ping; true if there was one (unanswered).
+    fn clear_ping(&self, node: &NodeId) -> Result<bool, Error>;
+    /// `node` answered: true if `nonce` is the pending ping's (it is cleared).
+    fn pong(&self, node: &NodeId, nonce: u64) -> Result<bool, Error>;
+    /// The shards of periodic work this instance holds now, renewing its leases (held for
+    /// `ttl_ms`) and taking or giving back shards so that live instances share them evenly.
+    /// `None`: all of them (one writer).
+    fn lease_shards(
+        &self,
+        _instance: &str,
+        _now_ms: u64,
+        _ttl_ms: u64,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        Ok(None)
+    }
+    /// Give up this instance's leases (a clean stop), so others take its shards at once.
+    fn release_leases(&self, _instance: &str) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// The SQLite store: one process, one writer (the default, no set-up).
+pub struct SqliteStore {
     conn: Connection,
+    /// Pending pings and checkable challenges live in memory here, as they always did: one
+    /// process serves every message, and both are forgotten at a restart on purpose.
+    pings: RefCell<HashMap<NodeId, u64>>,
+    checks: RefCell<HashMap<u64, Vec<u8>>>,
 }
 
 fn mode_to_i(m: PeerMode) -> i64 {
@@ -207,8 +446,8 @@ CREATE TABLE IF NOT EXISTS judges (owner TEXT PRIMARY KEY, agreed INTEGER NOT NU
 CREATE TABLE IF NOT EXISTS uptime (node TEXT NOT NULL, day INTEGER NOT NULL, probes INTEGER NOT NULL, answered INTEGER NOT NULL, PRIMARY KEY (node, day));
 "#;
 
-impl Store {
-    pub fn open(path: &Path, initial_alpha: f64) -> Result<Store, Error> {
+impl SqliteStore {
+    pub fn open(path: &Path, initial_alpha: f64) -> Result<SqliteStore, Error> {
         Self::open_checked(path, initial_alpha, false)
     }
 
@@ -219,7 +458,7 @@ impl Store {
         path: &Path,
         initial_alpha: f64,
         require_state: bool,
-    ) -> Result<Store, Error> {
+    ) -> Result<SqliteStore, Error> {
         let damaged = |detail: String| Error::Damaged {
             path: path.to_path_buf(),
             detail,
@@ -273,7 +512,20 @@ impl Store {
         )?;
         // Nobody is online right after a start: they show up again with their next message.
         conn.execute("UPDATE nodes SET online = 0", [])?;
-        Ok(Store { conn })
+        Ok(SqliteStore {
+            conn,
+            pings: RefCell::new(HashMap::new()),
+            checks: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// A write transaction that takes the write lock at once (`BEGIN IMMEDIATE`): what it
+    /// reads stays true until it commits, even with another connection on the same file.
+    fn write_tx(&self) -> Result<rusqlite::Transaction<'_>, Error> {
+        Ok(rusqlite::Transaction::new_unchecked(
+            &self.conn,
+            rusqlite::TransactionBehavior::Immediate,
+        )?)
     }
 
     fn initial_alpha(&self) -> Result<f64, Error> {
@@ -284,8 +536,10 @@ impl Store {
                 })?;
         Ok(v.parse().unwrap_or(20.0))
     }
+}
 
-    pub fn node(&self, id: &NodeId) -> Result<Option<NodeRow>, Error> {
+impl Store for SqliteStore {
+    fn node(&self, id: &NodeId) -> Result<Option<NodeRow>, Error> {
         Ok(self
             .conn
             .query_row(
@@ -297,7 +551,7 @@ impl Store {
             .optional()?)
     }
 
-    pub fn all_nodes(&self) -> Result<Vec<NodeRow>, Error> {
+    fn all_nodes(&self) -> Result<Vec<NodeRow>, Error> {
         let mut st = self.conn.prepare_cached(
             "SELECT id, addrs, offer_bytes, want_bytes, copies, mode, online, excluded_reason, audit_alpha, audit_beta,
                     audits_passed, audits_failed, speed_bps, last_seen FROM nodes",
@@ -308,8 +562,20 @@ impl Store {
         Ok(rows)
     }
 
+    fn nodes_in(&self, shards: Option<&[u8]>) -> Result<Vec<NodeRow>, Error> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT id, addrs, offer_bytes, want_bytes, copies, mode, online, excluded_reason, audit_alpha, audit_beta,
+                    audits_passed, audits_failed, speed_bps, last_seen FROM nodes WHERE TRUE{}",
+            shard_clause("id", shards)
+        ))?;
+        let rows = st
+            .query_map([], row_to_node)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     /// Up to `limit` random online, non-excluded nodes other than `owner`, plus all of `owner`'s friends.
-    pub fn candidate_nodes(&self, owner: &NodeId, limit: usize) -> Result<Vec<NodeRow>, Error> {
+    fn candidate_nodes(&self, owner: &NodeId, limit: usize) -> Result<Vec<NodeRow>, Error> {
         let cols = "id, addrs, offer_bytes, want_bytes, copies, mode, online, excluded_reason, audit_alpha, audit_beta,
                     audits_passed, audits_failed, speed_bps, last_seen";
         let mut st = self.conn.prepare_cached(&format!(
@@ -323,7 +589,7 @@ impl Store {
         Ok(rows)
     }
 
-    pub fn upsert_announce(&self, id: &NodeId, a: &Announce, now: u64) -> Result<(), Error> {
+    fn upsert_announce(&self, id: &NodeId, a: &Announce, now: u64) -> Result<(), Error> {
         let addrs = serde_json::to_string(&a.addrs).unwrap_or_else(|_| "[]".into());
         let alpha = self.initial_alpha()?;
         self.conn.execute(
@@ -336,7 +602,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn set_online(&self, id: &NodeId, online: bool, now: u64) -> Result<(), Error> {
+    fn set_online(&self, id: &NodeId, online: bool, now: u64) -> Result<(), Error> {
         if online {
             self.conn.execute(
                 "UPDATE nodes SET online = 1, last_seen = ?2 WHERE id = ?1",
@@ -351,30 +617,52 @@ impl Store {
         Ok(())
     }
 
-    pub fn set_audit(&self, id: &NodeId, alpha: f64, beta: f64, passed: bool) -> Result<(), Error> {
+    fn update_audit(
+        &self,
+        id: &NodeId,
+        passed: bool,
+        update: &dyn Fn(f64, f64) -> (f64, f64),
+    ) -> Result<Option<AuditUpdate>, Error> {
+        let tx = self.write_tx()?;
+        let row: Option<(f64, f64, Option<String>)> = tx
+            .query_row(
+                "SELECT audit_alpha, audit_beta, excluded_reason FROM nodes WHERE id = ?1",
+                [id.to_hex()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((a0, b0, excluded)) = row else {
+            return Ok(None);
+        };
+        let (alpha, beta) = update(a0, b0);
         let col = if passed {
             "audits_passed"
         } else {
             "audits_failed"
         };
-        self.conn.execute(
+        tx.execute(
             &format!("UPDATE nodes SET audit_alpha = ?2, audit_beta = ?3, {col} = {col} + 1 WHERE id = ?1"),
             params![id.to_hex(), alpha, beta],
         )?;
-        Ok(())
+        tx.commit()?;
+        Ok(Some(AuditUpdate {
+            alpha,
+            beta,
+            excluded,
+        }))
     }
 
-    pub fn set_speed(&self, id: &NodeId, bps: f64) -> Result<(), Error> {
-        self.conn.execute(
-            "UPDATE nodes SET speed_bps = ?2 WHERE id = ?1",
+    fn update_speed(&self, id: &NodeId, bps: f64) -> Result<bool, Error> {
+        let n = self.conn.execute(
+            "UPDATE nodes SET speed_bps = CASE WHEN speed_bps > 0 THEN 0.8 * speed_bps + 0.2 * ?2 ELSE ?2 END WHERE id = ?1",
             params![id.to_hex(), bps],
         )?;
-        Ok(())
+        Ok(n == 1)
     }
 
     /// Mark a node excluded and put every relationship where it hosts into `Moving`; returns those owners.
-    pub fn exclude(&mut self, id: &NodeId, reason: &str) -> Result<Vec<NodeId>, Error> {
-        let tx = self.conn.transaction()?;
+    fn exclude(&self, id: &NodeId, reason: &str) -> Result<Vec<NodeId>, Error> {
+        let tx = self.write_tx()?;
         tx.execute(
             "UPDATE nodes SET excluded_reason = ?2 WHERE id = ?1",
             params![id.to_hex(), reason],
@@ -396,7 +684,7 @@ impl Store {
     }
 
     /// Sum of active quotas a node hosts.
-    pub fn hosted_quota(&self, host: &NodeId) -> Result<u64, Error> {
+    fn hosted_quota(&self, host: &NodeId) -> Result<u64, Error> {
         let v: i64 = self.conn.query_row(
             "SELECT COALESCE(SUM(quota_bytes), 0) FROM relationships WHERE host = ?1 AND state = 0",
             [host.to_hex()],
@@ -405,7 +693,7 @@ impl Store {
         Ok(v as u64)
     }
 
-    pub fn insert_relationship(
+    fn insert_relationship(
         &self,
         owner: &NodeId,
         host: &NodeId,
@@ -421,8 +709,39 @@ impl Store {
         Ok(())
     }
 
+    fn try_grant(&self, g: &Grant) -> Result<bool, Error> {
+        // One writer: a transaction keeps the check and the write together.
+        let tx = self.write_tx()?;
+        let (o, h) = (g.owner.to_hex(), g.host.to_hex());
+        if let Some(max) = g.max_active {
+            let active: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM relationships WHERE owner = ?1 AND host != ?2 AND state = 0",
+                [&o, &h],
+                |r| r.get(0),
+            )?;
+            if active >= i64::from(max) {
+                return Ok(false);
+            }
+        }
+        let hosted: i64 = tx.query_row(
+            "SELECT COALESCE(SUM(quota_bytes), 0) FROM relationships WHERE host = ?1 AND owner != ?2 AND state = 0",
+            [&h, &o],
+            |r| r.get(0),
+        )?;
+        if (hosted as u64).saturating_add(g.quota) > g.host_limit {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO relationships (owner, host, quota_bytes, since, friend, state) VALUES (?1, ?2, ?3, ?4, ?5, 0)
+             ON CONFLICT(owner, host) DO UPDATE SET quota_bytes = ?3, since = ?4, friend = ?5, state = 0, reason = NULL",
+            params![o, h, g.quota as i64, g.now as i64, g.friend],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
     /// Relationships (owner side, host side) of a node; `peer_addrs` filled from the other side.
-    pub fn relationships_of(
+    fn relationships_of(
         &self,
         id: &NodeId,
     ) -> Result<(Vec<Relationship>, Vec<Relationship>), Error> {
@@ -455,7 +774,7 @@ impl Store {
         Ok((q("owner", "host")?, q("host", "owner")?))
     }
 
-    pub fn relationship_state(
+    fn relationship_state(
         &self,
         owner: &NodeId,
         host: &NodeId,
@@ -478,9 +797,9 @@ impl Store {
     }
 
     /// Record (or update) where the shares of one erasure-coded group are.
-    pub fn record_group(&mut self, owner: &NodeId, g: &ShareGroupRecord) -> Result<(), Error> {
+    fn record_group(&self, owner: &NodeId, g: &ShareGroupRecord) -> Result<(), Error> {
         let grp = hex::encode(g.shares[0].name);
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         for (i, s) in g.shares.iter().enumerate() {
             tx.execute(
                 "INSERT INTO share_slots (owner, grp, idx, k, n, name, len, host) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -495,26 +814,28 @@ impl Store {
     /// Shares whose holder is lost — excluded, released by the owner (caught failing), or
     /// offline since before `offline_before` —
     /// and that no repair is running for (or whose repair started before `stale_before`).
-    pub fn lost_slots(
+    fn lost_slots(
         &self,
         offline_before: u64,
         stale_before: u64,
         limit: usize,
+        shards: Option<&[u8]>,
     ) -> Result<Vec<SlotRow>, Error> {
-        let mut st = self.conn.prepare_cached(
+        let by_owner = shard_clause("s.owner", shards);
+        let mut st = self.conn.prepare_cached(&format!(
             // Driven by the few bad holders, not by the many slots: the slots of excluded or
             // long-offline nodes (through the host index), then those of relationships being
             // moved (CROSS JOIN keeps SQLite from scanning the slots first).
             "SELECT s.owner, s.grp, s.idx, s.k, s.n, s.name, s.len, s.host FROM share_slots s
              WHERE s.host IN (SELECT id FROM nodes
                               WHERE excluded_reason IS NOT NULL OR (online = 0 AND last_seen < ?1))
-               AND (s.repairer IS NULL OR s.repair_since < ?2)
+               AND (s.repairer IS NULL OR s.repair_since < ?2){by_owner}
              UNION
              SELECT s.owner, s.grp, s.idx, s.k, s.n, s.name, s.len, s.host
              FROM relationships r CROSS JOIN share_slots s ON s.host = r.host AND s.owner = r.owner
-             WHERE r.state = 1 AND (s.repairer IS NULL OR s.repair_since < ?2)
-             LIMIT ?3",
-        )?;
+             WHERE r.state = 1 AND (s.repairer IS NULL OR s.repair_since < ?2){by_owner}
+             LIMIT ?3"
+        ))?;
         let rows = st
             .query_map(
                 params![offline_before as i64, stale_before as i64, limit as i64],
@@ -524,7 +845,7 @@ impl Store {
         Ok(rows.into_iter().flatten().collect())
     }
 
-    pub fn group_slots(&self, owner: &NodeId, grp: &str) -> Result<Vec<SlotRow>, Error> {
+    fn group_slots(&self, owner: &NodeId, grp: &str) -> Result<Vec<SlotRow>, Error> {
         let mut st = self.conn.prepare_cached(
             "SELECT owner, grp, idx, k, n, name, len, host FROM share_slots WHERE owner = ?1 AND grp = ?2 ORDER BY idx",
         )?;
@@ -534,7 +855,7 @@ impl Store {
         Ok(rows.into_iter().flatten().collect())
     }
 
-    pub fn set_repairer(&self, slot: &SlotRow, repairer: &NodeId, now: u64) -> Result<(), Error> {
+    fn set_repairer(&self, slot: &SlotRow, repairer: &NodeId, now: u64) -> Result<(), Error> {
         self.conn.execute(
             "UPDATE share_slots SET repairer = ?4, repair_since = ?5 WHERE owner = ?1 AND grp = ?2 AND idx = ?3",
             params![slot.owner.to_hex(), slot.grp, slot.idx as i64, repairer.to_hex(), now as i64],
@@ -542,8 +863,31 @@ impl Store {
         Ok(())
     }
 
+    fn claim_repair(
+        &self,
+        slot: &SlotRow,
+        repairer: &NodeId,
+        now: u64,
+        stale_before: u64,
+    ) -> Result<bool, Error> {
+        let n = self.conn.execute(
+            "UPDATE share_slots SET repairer = ?4, repair_since = ?5
+             WHERE owner = ?1 AND grp = ?2 AND idx = ?3 AND host = ?6 AND (repairer IS NULL OR repair_since < ?7)",
+            params![slot.owner.to_hex(), slot.grp, slot.idx as i64, repairer.to_hex(), now as i64, slot.host.to_hex(), stale_before as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn drop_repair(&self, slot: &SlotRow, repairer: &NodeId) -> Result<(), Error> {
+        self.conn.execute(
+            "UPDATE share_slots SET repairer = NULL, repair_since = NULL WHERE owner = ?1 AND grp = ?2 AND idx = ?3 AND repairer = ?4",
+            params![slot.owner.to_hex(), slot.grp, slot.idx as i64, repairer.to_hex()],
+        )?;
+        Ok(())
+    }
+
     /// The repairer stored share `name` of `owner`: it is the share's holder now.
-    pub fn finish_repair(
+    fn finish_repair(
         &self,
         owner: &NodeId,
         name: &[u8; 32],
@@ -587,7 +931,7 @@ impl Store {
     }
 
     /// The owner stops using `host`: an active relationship turns Moving. False if there was none.
-    pub fn release_relationship(
+    fn release_relationship(
         &self,
         owner: &NodeId,
         host: &NodeId,
@@ -596,7 +940,7 @@ impl Store {
         self.move_relationship(owner, host, &format!("released by the owner: {reason}"))
     }
 
-    pub fn set_used(&self, owner: &NodeId, host: &NodeId, used: u64) -> Result<bool, Error> {
+    fn set_used(&self, owner: &NodeId, host: &NodeId, used: u64) -> Result<bool, Error> {
         let n = self.conn.execute(
             "UPDATE relationships SET used_bytes = ?3 WHERE owner = ?1 AND host = ?2",
             params![owner.to_hex(), host.to_hex(), used as i64],
@@ -605,17 +949,18 @@ impl Store {
     }
 
     /// All active relationships (owner, host).
-    pub fn active_relationships(&self) -> Result<Vec<(NodeId, NodeId)>, Error> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT owner, host FROM relationships WHERE state = 0")?;
+    fn active_relationships(&self, shards: Option<&[u8]>) -> Result<Vec<(NodeId, NodeId)>, Error> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT owner, host FROM relationships WHERE state = 0{}",
+            shard_clause("owner", shards)
+        ))?;
         let v = st
             .query_map([], |r| Ok((id_of(r.get(0)?)?, id_of(r.get(1)?)?)))?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(v)
     }
 
-    pub fn are_friends(&self, a: &NodeId, b: &NodeId) -> Result<bool, Error> {
+    fn are_friends(&self, a: &NodeId, b: &NodeId) -> Result<bool, Error> {
         let n: i64 = self.conn.query_row(
             "SELECT COUNT(*) FROM friends WHERE a = ?1 AND b = ?2",
             [a.to_hex(), b.to_hex()],
@@ -624,7 +969,7 @@ impl Store {
         Ok(n > 0)
     }
 
-    pub fn friends_of(&self, a: &NodeId) -> Result<Vec<NodeId>, Error> {
+    fn friends_of(&self, a: &NodeId) -> Result<Vec<NodeId>, Error> {
         let mut st = self
             .conn
             .prepare_cached("SELECT b FROM friends WHERE a = ?1")?;
@@ -634,7 +979,7 @@ impl Store {
         Ok(v)
     }
 
-    pub fn insert_invite(&self, code: &str, node: &NodeId, expires: u64) -> Result<(), Error> {
+    fn insert_invite(&self, code: &str, node: &NodeId, expires: u64) -> Result<(), Error> {
         self.conn.execute(
             "INSERT INTO invites (code, node, expires) VALUES (?1, ?2, ?3)",
             params![code, node.to_hex(), expires as i64],
@@ -643,13 +988,8 @@ impl Store {
     }
 
     /// Consume an invite: returns the inviter if the code exists and has not expired.
-    pub fn take_invite(
-        &mut self,
-        code: &str,
-        by: &NodeId,
-        now: u64,
-    ) -> Result<Option<NodeId>, Error> {
-        let tx = self.conn.transaction()?;
+    fn take_invite(&self, code: &str, by: &NodeId, now: u64) -> Result<Option<NodeId>, Error> {
+        let tx = self.write_tx()?;
         let row: Option<(String, i64)> = tx
             .query_row(
                 "SELECT node, expires FROM invites WHERE code = ?1",
@@ -678,21 +1018,36 @@ impl Store {
         Ok(Some(inviter))
     }
 
-    pub fn insert_challenge(
+    fn insert_challenge(
         &self,
         owner: &NodeId,
         host: &NodeId,
         now: u64,
         deadline: u64,
-    ) -> Result<u64, Error> {
-        self.conn.execute(
-            "INSERT INTO challenges (owner, host, issued, deadline, state) VALUES (?1, ?2, ?3, ?4, 0)",
+        check: Option<&[u8]>,
+    ) -> Result<Option<u64>, Error> {
+        // One statement: the check and the insert are one write, whoever else writes.
+        let n = self.conn.execute(
+            "INSERT INTO challenges (owner, host, issued, deadline, state)
+             SELECT ?1, ?2, ?3, ?4, 0 WHERE NOT EXISTS
+               (SELECT 1 FROM challenges WHERE owner = ?1 AND host = ?2 AND state IN (0, 1))",
             params![owner.to_hex(), host.to_hex(), now as i64, deadline as i64],
         )?;
-        Ok(self.conn.last_insert_rowid() as u64)
+        if n == 0 {
+            return Ok(None);
+        }
+        let id = self.conn.last_insert_rowid() as u64;
+        if let Some(c) = check {
+            self.checks.borrow_mut().insert(id, c.to_vec());
+        }
+        Ok(Some(id))
     }
 
-    pub fn challenge(&self, id: u64) -> Result<Option<ChallengeRow>, Error> {
+    fn take_challenge_check(&self, id: u64) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.checks.borrow_mut().remove(&id))
+    }
+
+    fn challenge(&self, id: u64) -> Result<Option<ChallengeRow>, Error> {
         Ok(self
             .conn
             .query_row(
@@ -703,7 +1058,7 @@ impl Store {
             .optional()?)
     }
 
-    pub fn open_challenge(&self, owner: &NodeId, host: &NodeId) -> Result<bool, Error> {
+    fn open_challenge(&self, owner: &NodeId, host: &NodeId) -> Result<bool, Error> {
         let n: i64 = self.conn.query_row(
             "SELECT COUNT(*) FROM challenges WHERE owner = ?1 AND host = ?2 AND state IN (0, 1)",
             [owner.to_hex(), host.to_hex()],
@@ -712,7 +1067,7 @@ impl Store {
         Ok(n > 0)
     }
 
-    pub fn set_challenge_state(
+    fn set_challenge_state(
         &self,
         id: u64,
         state: ChallengeState,
@@ -726,8 +1081,23 @@ impl Store {
         Ok(())
     }
 
+    fn transition_challenge(
+        &self,
+        id: u64,
+        from: ChallengeState,
+        to: ChallengeState,
+        passed: Option<bool>,
+        now: u64,
+    ) -> Result<bool, Error> {
+        let n = self.conn.execute(
+            "UPDATE challenges SET state = ?3, passed = COALESCE(?4, passed), done_at = ?5 WHERE id = ?1 AND state = ?2",
+            params![id as i64, from as i64, to as i64, passed, now as i64],
+        )?;
+        Ok(n == 1)
+    }
+
     /// When `owner` last challenged `host` (unix seconds), if ever.
-    pub fn last_challenge(&self, owner: &NodeId, host: &NodeId) -> Result<Option<u64>, Error> {
+    fn last_challenge(&self, owner: &NodeId, host: &NodeId) -> Result<Option<u64>, Error> {
         let v: Option<i64> = self.conn.query_row(
             "SELECT MAX(issued) FROM challenges WHERE owner = ?1 AND host = ?2",
             [owner.to_hex(), host.to_hex()],
@@ -737,7 +1107,7 @@ impl Store {
     }
 
     /// Remember a failure `owner` reported of `host` that the coordinator could not check.
-    pub fn insert_report(&self, host: &NodeId, owner: &NodeId, now: u64) -> Result<(), Error> {
+    fn insert_report(&self, host: &NodeId, owner: &NodeId, now: u64) -> Result<(), Error> {
         self.conn.execute(
             "INSERT INTO reports (host, owner, at) VALUES (?1, ?2, ?3)",
             params![host.to_hex(), owner.to_hex(), now as i64],
@@ -751,7 +1121,7 @@ impl Store {
 
     /// Distinct owners, each with fewer than `distrust_after` disagreements, that reported
     /// failures of `host` since `since`.
-    pub fn reporters(&self, host: &NodeId, since: u64, distrust_after: u64) -> Result<u64, Error> {
+    fn reporters(&self, host: &NodeId, since: u64, distrust_after: u64) -> Result<u64, Error> {
         let n: i64 = self.conn.query_row(
             "SELECT COUNT(DISTINCT r.owner) FROM reports r LEFT JOIN judges j ON j.owner = r.owner
              WHERE r.host = ?1 AND r.at >= ?2 AND COALESCE(j.disagreed, 0) < ?3",
@@ -762,7 +1132,7 @@ impl Store {
     }
 
     /// Count one verdict of `owner` against the coordinator's own check of the same proof.
-    pub fn judged(&self, owner: &NodeId, agreed: bool) -> Result<(), Error> {
+    fn judged(&self, owner: &NodeId, agreed: bool) -> Result<(), Error> {
         let col = if agreed { "agreed" } else { "disagreed" };
         self.conn.execute(
             &format!(
@@ -775,7 +1145,7 @@ impl Store {
     }
 
     /// (agreed, disagreed) verdicts of `owner`.
-    pub fn judge(&self, owner: &NodeId) -> Result<(u64, u64), Error> {
+    fn judge(&self, owner: &NodeId) -> Result<(u64, u64), Error> {
         Ok(self
             .conn
             .query_row(
@@ -788,7 +1158,7 @@ impl Store {
     }
 
     /// The coordinator's own verdict on a challenge, if it checked one.
-    pub fn challenge_verdict(&self, id: u64) -> Result<Option<bool>, Error> {
+    fn challenge_verdict(&self, id: u64) -> Result<Option<bool>, Error> {
         Ok(self
             .conn
             .query_row(
@@ -800,19 +1170,30 @@ impl Store {
             .flatten())
     }
 
-    /// Challenges past their deadline still waiting for an answer or a verdict.
-    pub fn overdue_challenges(&self, now: u64) -> Result<Vec<ChallengeRow>, Error> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT id, owner, host, issued, deadline, state FROM challenges WHERE state IN (0, 1) AND deadline < ?1",
-        )?;
-        let v = st
-            .query_map([now as i64], row_to_challenge)?
-            .collect::<Result<Vec<_>, _>>()?;
+    fn expire_overdue(&self, now: u64, limit: usize) -> Result<Vec<ChallengeRow>, Error> {
+        let tx = self.write_tx()?;
+        let v = {
+            let mut st = tx.prepare_cached(
+                "SELECT id, owner, host, issued, deadline, state FROM challenges WHERE state IN (0, 1) AND deadline < ?1 LIMIT ?2",
+            )?;
+            let v = st
+                .query_map(params![now as i64, limit as i64], row_to_challenge)?
+                .collect::<Result<Vec<_>, _>>()?;
+            v
+        };
+        for c in &v {
+            tx.execute(
+                "UPDATE challenges SET state = 3, passed = 0, done_at = ?2 WHERE id = ?1",
+                params![c.id as i64, now as i64],
+            )?;
+            self.checks.borrow_mut().remove(&c.id);
+        }
+        tx.commit()?;
         Ok(v)
     }
 
     /// (passed, failed) challenge verdicts recorded for a host.
-    pub fn challenge_counts(&self, host: &NodeId) -> Result<(u64, u64), Error> {
+    fn challenge_counts(&self, host: &NodeId) -> Result<(u64, u64), Error> {
         Ok(self.conn.query_row(
             "SELECT COALESCE(SUM(passed = 1), 0), COALESCE(SUM(passed = 0 OR state = 3), 0) FROM challenges WHERE host = ?1",
             [host.to_hex()],
@@ -820,7 +1201,7 @@ impl Store {
         )?)
     }
 
-    pub fn record_probe(&self, node: &NodeId, now: u64, answered: bool) -> Result<(), Error> {
+    fn record_probe(&self, node: &NodeId, now: u64, answered: bool) -> Result<(), Error> {
         let day = (now / 86_400) as i64;
         self.conn.execute(
             "INSERT INTO uptime (node, day, probes, answered) VALUES (?1, ?2, 1, ?3)
@@ -831,7 +1212,7 @@ impl Store {
     }
 
     /// (probes, answered) over the last 30 days.
-    pub fn uptime(&self, node: &NodeId, now: u64) -> Result<(u64, u64), Error> {
+    fn uptime(&self, node: &NodeId, now: u64) -> Result<(u64, u64), Error> {
         let from = (now / 86_400) as i64 - 29;
         Ok(self.conn.query_row(
             "SELECT COALESCE(SUM(probes), 0), COALESCE(SUM(answered), 0) FROM uptime WHERE node = ?1 AND day >= ?2",
@@ -840,7 +1221,7 @@ impl Store {
         )?)
     }
 
-    pub fn counts(&self) -> Result<(u64, u64), Error> {
+    fn counts(&self) -> Result<(u64, u64), Error> {
         let n: i64 = self
             .conn
             .query_row("SELECT COUNT(*) FROM nodes", [], |r| r.get(0))?;
@@ -850,6 +1231,24 @@ impl Store {
             |r| r.get(0),
         )?;
         Ok((n as u64, r as u64))
+    }
+
+    fn set_ping(&self, node: &NodeId, nonce: u64) -> Result<(), Error> {
+        self.pings.borrow_mut().insert(*node, nonce);
+        Ok(())
+    }
+
+    fn clear_ping(&self, node: &NodeId) -> Result<bool, Error> {
+        Ok(self.pings.borrow_mut().remove(node).is_some())
+    }
+
+    fn pong(&self, node: &NodeId, nonce: u64) -> Result<bool, Error> {
+        let mut p = self.pings.borrow_mut();
+        if p.get(node) == Some(&nonce) {
+            p.remove(node);
+            return Ok(true);
+        }
+        Ok(false)
     }
 }
 
@@ -889,7 +1288,7 @@ mod tests {
     use super::*;
     use pluto_netsync::wire::{PeerMode, ShareSlot};
 
-    fn node(store: &Store, b: u8, now: u64) -> NodeId {
+    fn node(store: &dyn Store, b: u8, now: u64) -> NodeId {
         let id = NodeId([b; 32]);
         let a = Announce {
             addrs: vec![],
@@ -906,7 +1305,7 @@ mod tests {
     #[test]
     fn lost_slots_are_those_of_excluded_long_offline_and_released_holders_only() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("c.sqlite"), 1.0).unwrap();
+        let store = SqliteStore::open(&dir.path().join("c.sqlite"), 1.0).unwrap();
         let now = 1_000_000;
         let owner = node(&store, 1, now);
         let [healthy, excluded, away, back_soon, released] =
@@ -940,9 +1339,9 @@ mod tests {
             .release_relationship(&owner, &released, "caught failing")
             .unwrap();
 
-        let lost = |store: &Store| {
+        let lost = |store: &SqliteStore| {
             let mut v: Vec<u8> = store
-                .lost_slots(now - 1000, now - 100, 100)
+                .lost_slots(now - 1000, now - 100, 100, None)
                 .unwrap()
                 .iter()
                 .map(|s| s.host.0[0])
@@ -952,7 +1351,7 @@ mod tests {
         };
         assert_eq!(lost(&store), vec![3, 4, 6]);
         // a repair under way takes its slot out, until it goes stale
-        let slots = store.lost_slots(now - 1000, now - 100, 100).unwrap();
+        let slots = store.lost_slots(now - 1000, now - 100, 100, None).unwrap();
         let excluded_slot = slots.iter().find(|s| s.host == excluded).unwrap();
         store.set_repairer(excluded_slot, &healthy, now).unwrap();
         assert_eq!(lost(&store), vec![4, 6]);

@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use pluto_coordinator::store::Store as _;
 use pluto_coordinator::{Config, Error};
 use pluto_netsync::wire::{Announce, NodeId, PeerMode};
 
@@ -26,7 +27,7 @@ async fn start(cfg: Config) -> Result<pluto_coordinator::Running, Error> {
 fn database_with_nodes(dir: &std::path::Path, nodes: u32) {
     pluto_coordinator::load_or_create_key(dir).unwrap();
     let store =
-        pluto_coordinator::store::Store::open(&dir.join("coordinator.sqlite"), 20.0).unwrap();
+        pluto_coordinator::store::SqliteStore::open(&dir.join("coordinator.sqlite"), 20.0).unwrap();
     for i in 0..nodes {
         let mut id = [0u8; 32];
         id[..4].copy_from_slice(&i.to_le_bytes());

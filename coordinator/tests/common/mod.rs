@@ -1,6 +1,9 @@
 #![allow(dead_code)]
 //! Helpers shared by the coordinator's end-to-end tests (loopback only, free ports, bounded time).
 
+pub mod mqtt;
+pub mod pg;
+
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;

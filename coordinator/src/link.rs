@@ -58,6 +58,9 @@ fn options(
 }
 
 /// Start the link; returns once the first subscription is acknowledged.
+// (each argument is one setting of the link, all from `start`'s config; a struct would
+// only rename them)
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     key: SigningKey,
     host: String,

@@ -717,8 +717,11 @@ fn races(db: Arc<dyn Db>) {
     }
 }
 
+/// A named case of the suite, on a fresh database.
+type Case = (&'static str, fn(&dyn Db));
+
 fn suite(fresh: &dyn Fn() -> Arc<dyn Db>) {
-    let cases: [(&str, fn(&dyn Db)); 7] = [
+    let cases: [Case; 7] = [
         ("nodes", nodes),
         ("relationships", relationships),
         ("share slots", share_slots),

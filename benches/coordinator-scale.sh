@@ -10,8 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES=${1:-2000}
 CONC=${2:-100}
-cargo build --release -p pluto-coordinator --bins >&2
-BIN=target/release
+# PLUTO_BENCH_BIN=DIR: binaries already built there (else a release build, here)
+BIN=${PLUTO_BENCH_BIN:-target/release}
+[ -n "${PLUTO_BENCH_BIN:-}" ] || cargo build --release -p pluto-coordinator --bins >&2
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 [ -x "$PGBIN/initdb" ] || { echo "PostgreSQL missing: run scripts/test-deps" >&2; exit 1; }
 T=$(mktemp -d /tmp/pluto-scale.XXXXXX)
@@ -32,7 +33,7 @@ trap cleanup EXIT
 export PLUTO_BROKER_PASSWORD=bench-admin
 mosquitto_ctrl dynsec init "$T/dynsec.json" pluto-coordinator "$PLUTO_BROKER_PASSWORD" >/dev/null
 printf 'user pluto-coordinator\ntopic readwrite pluto/v1/#\n\nuser pluto-enroll\ntopic write pluto/v1/enroll\n\npattern read pluto/v1/node/%%u/#\npattern write pluto/v1/coord/%%u/#\n' > "$T/acl"
-PLUGIN=$(ls /usr/lib/*/mosquitto_dynamic_security.so /usr/lib/mosquitto_dynamic_security.so 2>/dev/null | head -1)
+PLUGIN=$( (ls /usr/lib/*/mosquitto_dynamic_security.so /usr/lib/mosquitto_dynamic_security.so 2>/dev/null || true) | head -1)
 printf 'per_listener_settings false\nallow_anonymous false\npersistence false\nmax_keepalive 300\nlistener %s 127.0.0.1\nplugin %s\nplugin_opt_config_file %s\nacl_file %s\n' \
   "$MQPORT" "$PLUGIN" "$T/dynsec.json" "$T/acl" > "$T/mosquitto.conf"
 chmod -R a+rwX "$T" 2>/dev/null || true

@@ -1162,7 +1162,7 @@ impl Core {
     fn move_off_absent_hosts(&mut self, now: u64, out: &mut Vec<Out>) -> Result<(), Error> {
         let before = now.saturating_sub(self.params.repair_grace.as_secs());
         let reason = "offline for longer than the repair grace";
-        for (owner, host) in self.store.absent_hosts(before)? {
+        for (owner, host) in self.store.absent_hosts(before, self.shards.as_deref())? {
             if self.store.move_relationship(&owner, &host, reason)? {
                 tracing::info!(%owner, %host, "host offline past the repair grace: its owner moves its copies");
                 out.push(Out::Send(
@@ -1452,7 +1452,7 @@ mod per_node_memory_tests {
     #[test]
     fn a_host_offline_past_the_repair_grace_is_moved_off_by_its_owners() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("c.sqlite"), 20.0).unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("c.sqlite"), 20.0).unwrap();
         let t0: u64 = 1_800_000_000;
         let announce = |id: &NodeId| {
             store
@@ -1490,7 +1490,7 @@ mod per_node_memory_tests {
             repair_grace: Duration::from_secs(grace),
             ..Params::default()
         };
-        let mut core = Core::new(store, params, t0 * 1000, false);
+        let mut core = Core::new(Box::new(store), params, t0 * 1000, false);
         let out = core.tick((t0 + grace + 600) * 1000);
         let moves: Vec<_> = out
             .iter()

@@ -765,6 +765,39 @@ impl Store for PgStore {
         )? > 0)
     }
 
+    fn absent_hosts(
+        &self,
+        offline_before: u64,
+        shards: Option<&[u8]>,
+    ) -> Result<Vec<(NodeId, NodeId)>, Error> {
+        self.query(
+            &format!(
+                "SELECT r.owner, r.host FROM nodes n JOIN relationships r ON r.host = n.id
+                 WHERE NOT n.online AND n.last_seen < $1 AND n.excluded_reason IS NULL AND r.state = 0{}",
+                shard_clause("r.owner", shards)
+            ),
+            &[&(offline_before as i64)],
+        )?
+        .iter()
+        .map(|r| -> Result<(NodeId, NodeId), Error> {
+            Ok((id_of(r.try_get(0)?)?, id_of(r.try_get(1)?)?))
+        })
+        .collect()
+    }
+
+    fn move_relationship(
+        &self,
+        owner: &NodeId,
+        host: &NodeId,
+        reason: &str,
+    ) -> Result<bool, Error> {
+        // conditional on Active: of two instances, one moves it and tells the owner
+        Ok(self.execute(
+            "UPDATE relationships SET state = 1, reason = $3 WHERE owner = $1 AND host = $2 AND state = 0",
+            &[&owner.to_hex(), &host.to_hex(), &reason],
+        )? == 1)
+    }
+
     fn release_relationship(
         &self,
         owner: &NodeId,

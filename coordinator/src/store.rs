@@ -255,6 +255,17 @@ pub trait Store: Send {
         name: &[u8; 32],
         repairer: &NodeId,
     ) -> Result<bool, Error>;
+    /// Active relationships whose host has been offline since before `offline_before` and is
+    /// not excluded (exclusion moves them already): (owner, host), of owners in `shards`.
+    fn absent_hosts(
+        &self,
+        offline_before: u64,
+        shards: Option<&[u8]>,
+    ) -> Result<Vec<(NodeId, NodeId)>, Error>;
+    /// The coordinator moves `owner`'s copies off `host`: an active relationship turns
+    /// Moving with `reason`. False if there was none (moved already, by another instance).
+    fn move_relationship(&self, owner: &NodeId, host: &NodeId, reason: &str)
+        -> Result<bool, Error>;
     /// The owner stops using `host`: an active relationship turns Moving. False if there was none.
     fn release_relationship(
         &self,
@@ -902,11 +913,16 @@ impl Store for SqliteStore {
 
     /// Active relationships whose host has been offline since before `offline_before` and is
     /// not excluded (exclusion moves them already): (owner, host).
-    pub fn absent_hosts(&self, offline_before: u64) -> Result<Vec<(NodeId, NodeId)>, Error> {
-        let mut st = self.conn.prepare_cached(
+    fn absent_hosts(
+        &self,
+        offline_before: u64,
+        shards: Option<&[u8]>,
+    ) -> Result<Vec<(NodeId, NodeId)>, Error> {
+        let mut st = self.conn.prepare_cached(&format!(
             "SELECT r.owner, r.host FROM nodes n CROSS JOIN relationships r ON r.host = n.id
-             WHERE n.online = 0 AND n.last_seen < ?1 AND n.excluded_reason IS NULL AND r.state = 0",
-        )?;
+             WHERE n.online = 0 AND n.last_seen < ?1 AND n.excluded_reason IS NULL AND r.state = 0{}",
+            shard_clause("r.owner", shards)
+        ))?;
         let v = st
             .query_map([offline_before as i64], |r| {
                 Ok((id_of(r.get(0)?)?, id_of(r.get(1)?)?))
@@ -917,7 +933,7 @@ impl Store for SqliteStore {
 
     /// The coordinator moves `owner`'s copies off `host`: an active relationship turns
     /// Moving with `reason`. False if there was none.
-    pub fn move_relationship(
+    fn move_relationship(
         &self,
         owner: &NodeId,
         host: &NodeId,

@@ -222,6 +222,20 @@ fn relationships(db: &dyn Db) {
     assert_eq!(s.active_relationships(Some(&[3])).unwrap(), vec![(h2, h1)]);
     s.insert_relationship(&h3, &o, GIB, true, NOW).unwrap();
     assert_eq!(s.counts().unwrap(), (4, 5));
+
+    // a host gone past the grace: its relationships are moved, once
+    s.set_online(&h2, false, NOW).unwrap();
+    assert!(s.absent_hosts(NOW, None).unwrap().is_empty(), "seen at NOW");
+    assert_eq!(s.absent_hosts(NOW + 1, None).unwrap(), vec![(o, h2)]);
+    assert_eq!(s.absent_hosts(NOW + 1, Some(&[2])).unwrap(), vec![(o, h2)]);
+    assert!(s.absent_hosts(NOW + 1, Some(&[3])).unwrap().is_empty());
+    assert!(s.move_relationship(&o, &h2, "offline").unwrap());
+    assert!(
+        !s.move_relationship(&o, &h2, "offline").unwrap(),
+        "moved once"
+    );
+    assert!(s.absent_hosts(NOW + 1, None).unwrap().is_empty());
+    assert_eq!(s.counts().unwrap(), (4, 4));
 }
 
 fn group(hosts: &[NodeId], tag: u8) -> ShareGroupRecord {

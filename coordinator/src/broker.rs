@@ -29,6 +29,9 @@ pub struct EmbeddedBroker {
     /// The broker itself, on loopback (the coordinator's own link connects here).
     pub inner_addr: SocketAddr,
     pub gate_stats: Arc<crate::gate::GateStats>,
+    /// Where each node's connection comes from (its main session's; a side session's only
+    /// while no main session was seen).
+    pub observed: crate::core::Observed,
     task: tokio::task::JoinHandle<()>,
     gate: tokio::task::JoinHandle<()>,
 }
@@ -52,6 +55,7 @@ struct AuthState {
     tokens: Mutex<TokenLedger>,
     /// The gate's admission: an address a node authenticated from becomes known there.
     admission: Arc<Mutex<crate::gate::Admission>>,
+    observed: crate::core::Observed,
 }
 
 /// The newest CONNECT token seen from each node, so a captured token cannot be used twice.
@@ -147,6 +151,15 @@ impl PlutoHooks {
             if let Ok(mut a) = self.0.admission.lock() {
                 a.node_came_in(peer.ip());
             }
+            if node != self.0.coordinator {
+                if let Ok(mut o) = self.0.observed.lock() {
+                    if client_id == node.to_hex() {
+                        o.insert(node, peer);
+                    } else {
+                        o.entry(node).or_insert(peer);
+                    }
+                }
+            }
         }
         AuthResult::Allow(node == self.0.coordinator, None)
     }
@@ -223,7 +236,9 @@ pub async fn start_with(
 ) -> Result<EmbeddedBroker, Error> {
     let scx = ServerContext::new().build().await;
     let admission = Arc::new(Mutex::new(crate::gate::Admission::default()));
+    let observed: crate::core::Observed = Arc::default();
     let hooks = PlutoHooks(Arc::new(AuthState {
+        observed: observed.clone(),
         coordinator,
         not_before_secs,
         tokens: Mutex::new(TokenLedger::default()),
@@ -291,6 +306,7 @@ pub async fn start_with(
         addr,
         inner_addr,
         gate_stats,
+        observed,
         task,
         gate,
     })

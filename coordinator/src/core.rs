@@ -81,7 +81,16 @@ pub enum Out {
     Send(NodeId, CoordMsg),
     /// External broker: create credentials for this node.
     Enroll(NodeId, String),
+    /// Dial `node` back at `addrs` (peer protocol handshake, its identity checked) and
+    /// report with [`Core::probe_done`].
+    Probe {
+        node: NodeId,
+        addrs: Vec<String>,
+    },
 }
+
+/// Where nodes' broker connections come from (filled by the embedded broker at CONNECT).
+pub type Observed = Arc<Mutex<HashMap<NodeId, std::net::SocketAddr>>>;
 
 struct Bucket {
     tokens: f64,
@@ -99,6 +108,9 @@ pub struct Stats {
     pub matches_made: u64,
     pub repairs_ordered: u64,
     pub repairs_done: u64,
+    /// Dial-backs done, and how many reached the node.
+    pub probes: u64,
+    pub probes_reached: u64,
 }
 
 pub struct Core {
@@ -121,6 +133,10 @@ pub struct Core {
     lease_ttl: Duration,
     /// Shards of periodic work this instance holds (`None`: all, one writer).
     shards: Option<Vec<u8>>,
+    /// Where nodes connect from (embedded broker only).
+    observed: Option<Observed>,
+    /// Test announced addresses by dialling them back.
+    dial_back: bool,
 }
 
 /// A relayed challenge the coordinator can check itself: a `Prove` request (peer protocol)
@@ -238,7 +254,68 @@ impl Core {
             relay: None,
             stats: Stats::default(),
             external,
+            observed: None,
+            dial_back: false,
         }
+    }
+
+    /// Learn where nodes connect from (the embedded broker's record); with it announced
+    /// addresses are judged against that address ([`pluto_netsync::nat::effective_addrs`]).
+    pub fn set_observed(&mut self, observed: Observed) {
+        self.observed = Some(observed);
+    }
+
+    /// Dial every announcing node back ([`Out::Probe`]) and hand out only the addresses
+    /// that reached it.
+    pub fn set_dial_back(&mut self, on: bool) {
+        self.dial_back = on;
+    }
+
+    fn observed_of(&self, node: &NodeId) -> Option<std::net::SocketAddr> {
+        self.observed
+            .as_ref()
+            .and_then(|o| o.lock().ok().and_then(|m| m.get(node).copied()))
+    }
+
+    /// A dial-back of `node` at `tried` is done; `reached` are the addresses where the node
+    /// itself answered. Unless the node announced again since, only those are handed out
+    /// from now on (none: peers go through the relay at once), and the node is told.
+    pub fn probe_done(
+        &mut self,
+        node: NodeId,
+        tried: Vec<String>,
+        reached: Vec<String>,
+        _now_ms: u64,
+    ) -> Vec<Out> {
+        let mut out = Vec::new();
+        self.stats.probes += 1;
+        if !reached.is_empty() {
+            self.stats.probes_reached += 1;
+        }
+        match self.store.node(&node) {
+            Ok(Some(n)) if n.addrs == tried => {
+                if reached != tried {
+                    if let Err(e) = self.store.set_addrs(&node, &reached) {
+                        tracing::error!(%node, error = %e, "cannot record reachable addresses");
+                        return out;
+                    }
+                }
+                tracing::info!(%node, reached = reached.len(), tried = tried.len(), "dial-back done");
+                out.push(Out::Send(
+                    node,
+                    CoordMsg::Reachability {
+                        observed: self
+                            .observed_of(&node)
+                            .map(|a| a.to_string())
+                            .unwrap_or_default(),
+                        reachable: if reached.is_empty() { 2 } else { 1 },
+                        addrs: reached,
+                    },
+                ));
+            }
+            _ => {} // announced again meanwhile: that announce has its own dial-back
+        }
+        out
     }
 
     pub fn set_relay(&mut self, url: String, table: Arc<Mutex<RelayTable>>) {
@@ -483,7 +560,7 @@ impl Core {
             }
         }
         Ok(match body {
-            NodeMsg::Announce(a) => self.announce(node, a, now)?,
+            NodeMsg::Announce(a) => self.announce(node, a, now, out)?,
             NodeMsg::RequestMatches => self.request_matches(node, now, out)?,
             NodeMsg::ListRelationships => {
                 let (as_owner, as_host) = self.store.relationships_of(&node)?;
@@ -777,6 +854,7 @@ impl Core {
         node: NodeId,
         a: Announce,
         now: u64,
+        out: &mut Vec<Out>,
     ) -> Result<Result<Reply, Refusal>, Error> {
         if a.addrs.len() > 8 || a.addrs.iter().any(|s| s.is_empty() || s.len() > 256) {
             return Ok(Err(refusal(
@@ -793,7 +871,29 @@ impl Core {
         if a.offer_bytes > i64::MAX as u64 || a.want_bytes > i64::MAX as u64 {
             return Ok(Err(refusal(RefusalCode::BadRequest, "sizes out of range")));
         }
+        // The network gets only addresses it can use: the rule of
+        // `pluto_netsync::nat::effective_addrs`, against where the node connects from.
+        let observed = self.observed_of(&node);
+        let mut a = a;
+        if self.observed.is_some() {
+            a.addrs = pluto_netsync::nat::effective_addrs(&a.addrs, observed.map(|o| o.ip()));
+        }
         self.store.upsert_announce(&node, &a, now)?;
+        let probe = self.dial_back && !a.addrs.is_empty();
+        out.push(Out::Send(
+            node,
+            CoordMsg::Reachability {
+                observed: observed.map(|o| o.to_string()).unwrap_or_default(),
+                addrs: a.addrs.clone(),
+                reachable: if a.addrs.is_empty() { 2 } else { 0 },
+            },
+        ));
+        if probe {
+            out.push(Out::Probe {
+                node,
+                addrs: a.addrs.clone(),
+            });
+        }
         let n = self
             .store
             .node(&node)?

@@ -102,6 +102,12 @@ pub struct Config {
     /// How long a lease on periodic work lasts without renewal: the bound on taking over the
     /// work of an instance that died.
     pub lease_ttl: Duration,
+    /// Dial each announcing node back at its addresses and hand out only those that reached
+    /// it (the `pluto-coordinator` binary: on unless `--no-dial-back`). Off in the library's
+    /// default, for tests that announce addresses nobody listens on.
+    pub dial_back: bool,
+    /// How long one dial-back attempt may take.
+    pub dial_back_timeout: Duration,
 }
 
 impl Config {
@@ -120,6 +126,8 @@ impl Config {
             key_file: None,
             instance: None,
             lease_ttl: Duration::from_secs(10),
+            dial_back: false,
+            dial_back_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -323,6 +331,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     if let Some(name) = &instance {
         core.set_instance(name.clone(), config.lease_ttl);
     }
+    core.set_dial_back(config.dial_back);
     let mut tasks = Vec::new();
 
     let relay_stats = Arc::new(relay::RelayStats::default());
@@ -350,12 +359,19 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         )));
     }
     let core = Arc::new(Mutex::new(core));
+    let probe = link::ProbeConfig {
+        key: key.clone(),
+        timeout: config.dial_back_timeout,
+    };
 
     // (the coordinator's own link goes straight to the broker, not through the gate)
     let (broker, broker_addr, url, link_url, auth) = match &config.broker {
         None => {
             let b =
                 broker::start_with(config.listen, me, start_ms / 1000, config.gate.clone()).await?;
+            if let Ok(mut c) = core.lock() {
+                c.set_observed(b.observed.clone());
+            }
             let (addr, inner) = (b.addr, b.inner_addr);
             (
                 Some(b),
@@ -387,6 +403,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             external,
             config.tick,
             instance.clone(),
+            probe,
         )
         .await?,
     );

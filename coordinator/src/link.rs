@@ -57,6 +57,39 @@ fn options(
     o
 }
 
+/// How the coordinator dials nodes back ([`Out::Probe`]).
+#[derive(Clone)]
+pub struct ProbeConfig {
+    pub key: SigningKey,
+    pub timeout: Duration,
+}
+
+/// Dial-backs running at once: a burst of announces (a restart of the coordinator) must not
+/// open thousands of sockets together.
+const PROBES_AT_ONCE: usize = 64;
+
+/// Dial `node` at each of `addrs`: a peer-protocol handshake in which the node proves its
+/// identity. The addresses where it did are returned.
+pub async fn dial_back(probe: &ProbeConfig, node: NodeId, addrs: &[String]) -> Vec<String> {
+    let mut reached = Vec::new();
+    for url in addrs {
+        let host = pluto_netsync::peer::client::HostAddr {
+            node,
+            url: url.clone(),
+        };
+        match pluto_netsync::peer::client::PeerClient::connect(&probe.key, &host, probe.timeout)
+            .await
+        {
+            Ok(c) => {
+                c.close().await;
+                reached.push(url.clone());
+            }
+            Err(e) => tracing::info!(%node, %url, error = %e, "dial-back did not reach the node"),
+        }
+    }
+    reached
+}
+
 /// Start the link; returns once the first subscription is acknowledged.
 // (each argument is one setting of the link, all from `start`'s config; a struct would
 // only rename them)
@@ -70,6 +103,7 @@ pub async fn start(
     external: bool,
     tick: Duration,
     instance: Option<String>,
+    probe: ProbeConfig,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, crate::Error> {
     let mut last_secs = 0;
     let (client, mut eventloop) = AsyncClient::new(
@@ -175,10 +209,16 @@ pub async fn start(
     }
 
     let mut next_id: u64 = rand::random::<u64>() >> 1;
+    let (probe_tx, mut probe_rx) = mpsc::channel::<(NodeId, Vec<String>, Vec<String>)>(1024);
+    let probes = Arc::new(tokio::sync::Semaphore::new(PROBES_AT_ONCE));
     let worker = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(tick);
         loop {
             let outs = tokio::select! {
+                Some((node, tried, reached)) = probe_rx.recv() => match core.lock() {
+                    Ok(mut c) => c.probe_done(node, tried, reached, wire::now_ms()),
+                    Err(_) => return,
+                },
                 m = in_rx.recv() => match m {
                     Some((topic, payload)) => match core.lock() {
                         Ok(mut c) => c.handle(&topic, &payload, wire::now_ms()),
@@ -208,6 +248,18 @@ pub async fn start(
                             }
                             Err(e) => tracing::error!(error = %e, "cannot seal a reply"),
                         }
+                    }
+                    Out::Probe { node, addrs } => {
+                        let Ok(permit) = probes.clone().try_acquire_owned() else {
+                            tracing::warn!(%node, "too many dial-backs at once; not testing this one");
+                            continue;
+                        };
+                        let (probe, tx) = (probe.clone(), probe_tx.clone());
+                        tokio::spawn(async move {
+                            let reached = dial_back(&probe, node, &addrs).await;
+                            drop(permit);
+                            let _ = tx.send((node, addrs, reached)).await;
+                        });
                     }
                     Out::Enroll(node, password) => {
                         let cmd = serde_json::json!({"commands": [

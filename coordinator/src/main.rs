@@ -34,6 +34,10 @@ struct Args {
     /// Relay URL announced to nodes (default ws://<relay-listen>).
     #[arg(long)]
     relay_url: Option<String>,
+    /// Do not dial announcing nodes back (by default each node's announced addresses are
+    /// tested with a peer handshake, and only those that reached it are handed out).
+    #[arg(long)]
+    no_dial_back: bool,
     /// Seconds between liveness pings.
     #[arg(long, default_value_t = 60)]
     ping_interval: u64,
@@ -109,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.instance = a.instance;
     cfg.lease_ttl = Duration::from_secs(a.lease_ttl.max(1));
     cfg.relay_url = a.relay_url;
+    cfg.dial_back = !a.no_dial_back;
     cfg.params.ping_interval = Duration::from_secs(a.ping_interval.max(1));
     cfg.params.challenge_interval = Duration::from_secs(a.challenge_interval.max(1));
     cfg.params.pair_challenge_gap = cfg.params.challenge_interval / 2;

@@ -444,6 +444,15 @@ impl Store for PgStore {
         Ok(())
     }
 
+    fn set_addrs(&self, id: &NodeId, addrs: &[String]) -> Result<(), Error> {
+        let addrs = serde_json::to_string(addrs).unwrap_or_else(|_| "[]".into());
+        self.execute(
+            "UPDATE nodes SET addrs = $2 WHERE id = $1",
+            &[&id.to_hex(), &addrs],
+        )?;
+        Ok(())
+    }
+
     fn update_audit(
         &self,
         id: &NodeId,

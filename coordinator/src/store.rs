@@ -188,6 +188,8 @@ pub trait Store: Send {
     fn candidate_nodes(&self, owner: &NodeId, limit: usize) -> Result<Vec<NodeRow>, Error>;
     fn upsert_announce(&self, id: &NodeId, a: &Announce, now: u64) -> Result<(), Error>;
     fn set_online(&self, id: &NodeId, online: bool, now: u64) -> Result<(), Error>;
+    /// The peer addresses handed out for a node (after a dial-back: those that reached it).
+    fn set_addrs(&self, id: &NodeId, addrs: &[String]) -> Result<(), Error>;
     /// Apply one audit outcome to a node's (alpha, beta) with `update`, atomically.
     fn update_audit(
         &self,
@@ -609,6 +611,15 @@ impl Store for SqliteStore {
              ON CONFLICT(id) DO UPDATE SET last_seen = ?2, addrs = ?3, offer_bytes = ?4, want_bytes = ?5, copies = ?6,
                mode = ?7, online = 1",
             params![id.to_hex(), now as i64, addrs, a.offer_bytes as i64, a.want_bytes as i64, a.copies as i64, mode_to_i(a.mode), alpha],
+        )?;
+        Ok(())
+    }
+
+    fn set_addrs(&self, id: &NodeId, addrs: &[String]) -> Result<(), Error> {
+        let addrs = serde_json::to_string(addrs).unwrap_or_else(|_| "[]".into());
+        self.conn.execute(
+            "UPDATE nodes SET addrs = ?2 WHERE id = ?1",
+            params![id.to_hex(), addrs],
         )?;
         Ok(())
     }

@@ -78,6 +78,15 @@ fn nodes(db: &dyn Db) {
     );
     assert!(row.online && row.excluded.is_none());
     assert_eq!(row.addrs, vec!["ws://192.0.2.1:7447".to_string()]);
+    // After a dial-back only the addresses that reached the node are handed out.
+    s.set_addrs(&a, &[]).unwrap();
+    assert!(s.node(&a).unwrap().unwrap().addrs.is_empty());
+    s.set_addrs(&a, &["ws://198.51.100.7:7447".to_string()]).unwrap();
+    assert_eq!(
+        s.node(&a).unwrap().unwrap().addrs,
+        vec!["ws://198.51.100.7:7447".to_string()]
+    );
+    announce(&*s, &a, 10 * GIB, GIB, 2);
     assert_eq!(
         row.audit_alpha, 20.0,
         "a new node starts at the initial alpha"

@@ -3,6 +3,7 @@
 pub mod coord_client;
 pub mod erasure;
 pub mod node;
+pub mod nat;
 pub mod peer;
 pub mod verdict;
 pub mod wire;

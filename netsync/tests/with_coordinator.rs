@@ -216,6 +216,44 @@ async fn matched_push_and_pull_through_the_relay() {
         .await
         .unwrap();
         assert!(!plain.errors.is_empty());
+
+        // Another node answering at the host's address is treated like no answer: the
+        // relay at once. So is a host the coordinator lists with no address.
+        for (case, url) in [
+            ("the owner itself at the address", a.server.url()),
+            ("no address", String::new()),
+        ] {
+            let root = work.path().join(format!("case-{}/.pluto", url.len()));
+            drop(Repository::init(&root, &entropy, None).unwrap());
+            let ropts = SyncOptions {
+                relay: Some(a.client.clone()),
+                ..opts.clone()
+            };
+            let t0 = std::time::Instant::now();
+            let rep = sync::pull(
+                &a.key,
+                &root,
+                &[HostAddr { node: h.id, url }],
+                PackSelection::None,
+                &ropts,
+                sync::no_progress(),
+            )
+            .await
+            .unwrap();
+            assert!(rep.errors.is_empty(), "{case}: {rep:?}");
+            assert!(rep.fetched >= 2, "{case}: {rep:?}");
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "{case}: {:?}",
+                t0.elapsed()
+            );
+            if case.starts_with("the owner") {
+                assert!(
+                    ropts.routes.relayed(&h.id).is_some(),
+                    "remembered as relayed"
+                );
+            }
+        }
         let repo = Repository::open(&new_root, LockMode::Exclusive).unwrap();
         let snap = repo.find_snapshot("latest").unwrap();
         let target = work.path().join("restored");
@@ -236,6 +274,122 @@ async fn matched_push_and_pull_through_the_relay() {
             n.server.shutdown().await;
         }
         a.server.shutdown().await;
+        coord.shutdown();
+    })
+    .await
+    .expect("test finished in time");
+}
+
+/// The coordinator judges announced addresses against where the node connects from and
+/// dials each node back: a node listening on every interface is handed out at the address
+/// it connects from; a node nobody can reach, or whose address answers with another node's
+/// identity, is handed out with no address (owners go to the relay at once), and each node
+/// is told what the coordinator found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_dials_nodes_back_and_hands_out_only_addresses_that_reach_them() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let cdir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::new(cdir.path());
+        cfg.listen = "127.0.0.1:0".parse().unwrap();
+        cfg.relay_listen = Some("127.0.0.1:0".parse().unwrap());
+        cfg.dial_back = true;
+        cfg.tick = Duration::from_millis(100);
+        let coord = pluto_coordinator::start(cfg).await.unwrap();
+        let url = coord.broker_url();
+
+        // three nodes: one serving on every interface, one announcing a dead port, one
+        // announcing the first one's port (another identity answers there)
+        let mut nodes = Vec::new();
+        for seed in [31u8, 32, 33] {
+            let dir = tempfile::tempdir().unwrap();
+            let keys = Entropy::from_bytes([seed; 32]).derive();
+            let store = Arc::new(
+                HostedStore::open(
+                    dir.path().join("hosted"),
+                    &keys.host,
+                    Arc::new(AllowList::new()),
+                )
+                .unwrap(),
+            );
+            let server = Server::bind("0.0.0.0:0", ServerConfig::new(keys.node.clone(), store))
+                .await
+                .unwrap();
+            let mut cc = ClientConfig::new(&url, keys.node.clone());
+            cc.coordinator_key = Some(coord.public_key);
+            cc.auth = BrokerAuth::Auto;
+            let (client, ev) = CoordClient::connect(cc).await.unwrap();
+            nodes.push((keys, server, client, ev, dir));
+        }
+        let port0 = nodes[0].1.local_addr.port();
+        let announced = [
+            format!("ws://0.0.0.0:{port0}"),
+            "ws://127.0.0.1:1".to_string(),
+            format!("ws://127.0.0.1:{port0}"),
+        ];
+        let mut found = Vec::new();
+        for (i, (_, _, client, ev, _)) in nodes.iter_mut().enumerate() {
+            client
+                .announce(Announce {
+                    addrs: vec![announced[i].clone()],
+                    offer_bytes: GIB,
+                    want_bytes: 1 << 20,
+                    copies: 2,
+                    mode: PeerMode::Mixed,
+                })
+                .await
+                .unwrap();
+            // first what the coordinator records, then what its dial-back found
+            let mut notes = Vec::new();
+            while notes.len() < 2 {
+                match tokio::time::timeout(Duration::from_secs(20), ev.recv()).await {
+                    Ok(Some(CoordEvent::Message(CoordMsg::Reachability {
+                        observed,
+                        addrs,
+                        reachable,
+                    }))) => notes.push((observed, addrs, reachable)),
+                    Ok(Some(_)) => {}
+                    other => panic!("node {i}: no reachability note: {other:?}"),
+                }
+            }
+            assert!(notes[0].0.starts_with("127.0.0.1:"), "{notes:?}");
+            assert_eq!(notes[0].2, 0, "not tested yet: {notes:?}");
+            found.push(notes[1].clone());
+        }
+        let reach0 = format!("ws://127.0.0.1:{port0}");
+        assert_eq!(
+            found[0].1,
+            vec![reach0.clone()],
+            "0.0.0.0 became the seen address"
+        );
+        assert_eq!(found[0].2, 1, "reached");
+        assert_eq!(
+            found[1],
+            (found[1].0.clone(), vec![], 2),
+            "a dead port: unreachable"
+        );
+        assert_eq!(
+            found[2].1,
+            Vec::<String>::new(),
+            "another node's identity: unreachable"
+        );
+        assert_eq!(found[2].2, 2);
+
+        // owners get only what reached each host
+        let (matched, _) = nodes[0].2.request_matches().await.unwrap();
+        assert_eq!(matched.len(), 2);
+        for r in &matched {
+            assert!(r.peer_addrs.is_empty(), "{r:?}");
+        }
+        let (matched, _) = nodes[1].2.request_matches().await.unwrap();
+        let to0 = matched
+            .iter()
+            .find(|r| r.host == NodeId::of(&nodes[0].0.node))
+            .expect("node 0 is a host of node 1");
+        assert_eq!(to0.peer_addrs, vec![reach0]);
+        for (_, server, client, _, _) in nodes {
+            let _ = client.close().await;
+            server.shutdown().await;
+        }
         coord.shutdown();
     })
     .await

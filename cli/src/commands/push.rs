@@ -112,6 +112,18 @@ fn report_push(g: &Global, out: &PushOutcome) -> u8 {
             out.hosts_reached,
             rep.already
         );
+        let (relayed, total) = rep.relayed_share();
+        if total > 0 {
+            let through = rep.paths.values().filter(|p| p.relayed > 0).count();
+            let direct = rep
+                .paths
+                .values()
+                .filter(|p| p.direct > 0 && p.relayed == 0)
+                .count();
+            outln!(
+                "Paths: {direct} host(s) direct, {through} through the relay; {relayed} of {total} bytes through the relay."
+            );
+        }
     }
     if let Some(short) = out.not_placed() {
         eprintln!("pluto: {short}; push again later");

@@ -204,6 +204,17 @@ fn print_event(e: &Event, quiet: bool) {
             lost.len(),
             by.iter().map(|h| short(h)).collect::<Vec<_>>().join(", ")
         ),
+        Event::Reachability {
+            observed,
+            addrs,
+            reachable,
+        } if !quiet => {
+            if let Some(line) =
+                pluto_netsync::nat::reachability_line(observed, addrs, u8::from(*reachable))
+            {
+                outln!("{line}");
+            }
+        }
         Event::ProtectionChanged { verdict, .. } => outln!("{verdict}"),
         Event::RepairDone {
             owner,

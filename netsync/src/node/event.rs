@@ -89,6 +89,14 @@ pub enum Event {
         reasons: Vec<String>,
         protected: bool,
     },
+    /// What the coordinator saw of this node's addresses: where it connects from, the
+    /// addresses its dial-back reached (handed out to owners), and whether any did (if not,
+    /// owners reach this node through the coordinator's relay).
+    Reachability {
+        observed: String,
+        addrs: Vec<String>,
+        reachable: bool,
+    },
     /// This node rebuilt another owner's lost share.
     RepairDone {
         owner: String,
@@ -137,6 +145,7 @@ impl Event {
             Event::HostLost { .. } => "host_lost",
             Event::HostReplaced { .. } => "host_replaced",
             Event::ProtectionChanged { .. } => "protection_changed",
+            Event::Reachability { .. } => "reachability",
             Event::RepairDone { .. } => "repair_done",
             Event::Warning { .. } => "warning",
             Event::Excluded { .. } => "excluded",

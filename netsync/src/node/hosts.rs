@@ -222,12 +222,16 @@ pub async fn matched_hosts(
     let hosts = active
         .into_iter()
         .filter(|r| r.state == RelationState::Active && r.host != me)
-        .filter_map(|r| {
-            let url = r.peer_addrs.iter().find(|u| u.starts_with("ws://"))?;
-            Some(HostAddr {
-                node: r.host,
-                url: url.clone(),
-            })
+        .map(|r| HostAddr {
+            node: r.host,
+            // no address: the coordinator's dial-back did not reach the host, so it is
+            // reached through the relay at once
+            url: r
+                .peer_addrs
+                .iter()
+                .find(|u| u.starts_with("ws://"))
+                .cloned()
+                .unwrap_or_default(),
         })
         .collect();
     Ok(Matched { hosts, notes })

@@ -282,6 +282,7 @@ pub async fn push_own(
                 out.report.bytes += rep.bytes;
                 out.report.already += rep.already;
                 out.report.errors.extend(rep.errors);
+                out.report.paths.extend(rep.paths);
                 out.report.under_replicated = rep.under_replicated;
                 // A host that did not answer leaves its copies to the next idle host.
                 if rep.under_replicated == 0 || down.is_empty() || queue.is_empty() {

@@ -796,6 +796,7 @@ fn msg_kind(m: &CoordMsg) -> &'static str {
         CoordMsg::MoveCopies { .. } => "a move order",
         CoordMsg::Excluded { .. } => "an exclusion",
         CoordMsg::RepairShare { .. } => "a repair order",
+        CoordMsg::Reachability { .. } => "a reachability note",
     }
 }
 
@@ -923,6 +924,15 @@ async fn coordinator_job(s: &Shared, c: &CoordClient, pending: &PendingProofs, m
                 Err(e) => warn(format!("repair for {}: {e}", &order.owner.to_hex()[..16])),
             }
         }
+        CoordMsg::Reachability {
+            observed,
+            addrs,
+            reachable,
+        } => s.emit(Event::Reachability {
+            observed,
+            addrs,
+            reachable: reachable != 0,
+        }),
         _ => {}
     }
 }

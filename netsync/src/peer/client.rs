@@ -42,6 +42,7 @@ pub fn dial_addr(url: &str) -> Result<String> {
 pub struct PeerClient {
     ch: SecureChannel<TcpStream>,
     timeout: Duration,
+    relayed: bool,
 }
 
 /// Open a WebSocket to `url` (a peer or the coordinator's relay), bounded by `timeout`.
@@ -115,7 +116,11 @@ impl PeerClient {
         let ch = tokio::time::timeout(timeout, noise::initiate(ws, key, Some(*host), relay_url))
             .await
             .map_err(|_| PeerError::Timeout(timeout))??;
-        Ok(PeerClient { ch, timeout })
+        Ok(PeerClient {
+            ch,
+            timeout,
+            relayed: true,
+        })
     }
 
     /// Dial `host.url`, run the handshake, and check the peer is `host.node`.
@@ -124,13 +129,25 @@ impl PeerClient {
         host: &HostAddr,
         timeout: Duration,
     ) -> Result<PeerClient> {
+        Self::connect_within(key, host, timeout, timeout).await
+    }
+
+    /// [`Self::connect`] with the TCP dial alone bounded by `dial_timeout` (short when a
+    /// relay is there to fall back to: a SYN that gets no answer in a few seconds on a
+    /// path of a few hundred milliseconds will not get one).
+    pub async fn connect_within(
+        key: &SigningKey,
+        host: &HostAddr,
+        dial_timeout: Duration,
+        timeout: Duration,
+    ) -> Result<PeerClient> {
         let url = &host.url;
         let dial = dial_addr(url)?;
-        let tcp = tokio::time::timeout(timeout, TcpStream::connect(&dial))
+        let tcp = tokio::time::timeout(dial_timeout, TcpStream::connect(&dial))
             .await
             .map_err(|_| PeerError::Connect {
                 addr: url.clone(),
-                reason: format!("no connection within {timeout:?}"),
+                reason: format!("no connection within {dial_timeout:?}"),
             })?
             .map_err(|e| PeerError::Connect {
                 addr: url.clone(),
@@ -153,7 +170,16 @@ impl PeerClient {
         let ch = tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| PeerError::Timeout(timeout))??;
-        Ok(PeerClient { ch, timeout })
+        Ok(PeerClient {
+            ch,
+            timeout,
+            relayed: false,
+        })
+    }
+
+    /// Whether this connection goes through the coordinator's relay.
+    pub fn relayed(&self) -> bool {
+        self.relayed
     }
 
     pub fn remote(&self) -> NodeId {

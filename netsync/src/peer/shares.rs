@@ -196,6 +196,7 @@ pub async fn push_shares(
         .collect();
     let key = Arc::new(key.clone());
     let mut tasks = tokio::task::JoinSet::new();
+    let before = opts.routes.bytes();
     for h in hosts {
         if failed.contains(&h.node) {
             continue;
@@ -250,6 +251,7 @@ pub async fn push_shares(
             .retain(|p, _| dest_of(repo_root, Kind::Pack, p).exists());
         (st.clone(), pl.clone())
     })?;
+    report.paths = super::sync::paths_since(&opts.routes, &before, hosts);
 
     // Shares their host confirmed leave the staging area; count what is not placed yet.
     for p in placement.packs.values() {

@@ -12,6 +12,7 @@ use super::proto::{Kind, RefusalCode};
 pub use super::state::{
     ChallengeOutcome, ChallengeRecord, FailureKind, HostRecord, ItemKey, PeerState, PeerStore,
 };
+use super::route::{PathBytes, Routes};
 use super::{PeerError, Result};
 use crate::wire::NodeId;
 use ed25519_dalek::SigningKey;
@@ -130,30 +131,102 @@ pub struct SyncOptions {
     pub attempts: usize,
     /// When set, a host whose direct address fails is reached through the coordinator's relay.
     pub relay: Option<crate::coord_client::CoordClient>,
+    /// With a relay at hand, a direct TCP dial that has no answer in this time falls back
+    /// to the relay.
+    pub dial_timeout: Duration,
+    /// A host that was reached in this push and whose connection then drops is retried
+    /// (with backoff) for this long before the push gives up on it.
+    pub outage: Duration,
+    /// Which hosts go through the relay, and bytes by path (shared by clones).
+    pub routes: Routes,
 }
 
-/// Dial a host directly; if that fails and a coordinator is at hand, through its relay.
+/// Dial a host: directly, unless it is known to need the relay (no address, or its direct
+/// way failed in this push); a failed direct dial — no answer, a refused connection, a
+/// failed handshake, or another node at the address — falls back to the coordinator's
+/// relay at once, and while the host is relayed direct is tried again in the background.
 pub async fn connect(key: &SigningKey, host: &HostAddr, opts: &SyncOptions) -> Result<PeerClient> {
-    match PeerClient::connect(key, host, opts.timeout).await {
-        Ok(c) => Ok(c),
-        Err(
-            e @ (PeerError::Connect { .. } | PeerError::Timeout(_) | PeerError::Handshake { .. }),
-        ) => {
-            let Some(coord) = &opts.relay else {
-                return Err(e);
-            };
-            let (url, token) =
-                coord
-                    .relay_ticket(host.node)
-                    .await
-                    .map_err(|ce| PeerError::Connect {
-                        addr: host.url.clone(),
-                        reason: format!("{e}; relay refused: {ce}"),
-                    })?;
-            PeerClient::connect_relayed(key, &host.node, &url, &token, opts.timeout).await
+    let why = if host.url.is_empty() {
+        Some("the coordinator found no address that reaches it".to_string())
+    } else {
+        opts.routes.relayed(&host.node)
+    };
+    let Some(why) = why else {
+        let dial = if opts.relay.is_some() {
+            opts.dial_timeout.min(opts.timeout)
+        } else {
+            opts.timeout
+        };
+        return match PeerClient::connect_within(key, host, dial, opts.timeout).await {
+            Ok(c) => Ok(c),
+            Err(
+                e @ (PeerError::Connect { .. }
+                | PeerError::Timeout(_)
+                | PeerError::Handshake { .. }
+                | PeerError::WrongPeer { .. }),
+            ) if opts.relay.is_some() => {
+                let why = e.to_string();
+                if opts.routes.mark_relayed(host.node, why.clone()) {
+                    spawn_direct_retries(key, host, opts);
+                }
+                relayed(key, host, opts, &why).await
+            }
+            Err(e) => Err(e),
+        };
+    };
+    relayed(key, host, opts, &why).await
+}
+
+async fn relayed(
+    key: &SigningKey,
+    host: &HostAddr,
+    opts: &SyncOptions,
+    why: &str,
+) -> Result<PeerClient> {
+    let Some(coord) = &opts.relay else {
+        return Err(PeerError::Connect {
+            addr: host.url.clone(),
+            reason: format!("{why}; no coordinator relay at hand"),
+        });
+    };
+    let (url, token) = coord
+        .relay_ticket(host.node)
+        .await
+        .map_err(|ce| PeerError::Connect {
+            addr: host.url.clone(),
+            reason: format!("{why}; relay refused: {ce}"),
+        })?;
+    PeerClient::connect_relayed(key, &host.node, &url, &token, opts.timeout).await
+}
+
+/// While `host` is relayed, try its direct address now and then (bounded:
+/// [`super::route::DIRECT_RETRY_DELAYS`]); once it answers, new connections go direct.
+fn spawn_direct_retries(key: &SigningKey, host: &HostAddr, opts: &SyncOptions) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        opts.routes.retry_ended(&host.node, false);
+        return;
+    };
+    let (key, host, routes, timeout) = (
+        key.clone(),
+        host.clone(),
+        opts.routes.clone(),
+        opts.dial_timeout.max(Duration::from_secs(1)),
+    );
+    rt.spawn(async move {
+        for d in super::route::DIRECT_RETRY_DELAYS {
+            tokio::time::sleep(d).await;
+            if routes.relayed(&host.node).is_none() {
+                return; // forgotten meanwhile
+            }
+            if let Ok(c) = PeerClient::connect_within(&key, &host, timeout, timeout * 2).await {
+                c.close().await;
+                tracing::info!(host = %host.node, url = %host.url, "direct way found again");
+                routes.retry_ended(&host.node, true);
+                return;
+            }
         }
-        Err(e) => Err(e),
-    }
+        routes.retry_ended(&host.node, false);
+    });
 }
 
 impl Default for SyncOptions {
@@ -163,6 +236,9 @@ impl Default for SyncOptions {
             timeout: Duration::from_secs(30),
             attempts: 4,
             relay: None,
+            dial_timeout: Duration::from_secs(5),
+            outage: Duration::from_secs(120),
+            routes: Routes::default(),
         }
     }
 }
@@ -176,6 +252,17 @@ pub struct PushReport {
     pub errors: Vec<(NodeId, String)>,
     /// Items with fewer than k good copies after the push.
     pub under_replicated: usize,
+    /// Bytes uploaded per host, by path (direct or through the relay).
+    pub paths: BTreeMap<NodeId, PathBytes>,
+}
+
+impl PushReport {
+    /// Bytes of this push that went through the coordinator's relay, and in all.
+    pub fn relayed_share(&self) -> (u64, u64) {
+        self.paths.values().fold((0, 0), |(r, t), p| {
+            (r + p.relayed, t + p.relayed + p.direct)
+        })
+    }
 }
 
 pub(crate) async fn list_host(
@@ -391,19 +478,34 @@ async fn push_worker(
             });
         }
         let mut attempt = 0;
+        // The host was reached in this push (it was listed): a connection that drops now is
+        // an outage, retried with backoff until `opts.outage` has passed with no progress.
+        let mut down_since: Option<std::time::Instant> = None;
+        let mut backoff = Duration::from_millis(250);
+        // A relayed connection is left for a direct one as soon as the direct way is back.
+        if conn.as_ref().is_some_and(|c| c.relayed()) && opts.routes.relayed(&host.node).is_none() {
+            if let Some(c) = conn.take() {
+                c.close().await;
+            }
+        }
         loop {
             attempt += 1;
+            let mut relayed = false;
             let res = async {
                 if conn.is_none() {
                     conn = Some(connect(key, host, opts).await?);
                 }
                 let c = conn.as_mut().expect("connected");
+                relayed = c.relayed();
                 c.put(item.kind, &bytes, &mut |b| progress(Progress::Bytes(b)))
                     .await
             }
             .await;
             match res {
-                Ok(()) => break,
+                Ok(()) => {
+                    opts.routes.count(host.node, item.size, relayed);
+                    break;
+                }
                 Err(e @ PeerError::Refused(_)) => {
                     let busy = matches!(&e, PeerError::Refused(r) if r.code == RefusalCode::Busy);
                     if !busy || attempt >= opts.attempts {
@@ -411,12 +513,22 @@ async fn push_worker(
                     }
                     tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
                 }
+                Err(e @ PeerError::BadData { .. }) => return Err(e),
                 Err(e) => {
                     conn = None;
-                    if attempt >= opts.attempts {
-                        return Err(e);
+                    let since = *down_since.get_or_insert_with(std::time::Instant::now);
+                    if attempt >= opts.attempts && since.elapsed() >= opts.outage {
+                        return Err(PeerError::Connect {
+                            addr: host.url.clone(),
+                            reason: format!(
+                                "gave up after {}s of retries: {e}",
+                                since.elapsed().as_secs()
+                            ),
+                        });
                     }
-                    tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
+                    tracing::info!(host = %host.node, error = %e, "connection lost; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
         }
@@ -449,6 +561,7 @@ pub async fn push(
     let store = PeerStore::open(repo_root);
     let key = Arc::new(key.clone());
     let mut tasks = tokio::task::JoinSet::new();
+    let before = opts.routes.bytes();
     for h in hosts {
         let (key, h2, items, opts, progress, store) = (
             key.clone(),
@@ -498,7 +611,33 @@ pub async fn push(
         st.clone()
     })?;
     report.under_replicated = items.iter().filter(|i| st.copies(&i.key()) < k).count();
+    report.paths = paths_since(&opts.routes, &before, hosts);
     Ok(report)
+}
+
+/// Bytes moved to `hosts` since `before` (a snapshot of `routes`).
+pub(crate) fn paths_since(
+    routes: &Routes,
+    before: &HashMap<NodeId, PathBytes>,
+    hosts: &[HostAddr],
+) -> BTreeMap<NodeId, PathBytes> {
+    let now = routes.bytes();
+    hosts
+        .iter()
+        .map(|h| {
+            let (a, b) = (
+                now.get(&h.node).copied().unwrap_or_default(),
+                before.get(&h.node).copied().unwrap_or_default(),
+            );
+            (
+                h.node,
+                PathBytes {
+                    direct: a.direct - b.direct,
+                    relayed: a.relayed - b.relayed,
+                },
+            )
+        })
+        .collect()
 }
 
 /// Which packs a pull fetches.

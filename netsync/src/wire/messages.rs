@@ -276,4 +276,14 @@ pub enum CoordMsg {
         sources: Vec<RepairSource>,
         ticket: Vec<u8>,
     },
+    /// Where the coordinator sees this node (sent after each `Announce`, and again once
+    /// its dial-back is done): `observed` = `IP:PORT` its connection comes from ("" when
+    /// not known), `addrs` = the peer addresses handed out for it (empty: peers reach it
+    /// only through the relay), `reachable` = a dial-back to `addrs` reached this node
+    /// (0 = not tried (yet), 1 = reached, 2 = not reached).
+    Reachability {
+        observed: String,
+        addrs: Vec<String>,
+        reachable: u8,
+    },
 }

@@ -1487,18 +1487,22 @@ impl Core {
             let mut rng = rand::thread_rng();
             let nodes = self.store.nodes_in(self.shards.as_deref())?;
             for n in nodes.iter().filter(|n| n.excluded.is_none()) {
+                let recent = now.saturating_sub(n.last_seen) < 30 * 86_400;
                 if self.store.clear_ping(&n.id)? {
                     // Previous ping unanswered.
                     self.store.record_probe(&n.id, now, false)?;
                     self.store.set_online(&n.id, false, now)?;
-                    continue;
+                } else if !n.online && recent {
+                    self.store.record_probe(&n.id, now, false)?;
                 }
-                if n.online {
+                // Offline nodes seen recently are pinged too: with an external broker a
+                // ping is the only way the coordinator hears of a node that stays quiet,
+                // so one lost answer must not leave an online node marked offline (and,
+                // past the repair grace, its owners moving off it) for good.
+                if n.online || recent {
                     let nonce: u64 = rng.gen();
                     self.store.set_ping(&n.id, nonce)?;
                     out.push(Out::Send(n.id, CoordMsg::Ping { nonce }));
-                } else if now.saturating_sub(n.last_seen) < 30 * 86_400 {
-                    self.store.record_probe(&n.id, now, false)?;
                 }
             }
             let rp = self.params.reputation.clone();

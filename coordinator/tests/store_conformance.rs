@@ -81,7 +81,8 @@ fn nodes(db: &dyn Db) {
     // After a dial-back only the addresses that reached the node are handed out.
     s.set_addrs(&a, &[]).unwrap();
     assert!(s.node(&a).unwrap().unwrap().addrs.is_empty());
-    s.set_addrs(&a, &["ws://198.51.100.7:7447".to_string()]).unwrap();
+    s.set_addrs(&a, &["ws://198.51.100.7:7447".to_string()])
+        .unwrap();
     assert_eq!(
         s.node(&a).unwrap().unwrap().addrs,
         vec!["ws://198.51.100.7:7447".to_string()]

@@ -2,8 +2,8 @@
 
 pub mod coord_client;
 pub mod erasure;
-pub mod node;
 pub mod nat;
+pub mod node;
 pub mod peer;
 pub mod verdict;
 pub mod wire;

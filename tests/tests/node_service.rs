@@ -45,6 +45,16 @@ fn alerts(file: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `pluto status`: its exit code and its first line (the verdict).
+fn verdict(repo_dir: &Path) -> (Option<i32>, String) {
+    let o = pluto(repo_dir, &["status"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    (
+        o.status.code(),
+        out.lines().next().unwrap_or("").to_string(),
+    )
+}
+
 #[test]
 fn a_node_left_alone_backs_up_on_its_schedule_and_replaces_dead_hosts() {
     let t0 = Instant::now();
@@ -139,6 +149,19 @@ fn a_node_left_alone_backs_up_on_its_schedule_and_replaces_dead_hosts() {
         },
     );
     let edited = edited.unwrap();
+    // Every share on a host that answers: status says so first, and exits 0.
+    let mut said = (None, String::new());
+    wait_until(
+        "status: Protected",
+        Duration::from_secs(30),
+        &mut [&mut node],
+        || {
+            said = verdict(&a);
+            said.0 == Some(0)
+        },
+    );
+    assert!(said.1.starts_with("Protected: snapshot "), "{said:?}");
+    assert!(said.1.contains("as 4/8"), "{said:?}");
     // Commands run beside the node: it holds the repository only while it writes.
     let shown = ok(&a, &["dump", &edited[..8], "notes.txt"]);
     assert_eq!(shown, "second draft, much better\n");
@@ -155,6 +178,19 @@ fn a_node_left_alone_backs_up_on_its_schedule_and_replaces_dead_hosts() {
         let _ = hosts[i].1.child.wait();
     }
     eprintln!("[{:?}] killed 3 hosts", t0.elapsed());
+
+    // Within a challenge round or two the node finds them unreachable: At risk (exit 5).
+    wait_until(
+        "status: At risk",
+        Duration::from_secs(20),
+        &mut [&mut node],
+        || {
+            said = verdict(&a);
+            said.0 == Some(5)
+        },
+    );
+    assert!(said.1.starts_with("At risk: "), "{said:?}");
+    eprintln!("[{:?}] at risk: {}", t0.elapsed(), said.1);
 
     // Past the grace, the node stops counting them and puts their shares on the spares.
     let packs = || {
@@ -183,6 +219,19 @@ fn a_node_left_alone_backs_up_on_its_schedule_and_replaces_dead_hosts() {
     }
     eprintln!("[{:?}] replaced", t0.elapsed());
 
+    // Their shares stand on the spares: Protected again, with the dead hosts not counted.
+    wait_until(
+        "status: Protected again",
+        Duration::from_secs(30),
+        &mut [&mut node],
+        || {
+            said = verdict(&a);
+            said.0 == Some(0)
+        },
+    );
+    assert!(said.1.starts_with("Protected: "), "{said:?}");
+    eprintln!("[{:?}] protected again: {}", t0.elapsed(), said.1);
+
     // The hook heard of each loss and of the replacement.
     wait_until(
         "the hook hears of the replacement",
@@ -190,8 +239,21 @@ fn a_node_left_alone_backs_up_on_its_schedule_and_replaces_dead_hosts() {
         &mut [&mut node],
         || {
             let seen = alerts(&hook);
-            seen.iter().any(|e| e["event"] == "host_lost")
+            let levels: Vec<&str> = seen
+                .iter()
+                .filter(|e| e["event"] == "protection_changed")
+                .filter_map(|e| e["level"].as_str())
+                .collect();
+            // each loss is told, or folded into a later alert of its kind
+            let lost_told: u64 = seen
+                .iter()
+                .filter(|e| e["event"] == "host_lost")
+                .map(|e| 1 + e["coalesced"].as_u64().unwrap_or(0))
+                .sum();
+            lost_told >= 3
                 && seen.iter().any(|e| e["event"] == "host_replaced")
+                && levels.contains(&"at_risk")
+                && levels.last() == Some(&"protected")
         },
     );
     let seen = alerts(&hook);

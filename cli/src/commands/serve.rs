@@ -209,9 +209,11 @@ fn print_event(e: &Event, quiet: bool) {
             addrs,
             reachable,
         } if !quiet => {
-            if let Some(line) =
-                pluto_netsync::nat::reachability_line(observed, addrs, u8::from(*reachable))
-            {
+            if let Some(line) = pluto_netsync::nat::reachability_line(
+                observed,
+                addrs,
+                if *reachable { 1 } else { 2 },
+            ) {
                 outln!("{line}");
             }
         }

@@ -4,9 +4,8 @@
 
 use crate::{exit, Global};
 use anyhow::Result;
-use pluto_netsync::peer::proto::Kind;
-use pluto_netsync::peer::sync::{self, ItemKey, PeerStore};
-use pluto_netsync::verdict::{self, Level, SnapshotRef};
+use pluto_netsync::peer::sync::{self, PeerStore};
+use pluto_netsync::verdict::Level;
 use pluto_repo::repository::LockMode;
 
 #[derive(clap::Args)]
@@ -168,4 +167,3 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     }
     Ok(code)
 }
-

@@ -263,7 +263,12 @@ pub fn stop_counting_on(
     })?;
     Ok(newly
         .into_iter()
-        .map(|h| format!("host {}: {why}; its copies no longer count", &h.to_hex()[..16]))
+        .map(|h| {
+            format!(
+                "host {}: {why}; its copies no longer count",
+                &h.to_hex()[..16]
+            )
+        })
         .collect())
 }
 

@@ -22,9 +22,7 @@ use crate::peer::hosted::{AllowList, HostedStore};
 use crate::peer::proto::{self, Request, Response};
 use crate::peer::server::{answer_relayed_challenge, Server, ServerConfig};
 use crate::peer::shares;
-use crate::peer::sync::{
-    self, now_unix, FailureKind, PeerState, PeerStore, SyncOptions, Verdict,
-};
+use crate::peer::sync::{self, now_unix, FailureKind, PeerState, PeerStore, SyncOptions, Verdict};
 use crate::wire::{Announce, CoordMsg, NodeId, PeerMode};
 
 /// How many replies, repairs and relayed sessions for the coordinator may run at once.
@@ -738,14 +736,13 @@ async fn challenge_round(s: &Shared, unreachable: &mut HashMap<NodeId, u64>) -> 
                     continue;
                 }
                 unreachable.remove(&h.node);
-                let said =
-                    hosts::stop_counting_on(
+                let said = hosts::stop_counting_on(
                     &s.root,
                     &[h.node],
                     FailureKind::Challenge,
                     "unreachable past the grace",
                 )
-                        .unwrap_or_default();
+                .unwrap_or_default();
                 if said.is_empty() {
                     continue;
                 }
@@ -931,7 +928,8 @@ async fn coordinator_job(s: &Shared, c: &CoordClient, pending: &PendingProofs, m
         } => s.emit(Event::Reachability {
             observed,
             addrs,
-            reachable: reachable != 0,
+            // 1: reachable at one address at least; 2: at none (0, unknown, is not sent)
+            reachable: reachable == 1,
         }),
         _ => {}
     }

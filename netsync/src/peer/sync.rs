@@ -9,10 +9,10 @@ use std::time::Duration;
 use super::challenge;
 use super::client::{HostAddr, PeerClient};
 use super::proto::{Kind, RefusalCode};
+use super::route::{PathBytes, Routes};
 pub use super::state::{
     ChallengeOutcome, ChallengeRecord, FailureKind, HostRecord, ItemKey, PeerState, PeerStore,
 };
-use super::route::{PathBytes, Routes};
 use super::{PeerError, Result};
 use crate::wire::NodeId;
 use ed25519_dalek::SigningKey;

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use common::mqtt::Mosquitto;
 use common::pg::PgServer;
 use pluto_netsync::coord_client::{BrokerAuth, ClientConfig, ClientError, CoordClient, CoordEvent};
-use pluto_netsync::wire::{Announce, CoordMsg, NodeId, PeerMode, ShareGroupRecord, ShareSlot};
+use pluto_netsync::wire::{
+    Announce, CoordMsg, NodeId, PeerMode, RefusalCode, ShareGroupRecord, ShareSlot,
+};
 use rand_core::OsRng;
 
 const NODES: usize = 500;
@@ -333,7 +335,19 @@ async fn three_instances_share_postgres_and_mosquitto_and_survive_a_sigkill() {
     for (i, host) in challengers.clone() {
         let c = nodes[i].clone();
         hs.push(tokio::spawn(async move {
-            retry(|| c.send_challenge(host, b"prove it".to_vec())).await
+            // A host whose answer to a ping went to the killed instance is offline until the
+            // next ping round (8 s) reaches it: ask again for up to three rounds.
+            let until = Instant::now() + Duration::from_secs(25);
+            loop {
+                match retry(|| c.send_challenge(host, b"prove it".to_vec())).await {
+                    Err(ClientError::Refused(r))
+                        if r.code == RefusalCode::PeerOffline && Instant::now() < until =>
+                    {
+                        tokio::time::sleep(Duration::from_secs(1)).await
+                    }
+                    other => break other,
+                }
+            }
         }));
     }
     for h in hs {

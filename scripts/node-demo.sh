@@ -1,7 +1,7 @@
 #!/bin/bash
 # A user starts the node and does nothing else. Needs: pluto and pluto-coordinator built.
-PLUTO=${PLUTO:-/work/wt/node/target/debug/pluto}
-COORD=${COORD:-/tmp/node-coord-bin}
+PLUTO=${PLUTO:-$(cd "$(dirname "$0")/.." && pwd)/target/debug/pluto}
+COORD=${COORD:-$(dirname "$PLUTO")/pluto-coordinator}
 B=${B:-/tmp/node-demo}
 rm -rf $B; mkdir -p $B; cd $B
 $COORD --data $B/coord --listen 127.0.0.1:0 > coord.log 2>&1 &

@@ -707,3 +707,28 @@ fn a_host_that_leaves_while_its_owner_is_away_is_replaced_at_the_owners_next_pus
     assert_eq!(st["min_copies"], 1, "{st}");
     let _ = coord.terminate(Duration::from_secs(20));
 }
+
+/// A new machine whose hosts are all down: `pull` says none could be reached and fails —
+/// it never reports success with nothing pulled (the churn soak once "recovered" an owner
+/// that way, with no snapshot to restore).
+#[test]
+fn a_pull_that_reaches_no_host_fails_instead_of_reporting_success() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    std::fs::create_dir_all(&a).unwrap();
+    ok(&a, &["init"]);
+    // a port nothing listens on (bound, then closed)
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let host = format!("{}@ws://127.0.0.1:{port}", "ab".repeat(32));
+    let o = pluto(&a, &["pull", "--host", &host]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("none of the 1 host(s) could be reached; nothing was pulled"),
+        "{}",
+        stderr(&o)
+    );
+}

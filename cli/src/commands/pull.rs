@@ -72,6 +72,16 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             hosts.len()
         );
     }
+    // Not one host answered: nothing is known of what they hold, so nothing can be called
+    // complete (a recovery that "succeeds" with no snapshot is the worst answer).
+    let failed: std::collections::HashSet<_> = rep.errors.iter().map(|(h, _)| *h).collect();
+    if rep.fetched == 0 && failed.len() >= hosts.len() {
+        eprintln!(
+            "pluto: none of the {} host(s) could be reached; nothing was pulled (pull again later)",
+            hosts.len()
+        );
+        return Ok(exit::ERROR);
+    }
     if !rep.missing.is_empty() {
         eprintln!(
             "pluto: {} file(s) could not be fetched from any host:",

@@ -64,8 +64,10 @@ struct Pending {
 impl Shared {
     fn emit(&self, e: Event) {
         match &e {
-            Event::Error { during, message } => tracing::warn!(%during, "{message}"),
-            Event::Warning { message } => tracing::warn!("{message}"),
+            // Told through the events (serve prints them): logged below the default level,
+            // so that a terminal does not show each twice.
+            Event::Error { during, message } => tracing::info!(%during, "{message}"),
+            Event::Warning { message } => tracing::info!("{message}"),
             _ => tracing::debug!(kind = e.kind(), "event"),
         }
         let _ = self.events.send(e);
@@ -76,9 +78,14 @@ impl Shared {
     }
 
     fn opts(&self) -> SyncOptions {
+        let d = SyncOptions::default();
         SyncOptions {
             relay: self.client(),
-            ..Default::default()
+            // A host that drops mid-push is waited for no longer than the grace after which
+            // the node stops counting it anyway: the node's other work (challenges, failover)
+            // waits behind the push.
+            outage: d.outage.min(self.cfg.host_grace),
+            ..d
         }
     }
 

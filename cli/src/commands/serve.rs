@@ -212,7 +212,11 @@ fn print_event(e: &Event, quiet: bool) {
             if let Some(line) = pluto_netsync::nat::reachability_line(
                 observed,
                 addrs,
-                if *reachable { 1 } else { 2 },
+                match reachable {
+                    Some(true) => 1,
+                    Some(false) => 2,
+                    None => 0,
+                },
             ) {
                 outln!("{line}");
             }

@@ -91,11 +91,12 @@ pub enum Event {
     },
     /// What the coordinator saw of this node's addresses: where it connects from, the
     /// addresses its dial-back reached (handed out to owners), and whether any did (if not,
-    /// owners reach this node through the coordinator's relay).
+    /// owners reach this node through the coordinator's relay; `None`: not known yet, the
+    /// dial-back is under way or off).
     Reachability {
         observed: String,
         addrs: Vec<String>,
-        reachable: bool,
+        reachable: Option<bool>,
     },
     /// This node rebuilt another owner's lost share.
     RepairDone {

@@ -935,8 +935,13 @@ async fn coordinator_job(s: &Shared, c: &CoordClient, pending: &PendingProofs, m
         } => s.emit(Event::Reachability {
             observed,
             addrs,
-            // 1: reachable at one address at least; 2: at none (0, unknown, is not sent)
-            reachable: reachable == 1,
+            // 1: reachable at one address at least; 2: at none; 0: not known yet (the
+            // dial-back is still under way, or off)
+            reachable: match reachable {
+                1 => Some(true),
+                2 => Some(false),
+                _ => None,
+            },
         }),
         _ => {}
     }

@@ -77,6 +77,8 @@ pub struct HostRow {
     pub last_challenge_unix: Option<u64>,
     pub last_challenge_passed: Option<bool>,
     pub failure: Option<String>,
+    /// How the last push reached it: direct or through the coordinator's relay.
+    pub path: Option<crate::peer::state::PathKind>,
 }
 
 /// The verdict: the level, one line saying it, the reasons behind it, and the hosts.
@@ -200,6 +202,7 @@ pub fn verdict(i: &Inputs<'_>) -> Protection {
             unreachable_since: r.unreachable_since,
             last_challenge_unix: r.last_challenge.as_ref().map(|c| c.unix),
             last_challenge_passed: r.last_challenge.as_ref().map(|c| c.passed),
+            path: r.last_path,
             failure: r.failure.as_ref().map(|f| f.reason.clone()).or_else(|| {
                 r.failed
                     .then(|| "failed (recorded before failures had reasons)".into())

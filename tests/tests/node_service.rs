@@ -162,6 +162,15 @@ fn a_node_left_alone_backs_up_on_its_schedule_and_replaces_dead_hosts() {
     );
     assert!(said.1.starts_with("Protected: snapshot "), "{said:?}");
     assert!(said.1.contains("as 4/8"), "{said:?}");
+    // On 127.0.0.1 every host is reached directly; status says how each was reached.
+    let st = status_json(&a);
+    let direct = st["hosts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|h| h["last_path"] == "direct" && h["bytes_direct"].as_u64() > Some(0))
+        .count();
+    assert!(direct >= 8, "hosts reached directly: {direct}: {st}");
     // Commands run beside the node: it holds the repository only while it writes.
     let shown = ok(&a, &["dump", &edited[..8], "notes.txt"]);
     assert_eq!(shown, "second draft, much better\n");

@@ -136,10 +136,19 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             ),
             None => "not challenged yet".into(),
         };
+        let path = match h.last_path {
+            Some(pluto_netsync::peer::sync::PathKind::Direct) => " (direct)",
+            Some(pluto_netsync::peer::sync::PathKind::Relayed) => " (relayed)",
+            None => "",
+        };
         outln!(
-            "host {} {} {} file(s), {bytes} bytes, {}/{} challenges passed, {last}{}",
+            "host {} {}{path} {} file(s), {bytes} bytes, {}/{} challenges passed, {last}{}",
             &id.to_hex()[..16],
-            h.url,
+            if h.url.is_empty() {
+                "(no address)"
+            } else {
+                &h.url
+            },
             h.stored.len(),
             h.challenges_passed,
             h.challenges_passed + h.challenges_failed,
@@ -148,6 +157,17 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             } else {
                 ""
             }
+        );
+    }
+    let (direct, relayed) = state.hosts.values().fold((0u64, 0u64), |(d, r), h| {
+        (d + h.bytes_direct, r + h.bytes_relayed)
+    });
+    if direct + relayed > 0 {
+        outln!(
+            "pushed {} in all, {} ({:.0} %) through the coordinator's relay",
+            crate::output::bytes(direct + relayed),
+            crate::output::bytes(relayed),
+            100.0 * relayed as f64 / (direct + relayed) as f64
         );
     }
     for (s, c) in &snaps {

@@ -242,16 +242,21 @@ pub async fn push_shares(
     let now = now_unix();
     // Forget packs that are gone locally (pruned) — as they are now, not as listed at the
     // start: a pack snapshotted meanwhile may have been placed by another push.
+    report.paths = super::sync::paths_since(&opts.routes, &before, hosts);
     let (state, placement) = store.update_both(|st, pl| {
         for h in hosts.iter().filter(|h| pushed.contains(&h.node)) {
             let r = st.host(h);
             r.last_push_unix = r.last_push_unix.max(now);
         }
+        for h in hosts {
+            if let Some(p) = report.paths.get(&h.node) {
+                st.host(h).count_path(p.direct, p.relayed);
+            }
+        }
         pl.packs
             .retain(|p, _| dest_of(repo_root, Kind::Pack, p).exists());
         (st.clone(), pl.clone())
     })?;
-    report.paths = super::sync::paths_since(&opts.routes, &before, hosts);
 
     // Shares their host confirmed leave the staging area; count what is not placed yet.
     for p in placement.packs.values() {

@@ -220,9 +220,40 @@ pub struct HostRecord {
     /// Set when the host could not be reached and has not answered since.
     #[serde(default)]
     pub unreachable_since: Option<u64>,
+    /// Bytes pushed to the host over a direct connection, in all.
+    #[serde(default)]
+    pub bytes_direct: u64,
+    /// Bytes pushed to the host through the coordinator's relay, in all.
+    #[serde(default)]
+    pub bytes_relayed: u64,
+    /// How the last push that moved bytes to the host reached it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_path: Option<PathKind>,
+}
+
+/// How a push reached a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathKind {
+    Direct,
+    Relayed,
 }
 
 impl HostRecord {
+    /// A push moved `direct` and `relayed` bytes to the host: counters add; the path is
+    /// the one most bytes took (left as it was when nothing moved).
+    pub fn count_path(&mut self, direct: u64, relayed: u64) {
+        self.bytes_direct = self.bytes_direct.saturating_add(direct);
+        self.bytes_relayed = self.bytes_relayed.saturating_add(relayed);
+        if direct + relayed > 0 {
+            self.last_path = Some(if relayed > direct {
+                PathKind::Relayed
+            } else {
+                PathKind::Direct
+            });
+        }
+    }
+
     /// The host answered at `at`. A later "unreachable" (begun after `at`) stands; an
     /// earlier one is over.
     pub fn mark_seen(&mut self, at: u64) {
@@ -596,6 +627,31 @@ impl PeerStore {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn bytes_by_path_add_up_and_the_path_is_the_one_most_bytes_took() {
+        let mut r = HostRecord::default();
+        r.count_path(0, 0);
+        assert_eq!(r.last_path, None, "nothing moved: no path yet");
+        r.count_path(1000, 10);
+        assert_eq!(r.last_path, Some(PathKind::Direct));
+        r.count_path(5, 700);
+        assert_eq!(r.last_path, Some(PathKind::Relayed));
+        r.count_path(0, 0);
+        assert_eq!(
+            r.last_path,
+            Some(PathKind::Relayed),
+            "kept when nothing moved"
+        );
+        assert_eq!((r.bytes_direct, r.bytes_relayed), (1005, 710));
+        // a record written before these fields reads as nothing counted
+        let old: HostRecord = serde_json::from_str(r#"{"url":"ws://h:1"}"#).unwrap();
+        assert_eq!(
+            (old.bytes_direct, old.bytes_relayed, old.last_path),
+            (0, 0, None)
+        );
+    }
+
     use super::*;
 
     fn host(i: u8) -> HostAddr {

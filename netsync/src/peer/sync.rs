@@ -11,7 +11,8 @@ use super::client::{HostAddr, PeerClient};
 use super::proto::{Kind, RefusalCode};
 use super::route::{PathBytes, Routes};
 pub use super::state::{
-    ChallengeOutcome, ChallengeRecord, FailureKind, HostRecord, ItemKey, PeerState, PeerStore,
+    ChallengeOutcome, ChallengeRecord, FailureKind, HostRecord, ItemKey, PathKind, PeerState,
+    PeerStore,
 };
 use super::{PeerError, Result};
 use crate::wire::NodeId;
@@ -601,17 +602,20 @@ pub async fn push(
         }
     }
     let now = now_unix();
+    report.paths = paths_since(&opts.routes, &before, hosts);
     let st = store.update(|st| {
         for h in hosts {
             let r = st.host(h);
             if pushed.contains(&h.node) {
                 r.last_push_unix = r.last_push_unix.max(now);
             }
+            if let Some(p) = report.paths.get(&h.node) {
+                r.count_path(p.direct, p.relayed);
+            }
         }
         st.clone()
     })?;
     report.under_replicated = items.iter().filter(|i| st.copies(&i.key()) < k).count();
-    report.paths = paths_since(&opts.routes, &before, hosts);
     Ok(report)
 }
 

@@ -407,6 +407,15 @@ async fn main_loop(
                         s.emit(Event::Excluded { reason });
                         continue;
                     }
+                    // told here, in the order sent: a dial-back's verdict follows the note
+                    // of the announce that started it (and an announce's own note, 0 while
+                    // its dial-back runs, says nothing yet)
+                    CoordMsg::Reachability { observed, addrs, reachable } => {
+                        if reachable != 0 {
+                            s.emit(Event::Reachability { observed, addrs, reachable: reachable == 1 });
+                        }
+                        continue;
+                    }
                     CoordMsg::MoveCopies { host, reason } => {
                         // many orders at once make one push (which asks the coordinator
                         // for replacement hosts)
@@ -921,16 +930,6 @@ async fn coordinator_job(s: &Shared, c: &CoordClient, pending: &PendingProofs, m
                 Err(e) => warn(format!("repair for {}: {e}", &order.owner.to_hex()[..16])),
             }
         }
-        CoordMsg::Reachability {
-            observed,
-            addrs,
-            reachable,
-        } => s.emit(Event::Reachability {
-            observed,
-            addrs,
-            // 1: reachable at one address at least; 2: at none (0, unknown, is not sent)
-            reachable: reachable == 1,
-        }),
         _ => {}
     }
 }

@@ -97,6 +97,16 @@ pub enum Event {
         addrs: Vec<String>,
         reachable: bool,
     },
+    /// The home router forwards the peer port (UPnP-IGD): `external` (`ws://IP:PORT`) is
+    /// announced to the coordinator, whose dial-back confirms it. Told once per mapping
+    /// (again only when the external address changes), not at each renewal of the lease.
+    PortMapped {
+        external: String,
+        /// How it was mapped: `upnp-igd`.
+        protocol: String,
+        /// Seconds the router keeps it unrenewed (0: until removed); renewed at half.
+        lease_secs: u64,
+    },
     /// This node rebuilt another owner's lost share.
     RepairDone {
         owner: String,
@@ -146,6 +156,7 @@ impl Event {
             Event::HostReplaced { .. } => "host_replaced",
             Event::ProtectionChanged { .. } => "protection_changed",
             Event::Reachability { .. } => "reachability",
+            Event::PortMapped { .. } => "port_mapped",
             Event::RepairDone { .. } => "repair_done",
             Event::Warning { .. } => "warning",
             Event::Excluded { .. } => "excluded",

@@ -1,7 +1,8 @@
 //! The NAT lab's short run (tests/netlab/netlab.py): the real coordinator and nodes on an
 //! emulated internet of network namespaces — 3 public hosts, 5 behind NAT routers (one
-//! symmetric), the owner behind NAT — a 4/8 push that reaches every host and a restore on a
-//! new machine that is byte-identical. Needs root (CI runs as root); elsewhere the script
+//! symmetric; the cone ones run UPnP-IGD), the owner behind NAT — a 4/8 push that reaches
+//! every host, directly but for the symmetric home, and a restore on a new machine that is
+//! byte-identical. Needs root (CI runs as root); elsewhere the script
 //! says SKIPPED with the reason, and so does this test. The long runs are by hand (see the
 //! book's NAT lab page).
 
@@ -39,7 +40,31 @@ fn a_push_from_behind_nat_reaches_hosts_behind_nat_and_restores() {
     }
     assert!(out.status.success(), "the NAT lab failed:\n{text}");
     assert!(text.contains("netlab: PASSED"), "{text}");
-    // the public hosts are reachable, the homes are not (no port mapping in the lab)
-    assert!(text.contains("\"pub1\": \"reachable\""), "{text}");
-    assert!(text.contains("\"home1\": \"unreachable\""), "{text}");
+    // The figures line: the public hosts are reachable; the homes behind a cone NAT whose
+    // router runs UPnP-IGD (miniupnpd) mapped their peer port, the dial-back reached the
+    // mapped address, and the push went to them directly; the symmetric home (no UPnP)
+    // stays unreachable and relayed.
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("netlab: figures "))
+        .expect("a figures line");
+    let f: serde_json::Value = serde_json::from_str(line).expect("figures are JSON");
+    for h in ["pub1", "pub2", "pub3", "home1", "home2", "home3", "home4"] {
+        assert_eq!(f["reachability"][h], "reachable", "{h}: {line}");
+    }
+    assert_eq!(f["reachability"]["home5"], "unreachable", "{line}");
+    for (i, h) in ["home1", "home2", "home3", "home4"].iter().enumerate() {
+        assert_eq!(
+            f["mapped"][h],
+            format!("ws://198.51.101.{}:7447", 21 + i),
+            "{h} announces its router's mapped address: {line}"
+        );
+    }
+    assert_eq!(f["hosts_direct"], 7, "{line}");
+    assert_eq!(
+        f["hosts_relayed"], 1,
+        "only the symmetric home is relayed: {line}"
+    );
+    assert!(f["relayed_share"].as_f64().unwrap() < 0.2, "{line}");
+    assert_eq!(f["owner_mapping_removed_on_stop"], true, "{line}");
 }

@@ -246,7 +246,7 @@ def build_topology(args, tag):
                ns=r)
             Proc(f"nfdelay{i}", r, [args.nfdelay, "0", str(int(args.delay_ms * 1000))])
         upnp = args.upnp and not symmetric
-        if upnp:
+        if upnp and i not in args.late_upnp:
             start_miniupnpd(args, r, i, f"192.168.{100 + i}.0/24")
         homes.append({"router": r, "ns": h, "wan": wan, "lan": lan_h,
                       "nat": "symmetric" if symmetric else "cone", "upnp": upnp})
@@ -388,6 +388,9 @@ def main():
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--no-upnp", dest="upnp", action="store_false",
                     help="no miniupnpd on the routers (the relay-only figures)")
+    ap.add_argument("--late-upnp", type=int, nargs="*", default=[],
+                    help="homes whose router starts miniupnpd only after their node started "
+                         "(the node maps at its next try, 30 s on, and announces again)")
     ap.add_argument("--limit", type=float, default=170, help="seconds for the whole run")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
@@ -457,6 +460,10 @@ def main():
                                             "--listen", "0.0.0.0:7447", "--offer", "4G",
                                             "--push-every", "0", "--challenge-every", "0"],
                                  cwd=d)
+        for i in args.late_upnp:
+            if homes[i]["upnp"]:
+                serving[f"home{i}"].wait_for(r"^not reachable", 40)
+                start_miniupnpd(args, homes[i]["router"], i, f"192.168.{100 + i}.0/24")
         reach, mapped = {}, {}
         upnp_homes = {f"home{i}" for i, h in enumerate(homes) if h["upnp"]}
         for name, p in serving.items():
@@ -464,8 +471,9 @@ def main():
             if name in upnp_homes:
                 # a mapping that came after the first announce is announced again: its
                 # dial-back says so in a later line
+                late = int(name[4:]) in args.late_upnp
                 try:
-                    m = p.wait_for(r"^(reachable at)", 20)
+                    m = p.wait_for(r"^(reachable at)", 60 if late else 20)
                 except RuntimeError:
                     pass
                 pm = [l for l in p.lines if l.startswith("port mapped by the router")]
@@ -475,6 +483,15 @@ def main():
             ", ".join(f"{k} {v}" for k, v in reach.items()))
         figures["reachability"] = reach
         figures["mapped"] = mapped
+        # the late homes: unreachable at the first announce, reachable after the mapping
+        # appeared and the node announced again (on the same session)
+        figures["late_upnp"] = args.late_upnp
+        figures["reachable_after_late_mapping"] = [
+            f"home{i}" for i in args.late_upnp
+            if reach.get(f"home{i}") == "reachable" and homes[i]["upnp"] and
+            [l.split()[0] for l in serving[f"home{i}"].lines
+             if l.startswith(("not reachable", "reachable at", "port mapped"))][:3] ==
+            ["not", "port", "reachable"]]
         if os.environ.get("NETLAB_DEBUG"):
             for name, p in list(serving.items()) + [("coordinator", coord)]:
                 log(name, "\n    " + "\n    ".join(p.lines))

@@ -151,7 +151,7 @@ pub fn reachability_line(observed: &str, addrs: &[String], reachable: u8) -> Opt
         1 => Some(format!("reachable at {}{seen}", addrs.join(", "))),
         2 => Some(format!(
             "not reachable from the network{seen}: peers reach this node through the relay \
-             (forward the peer port on your router, or pass --public-addr)"
+             (turn UPnP on in your router, forward the peer port on it, or pass --public-addr)"
         )),
         _ => None,
     }

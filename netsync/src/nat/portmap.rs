@@ -172,8 +172,28 @@ pub enum Note {
 
 type Router = Gateway<Tokio>;
 
-async fn find_router() -> Result<Router, PortMapError> {
+/// Where the search for a router goes: from `bind` to `to` (SSDP's multicast group; a test
+/// points it at a socket of its own).
+#[derive(Debug, Clone, Copy)]
+struct Search {
+    bind: SocketAddr,
+    to: SocketAddr,
+}
+
+impl Default for Search {
+    fn default() -> Self {
+        let o = SearchOptions::default();
+        Search {
+            bind: o.bind_addr,
+            to: o.broadcast_address,
+        }
+    }
+}
+
+async fn find_router(search: Search) -> Result<Router, PortMapError> {
     let mut o = SearchOptions::default();
+    o.bind_addr = search.bind;
+    o.broadcast_address = search.to;
     o.timeout = Some(SEARCH_TIMEOUT);
     o.single_search_timeout = Some(SEARCH_TIMEOUT);
     match igd_next::aio::tokio::search_gateway(o).await {
@@ -253,8 +273,8 @@ async fn map_port(r: &Router, local: IpAddr, port: u16) -> Result<(u16, u32), Po
     })
 }
 
-async fn map(listen: SocketAddr) -> Result<(Router, Mapping), PortMapError> {
-    let r = find_router().await?;
+async fn map(listen: SocketAddr, search: Search) -> Result<(Router, Mapping), PortMapError> {
+    let r = find_router(search).await?;
     let local = match listen.ip() {
         IpAddr::V4(v4) if !v4.is_unspecified() => IpAddr::V4(v4),
         _ => local_ip_towards(r.addr)?,
@@ -297,7 +317,16 @@ async fn renew(r: &Router, m: &Mapping) -> Result<Mapping, PortMapError> {
 pub fn spawn(
     listen: SocketAddr,
     note: impl Fn(Note) + Send + 'static,
+    stop: watch::Receiver<bool>,
+) -> (watch::Receiver<PortMapState>, tokio::task::JoinHandle<()>) {
+    spawn_with(listen, note, stop, Search::default())
+}
+
+fn spawn_with(
+    listen: SocketAddr,
+    note: impl Fn(Note) + Send + 'static,
     mut stop: watch::Receiver<bool>,
+    search: Search,
 ) -> (watch::Receiver<PortMapState>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(PortMapState::Searching);
     let task = tokio::spawn(async move {
@@ -305,9 +334,17 @@ pub fn spawn(
         let mut told: Option<SocketAddr> = None;
         let (mut failures, mut warned) = (0u32, false);
         loop {
-            let attempt = match held.take() {
-                None => map(listen).await,
-                Some((r, m)) => renew(&r, &m).await.map(|m| (r, m)),
+            // a search or a router that is slow to answer never holds up the node's stop;
+            // the mapping in hand stays in hand through its renewal, to be removed
+            let attempt = async {
+                match &held {
+                    None => map(listen, search).await,
+                    Some((r, m)) => renew(r, m).await.map(|m| (r.clone(), m)),
+                }
+            };
+            let attempt = tokio::select! {
+                a = attempt => a,
+                _ = stop.wait_for(|s| *s) => break,
             };
             let wait = match attempt {
                 Ok((r, m)) => {
@@ -323,6 +360,7 @@ pub fn spawn(
                 }
                 Err(e) => {
                     tracing::info!("port mapping: {e}");
+                    held = None;
                     tx.send_replace(PortMapState::Unmapped);
                     told = None;
                     failures += 1;
@@ -438,5 +476,69 @@ mod tests {
             libc::ENETUNREACH
         )));
         assert!(!no_route(&std::io::Error::from_raw_os_error(libc::EACCES)));
+    }
+
+    /// A search that stays on this machine: sent to a UDP socket the test holds, which
+    /// answers with `reply` (nothing when empty), so no real router is ever asked.
+    async fn fake_router(reply: &'static [u8]) -> (Search, tokio::task::JoinHandle<()>) {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = sock.local_addr().unwrap();
+        let t = tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            while let Ok((_, from)) = sock.recv_from(&mut buf).await {
+                if !reply.is_empty() {
+                    let _ = sock.send_to(reply, from).await;
+                }
+            }
+        });
+        let bind = "127.0.0.1:0".parse().unwrap();
+        (Search { bind, to }, t)
+    }
+
+    #[tokio::test]
+    async fn a_router_that_answers_nonsense_leaves_the_node_unmapped_and_unwarned() {
+        let (search, router) = fake_router(
+            b"HTTP/1.1 200 OK\r\nLOCATION: not a url\r\nST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n\r\n",
+        )
+        .await;
+        let notes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let n2 = notes.clone();
+        let (_stop_tx, stop) = watch::channel(false);
+        let (mut rx, task) = spawn_with(
+            "0.0.0.0:7447".parse().unwrap(),
+            move |n| n2.lock().unwrap().push(n),
+            stop,
+            search,
+        );
+        let t0 = std::time::Instant::now();
+        tokio::time::timeout(
+            SEARCH_TIMEOUT + Duration::from_secs(3),
+            rx.wait_for(|s| *s != PortMapState::Searching),
+        )
+        .await
+        .expect("the first attempt ends with the search")
+        .unwrap();
+        assert_eq!(*rx.borrow(), PortMapState::Unmapped);
+        assert!(t0.elapsed() < SEARCH_TIMEOUT + Duration::from_secs(2));
+        assert!(notes.lock().unwrap().is_empty(), "no router: no warning");
+        task.abort();
+        router.abort();
+    }
+
+    #[tokio::test]
+    async fn stopping_ends_a_search_under_way_at_once() {
+        let (search, router) = fake_router(b"").await;
+        let (stop_tx, stop) = watch::channel(false);
+        let (rx, task) = spawn_with("0.0.0.0:7447".parse().unwrap(), |_| {}, stop, search);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let t0 = std::time::Instant::now();
+        stop_tx.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .expect("the task ends well before the search would")
+            .unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(1));
+        assert_eq!(*rx.borrow(), PortMapState::Searching);
+        router.abort();
     }
 }

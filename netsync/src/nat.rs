@@ -2,6 +2,8 @@
 //! address the coordinator sees a node come from (spec: `book/src/wire-coordinator.md`,
 //! "Addresses and reachability"; measured in `book/src/netlab.md`).
 
+pub mod portmap;
+
 use std::net::IpAddr;
 
 /// How far an IP address reaches.
@@ -149,7 +151,7 @@ pub fn reachability_line(observed: &str, addrs: &[String], reachable: u8) -> Opt
         1 => Some(format!("reachable at {}{seen}", addrs.join(", "))),
         2 => Some(format!(
             "not reachable from the network{seen}: peers reach this node through the relay \
-             (forward the peer port on your router, or pass --public-addr)"
+             (turn UPnP on in your router, forward the peer port on it, or pass --public-addr)"
         )),
         _ => None,
     }

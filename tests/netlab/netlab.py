@@ -3,13 +3,17 @@
 
 Topology (all addresses exist only inside the namespaces this script makes):
 
-  internet: one bridge, 198.51.100.0/24
+  internet: one bridge, 198.51.100.0/23
     coordinator   198.51.100.2   (broker :1883, relay :8443)
     pub1..pub3    198.51.100.11-13            public hosts
-    router0..N    198.51.100.20+i (WAN)  --NAT--  home0..N  192.168.(100+i).2
+    router0..N    198.51.101.20+i (WAN)  --NAT--  home0..N  192.168.(100+i).2
   home0 is the owner; home1..N are hosts behind NAT. Routers masquerade (a "cone" NAT:
   Linux keeps the source port and maps endpoint-independently) or, for the homes named
   by --symmetric, masquerade with --random (a new port per destination: symmetric).
+  Every cone router runs miniupnpd (UPnP-IGD, as a home router does; off with
+  --no-upnp), so the nodes behind it can map their peer port; the symmetric ones do not.
+  (The routers' WAN side is 198.51.101.0/24, not TEST-NET-2 like the rest: miniupnpd
+  refuses to forward ports on a WAN address in a documentation or private range.)
   Each home's link (both ways, on its router) is shaped: tbf for the rate, nfdelay (an
   NFQUEUE user-space delay; this kernel has no sch_netem) for the delay, iptables
   statistic for the loss.
@@ -21,6 +25,9 @@ the push's time with a plain TCP copy of the same bytes to the same hosts over t
 links (through a port forward on each router, for the baseline only). With --outage, one
 home's link goes down for 20 s in the middle of the push, and the push must still place
 everything.
+
+NETLAB_DEBUG=1 also prints every node's and the coordinator's output, and each router's
+count of port forwards.
 
 Exit 0 when the push placed everything and the restore is byte-identical; 1 otherwise;
 0 with "SKIPPED: reason" when this machine cannot make network namespaces (not root).
@@ -46,7 +53,27 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 COORD_IP = "198.51.100.2"
 PUBLIC = ["198.51.100.11", "198.51.100.12", "198.51.100.13"]
+PREFIX = 23  # the internet: 198.51.100.0/23 (public hosts in .100, router WANs in .101)
 BASELINE_PORT = 9000
+MINIUPNPD = "/usr/sbin/miniupnpd"
+
+MINIUPNPD_CONF = """# written by tests/netlab/netlab.py for router {router}
+ext_ifname=wan
+listening_ip=lan
+http_port=0
+enable_upnp=yes
+enable_natpmp=yes
+secure_mode=yes
+system_uptime=yes
+notify_interval=30
+clean_ruleset_interval=600
+upnp_forward_chain=MINIUPNPD
+upnp_nat_chain=MINIUPNPD
+upnp_nat_postrouting_chain=MINIUPNPD-POSTROUTING
+uuid=00000000-0000-4000-8000-0000000000{i:02d}
+allow 1024-65535 {lan_net} 1024-65535
+deny 0-65535 0.0.0.0/0 0-65535
+"""
 
 procs = []  # (name, Popen) we started
 namespaces = []
@@ -174,19 +201,19 @@ def build_topology(args, tag):
 
     nodes = {}
     coord = add_ns(f"{tag}coord")
-    wire(coord, "eth0", f"{COORD_IP}/24")
+    wire(coord, "eth0", f"{COORD_IP}/{PREFIX}")
     nodes["coordinator"] = coord
     for i, ip in enumerate(PUBLIC):
         ns = add_ns(f"{tag}pub{i + 1}")
-        wire(ns, "eth0", f"{ip}/24")
+        wire(ns, "eth0", f"{ip}/{PREFIX}")
         nodes[f"pub{i + 1}"] = ns
     homes = []
     for i in range(args.homes + 1):
         r = add_ns(f"{tag}r{i}")
         h = add_ns(f"{tag}home{i}")
-        wan = f"198.51.100.{20 + i}"
+        wan = f"198.51.101.{20 + i}"
         lan_r, lan_h = f"192.168.{100 + i}.1", f"192.168.{100 + i}.2"
-        wire(r, "wan", f"{wan}/24")
+        wire(r, "wan", f"{wan}/{PREFIX}")
         a, b = f"{tag}l{i}", f"{tag}m{i}"
         sh(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
         sh(["ip", "link", "set", a, "netns", r])
@@ -218,9 +245,40 @@ def build_topology(args, tag):
             sh(["iptables", "-t", "mangle", "-A", "FORWARD", "-j", "NFQUEUE", "--queue-num", "0"],
                ns=r)
             Proc(f"nfdelay{i}", r, [args.nfdelay, "0", str(int(args.delay_ms * 1000))])
+        upnp = args.upnp and not symmetric
+        if upnp and i not in args.late_upnp:
+            start_miniupnpd(args, r, i, f"192.168.{100 + i}.0/24")
         homes.append({"router": r, "ns": h, "wan": wan, "lan": lan_h,
-                      "nat": "symmetric" if symmetric else "cone"})
+                      "nat": "symmetric" if symmetric else "cone", "upnp": upnp})
     return nodes, homes
+
+
+def forwards(r):
+    """The port forwards miniupnpd holds on router r (its DNAT rules, counted: this iptables
+    cannot print their target)."""
+    out = sh(["iptables-legacy", "-t", "nat", "-S", "MINIUPNPD"], ns=r, check=False).stdout
+    return sum(1 for l in out.splitlines() if l.startswith("-A MINIUPNPD"))
+
+
+def start_miniupnpd(args, r, i, lan_net):
+    """UPnP-IGD on router r, as a home router runs it. miniupnpd's iptables backend (libiptc)
+    writes the legacy tables, in chains it expects to exist: made here, hooked where its own
+    iptables_init.sh hooks them (DNAT before routing, accept in FORWARD, and its
+    POSTROUTING chain), in this namespace only."""
+    ipt = ["iptables-legacy"]
+    for table, chain, hook in (("nat", "MINIUPNPD", ["PREROUTING", "-i", "wan"]),
+                               ("nat", "MINIUPNPD-POSTROUTING", ["POSTROUTING", "-o", "wan"]),
+                               ("mangle", "MINIUPNPD", ["PREROUTING", "-i", "wan"]),
+                               ("filter", "MINIUPNPD", ["FORWARD", "-i", "wan", "!", "-o",
+                                                        "wan"])):
+        sh(ipt + ["-t", table, "-N", chain], ns=r)
+        sh(ipt + ["-t", table, "-I"] + hook + ["-j", chain], ns=r)
+    conf = os.path.join(args.work, f"miniupnpd-r{i}.conf")
+    with open(conf, "w") as f:
+        f.write(MINIUPNPD_CONF.format(router=r, i=i, lan_net=lan_net))
+    p = Proc(f"miniupnpd{i}", r, [MINIUPNPD, "-d", "-f", conf, "-P",
+                                   os.path.join(args.work, f"miniupnpd-r{i}.pid")])
+    p.wait_for(r"HTTP listening on port", 10)
 
 
 def pluto(args, ns, cwd, argv, secs=120, stdin=None, check=True):
@@ -328,6 +386,11 @@ def main():
     ap.add_argument("--outage", action="store_true",
                     help="take home1's link down for 20 s in the middle of the push")
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--no-upnp", dest="upnp", action="store_false",
+                    help="no miniupnpd on the routers (the relay-only figures)")
+    ap.add_argument("--late-upnp", type=int, nargs="*", default=[],
+                    help="homes whose router starts miniupnpd only after their node started "
+                         "(the node maps at its next try, 30 s on, and announces again)")
     ap.add_argument("--limit", type=float, default=170, help="seconds for the whole run")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
@@ -346,6 +409,10 @@ def main():
         if not shutil.which(tool):
             log(f"FAILED: {tool} is missing: scripts/test-deps --only iproute2 iptables")
             return 1
+    if args.upnp and not (os.access(MINIUPNPD, os.X_OK) and shutil.which("iptables-legacy")):
+        log(f"FAILED: {MINIUPNPD} or iptables-legacy is missing: scripts/test-deps --only "
+            "miniupnpd-iptables (or run with --no-upnp)")
+        return 1
     probe = f"plprobe{os.getpid()}"
     r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if r.returncode != 0:
@@ -354,6 +421,7 @@ def main():
     subprocess.run(["ip", "netns", "del", probe], capture_output=True)
 
     work = tempfile.mkdtemp(prefix="pluto-netlab-")
+    args.work = work
     if args.delay_ms > 0:
         args.nfdelay = os.path.join(work, "nfdelay")
         r = subprocess.run(["gcc", "-O2", "-o", args.nfdelay, os.path.join(HERE, "nfdelay.c"),
@@ -364,14 +432,16 @@ def main():
             return 1
     tag = f"nl{os.getpid() % 10000}"
     figures = {"mib": args.mib, "rate": args.rate, "delay_ms_each_way": args.delay_ms,
-               "loss": args.loss, "homes": args.homes, "symmetric": args.symmetric}
+               "loss": args.loss, "homes": args.homes, "symmetric": args.symmetric,
+               "upnp": args.upnp}
     ok = False
     t_start = time.time()
     try:
         nodes, homes = build_topology(args, tag)
         log(f"topology up: coordinator, {len(PUBLIC)} public hosts, {args.homes} hosts behind "
             f"NAT, the owner behind NAT; {args.rate}, {args.delay_ms} ms each way, "
-            f"loss {args.loss} on home links")
+            f"loss {args.loss} on home links; UPnP-IGD (miniupnpd) on routers "
+            f"{[i for i, h in enumerate(homes) if h['upnp']] or 'none'}")
         cdir = os.path.join(work, "coordinator")
         coord = Proc("coordinator", nodes["coordinator"],
                      [args.coordinator_bin, "--data", cdir, "--listen", f"{COORD_IP}:1883",
@@ -390,13 +460,44 @@ def main():
                                             "--listen", "0.0.0.0:7447", "--offer", "4G",
                                             "--push-every", "0", "--challenge-every", "0"],
                                  cwd=d)
-        reach = {}
+        for i in args.late_upnp:
+            if homes[i]["upnp"]:
+                serving[f"home{i}"].wait_for(r"^not reachable", 40)
+                start_miniupnpd(args, homes[i]["router"], i, f"192.168.{100 + i}.0/24")
+        reach, mapped = {}, {}
+        upnp_homes = {f"home{i}" for i, h in enumerate(homes) if h["upnp"]}
         for name, p in serving.items():
             m = p.wait_for(r"^(reachable at|not reachable)", 40)
+            if name in upnp_homes:
+                # a mapping that came after the first announce is announced again: its
+                # dial-back says so in a later line
+                late = int(name[4:]) in args.late_upnp
+                try:
+                    m = p.wait_for(r"^(reachable at)", 60 if late else 20)
+                except RuntimeError:
+                    pass
+                pm = [l for l in p.lines if l.startswith("port mapped by the router")]
+                mapped[name] = pm[0].split("announcing ", 1)[1].split()[0] if pm else None
             reach[name] = "reachable" if m.group(1) == "reachable at" else "unreachable"
         log("reachability as the coordinator's dial-back found it:",
             ", ".join(f"{k} {v}" for k, v in reach.items()))
         figures["reachability"] = reach
+        figures["mapped"] = mapped
+        # the late homes: unreachable at the first announce, reachable after the mapping
+        # appeared and the node announced again (on the same session)
+        figures["late_upnp"] = args.late_upnp
+        figures["reachable_after_late_mapping"] = [
+            f"home{i}" for i in args.late_upnp
+            if reach.get(f"home{i}") == "reachable" and homes[i]["upnp"] and
+            [l.split()[0] for l in serving[f"home{i}"].lines
+             if l.startswith(("not reachable", "reachable at", "port mapped"))][:3] ==
+            ["not", "port", "reachable"]]
+        if os.environ.get("NETLAB_DEBUG"):
+            for name, p in list(serving.items()) + [("coordinator", coord)]:
+                log(name, "\n    " + "\n    ".join(p.lines))
+            for h in homes:
+                if h["upnp"]:
+                    log(h["router"], "forwards:", forwards(h["router"]))
 
         owner_ns = homes[0]["ns"]
         a = os.path.join(work, "owner")
@@ -462,7 +563,18 @@ def main():
             figures["ratio_to_plain_tcp"] = round(base / max(0.001, r.seconds), 3)
 
         # The owner's disk dies; a new machine (in the owner's home) has only the words.
+        before = forwards(homes[0]["router"]) if homes[0]["upnp"] else 0
         owner.p.send_signal(signal.SIGTERM)
+        if homes[0]["upnp"]:
+            # a node that stops removes its port mapping from the router
+            try:
+                owner.p.wait(timeout=min(15, left()))
+            except subprocess.TimeoutExpired:
+                pass
+            had = any(l.startswith("port mapped by the router") for l in owner.lines)
+            after = forwards(homes[0]["router"])
+            figures["owner_forwards_before_after_stop"] = [before, after]
+            figures["owner_mapping_removed_on_stop"] = had and before == 1 and after == 0
         fresh = os.path.join(work, "new-machine")
         os.makedirs(fresh)
         repo = os.path.join(fresh, ".pluto")

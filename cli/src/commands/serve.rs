@@ -23,6 +23,10 @@ pub struct Args {
     /// Address peers use to reach this node (default: ws://<listen>).
     #[arg(long, value_name = "ws://HOST:PORT")]
     public_addr: Option<String>,
+    /// Do not ask the home router to forward the peer port (UPnP-IGD). By default the node
+    /// asks, and announces the router's external address when the router agrees.
+    #[arg(long)]
+    no_port_mapping: bool,
     /// Disk given to others (e.g. 50G, 1.5G, 512M; default 10G).
     #[arg(long = "offer", value_name = "SIZE", value_parser = crate::output::parse_size)]
     offer: Option<u64>,
@@ -105,6 +109,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             url: a.notify_url,
             min_interval: a.notify_every,
         },
+        port_mapping: !a.no_port_mapping,
     };
     let (quiet, json) = (g.quiet, a.json);
     runtime()?.block_on(async move {
@@ -212,15 +217,28 @@ fn print_event(e: &Event, quiet: bool) {
             if let Some(line) = pluto_netsync::nat::reachability_line(
                 observed,
                 addrs,
-                match reachable {
-                    Some(true) => 1,
-                    Some(false) => 2,
-                    None => 0,
-                },
+                if *reachable { 1 } else { 2 },
             ) {
                 outln!("{line}");
             }
         }
+        Event::PortMapped {
+            external,
+            protocol,
+            lease_secs,
+        } if !quiet => outln!(
+            "port mapped by the router ({}): announcing {external}{}",
+            if protocol == "upnp-igd" {
+                "UPnP-IGD"
+            } else {
+                protocol
+            },
+            if *lease_secs > 0 {
+                format!(" (lease {lease_secs}s, renewed at half)")
+            } else {
+                " (permanent, removed when the node stops)".to_string()
+            }
+        ),
         Event::ProtectionChanged { verdict, .. } => outln!("{verdict}"),
         Event::RepairDone {
             owner,

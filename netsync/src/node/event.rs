@@ -91,12 +91,22 @@ pub enum Event {
     },
     /// What the coordinator saw of this node's addresses: where it connects from, the
     /// addresses its dial-back reached (handed out to owners), and whether any did (if not,
-    /// owners reach this node through the coordinator's relay; `None`: not known yet, the
-    /// dial-back is under way or off).
+    /// owners reach this node through the coordinator's relay). The coordinator's note that
+    /// a dial-back is still under way is not told.
     Reachability {
         observed: String,
         addrs: Vec<String>,
-        reachable: Option<bool>,
+        reachable: bool,
+    },
+    /// The home router forwards the peer port (UPnP-IGD): `external` (`ws://IP:PORT`) is
+    /// announced to the coordinator, whose dial-back confirms it. Told once per mapping
+    /// (again only when the external address changes), not at each renewal of the lease.
+    PortMapped {
+        external: String,
+        /// How it was mapped: `upnp-igd`.
+        protocol: String,
+        /// Seconds the router keeps it unrenewed (0: until removed); renewed at half.
+        lease_secs: u64,
     },
     /// This node rebuilt another owner's lost share.
     RepairDone {
@@ -147,6 +157,7 @@ impl Event {
             Event::HostReplaced { .. } => "host_replaced",
             Event::ProtectionChanged { .. } => "protection_changed",
             Event::Reachability { .. } => "reachability",
+            Event::PortMapped { .. } => "port_mapped",
             Event::RepairDone { .. } => "repair_done",
             Event::Warning { .. } => "warning",
             Event::Excluded { .. } => "excluded",

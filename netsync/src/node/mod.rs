@@ -93,6 +93,9 @@ pub struct NodeConfig {
     pub retention: Option<pluto_repo::forget::Policy>,
     /// Alerts: a command and/or a webhook, and how often each kind may fire.
     pub notify: notify::NotifyConfig,
+    /// Ask the home router to forward the peer port (UPnP-IGD) and announce the mapped
+    /// address (`crate::nat::portmap`); never for a loopback listener.
+    pub port_mapping: bool,
 }
 
 /// The grace of mere absence before a host's data is placed elsewhere (book: durability).
@@ -114,6 +117,7 @@ impl Default for NodeConfig {
             host_grace: DEFAULT_HOST_GRACE,
             retention: None,
             notify: notify::NotifyConfig::default(),
+            port_mapping: true,
         }
     }
 }

@@ -17,6 +17,7 @@ use super::{
     ops, schedule, Command, NodeConfig, NodeError, NodeHandle, NodeLock, NodeStatus, Result,
 };
 use crate::coord_client::{CoordClient, CoordEvent};
+use crate::nat::portmap::{self, PortMapState};
 use crate::peer::challenge;
 use crate::peer::hosted::{AllowList, HostedStore};
 use crate::peer::proto::{self, Request, Response};
@@ -180,10 +181,33 @@ pub(super) async fn spawn(root: PathBuf, cfg: NodeConfig) -> Result<NodeHandle> 
         offer: shared.cfg.offer,
     });
     let span = info_span!("node", node = %&node.to_hex()[..16]);
+    // The port mapping runs beside the node from the start: the search for a router never
+    // holds up serving peers, and the first announce waits for it only briefly.
+    let (mapping, mapper) = (shared.cfg.port_mapping && portmap::should_map(server.local_addr))
+        .then(|| {
+            let s = shared.clone();
+            let note = move |n| match n {
+                portmap::Note::Mapped(m) => s.emit(Event::PortMapped {
+                    external: m.url(),
+                    protocol: portmap::PROTOCOL.into(),
+                    lease_secs: m.lease_secs.into(),
+                }),
+                portmap::Note::Failed(message) => s.emit(Event::Warning { message }),
+            };
+            portmap::spawn(server.local_addr, note, stop_rx.clone())
+        })
+        .unzip();
     let done = tokio::spawn(
         async move {
             let worker = tokio::spawn(worker(shared.clone()).in_current_span());
-            main_loop(shared.clone(), server, command_rx, stop_rx).await;
+            main_loop(shared.clone(), server, command_rx, stop_rx, mapping).await;
+            // the mapping is removed (best effort, bounded) while the worker winds down
+            if let Some(mut m) = mapper {
+                let within = portmap::REMOVE_WITHIN + Duration::from_secs(1);
+                if tokio::time::timeout(within, &mut m).await.is_err() {
+                    m.abort();
+                }
+            }
             shared.cancel.store(true, Ordering::SeqCst);
             shared.wake.notify_one();
             // A snapshot stops at its next file (its packs finished and indexed); a push
@@ -219,8 +243,8 @@ pub(super) async fn spawn(root: PathBuf, cfg: NodeConfig) -> Result<NodeHandle> 
 async fn join_coordinator(
     s: &Shared,
     url: &str,
-    public: &str,
-) -> Result<(CoordClient, mpsc::Receiver<CoordEvent>)> {
+    addrs: Vec<String>,
+) -> Result<(CoordClient, mpsc::Receiver<CoordEvent>, Announce)> {
     let (c, ev) = hosts::connect_coordinator(&s.root, url, &s.key, None).await?;
     let items = sync::local_items(&s.root)?;
     let have: u64 = items.iter().map(|i| i.size).sum();
@@ -245,15 +269,16 @@ async fn join_coordinator(
         let context = context.to_string();
         move |source| NodeError::Coordinator { context, source }
     };
-    c.announce(Announce {
-        addrs: vec![public.to_string()],
+    let announce = Announce {
+        addrs,
         offer_bytes: s.cfg.offer,
         want_bytes: want,
         copies: ask,
         mode: PeerMode::Mixed,
-    })
-    .await
-    .map_err(refused("announce refused"))?;
+    };
+    c.announce(announce.clone())
+        .await
+        .map_err(refused("announce refused"))?;
     let (_, as_host) = c
         .relationships()
         .await
@@ -274,7 +299,7 @@ async fn join_coordinator(
             count: m.hosts.len(),
         });
     }
-    Ok((c, ev))
+    Ok((c, ev, announce))
 }
 
 /// The node's first own work: a snapshot when one is due (a push follows it), else a push.
@@ -307,8 +332,18 @@ async fn main_loop(
     server: Server,
     mut commands: mpsc::Receiver<Command>,
     mut stop: watch::Receiver<bool>,
+    mut mapping: Option<watch::Receiver<PortMapState>>,
 ) {
     let public = s.cfg.public_addr.clone().unwrap_or_else(|| server.url());
+    let addrs = |m: &Option<watch::Receiver<PortMapState>>| {
+        let mapped = match m.as_ref().map(|r| *r.borrow()) {
+            Some(PortMapState::Mapped(m)) => Some(m),
+            _ => None,
+        };
+        portmap::announced_addrs(&public, mapped.as_ref())
+    };
+    // what this session last announced (re-sent with new addresses when the mapping changes)
+    let mut announced: Option<Announce> = None;
     let url = match hosts::coordinator_url(&s.root, &s.cfg.sources.coordinator) {
         Ok(u) => u,
         Err(e) => {
@@ -361,8 +396,14 @@ async fn main_loop(
             },
             _ = sleep_opt(retry_at) => {
                 let Some(u) = &url else { retry_at = None; continue };
-                match join_coordinator(&s, u, &public).await {
-                    Ok((c, e)) => {
+                if let Some(m) = mapping.as_mut() {
+                    // a router that answers at once is in the first announce; one that does
+                    // not holds it up at most this long (a mapping later is announced then)
+                    let _ = tokio::time::timeout(portmap::FIRST_ANNOUNCE_WAIT, m.wait_for(|st| *st != PortMapState::Searching)).await;
+                }
+                match join_coordinator(&s, u, addrs(&mapping)).await {
+                    Ok((c, e, a)) => {
+                        announced = Some(a);
                         if let Some(k) = c.coordinator_key() {
                             let _ = s.coordinator_key.set(k);
                         }
@@ -392,6 +433,26 @@ async fn main_loop(
             _ = chal_tick.tick(), if !s.cfg.challenge_every.is_zero() => {
                 s.ask(|p| p.challenge = true);
             }
+            changed = async { match mapping.as_mut() { Some(m) => m.changed().await, None => std::future::pending().await } } => {
+                if changed.is_err() {
+                    mapping = None; // the task ended (the node stops)
+                    continue;
+                }
+                // a mapping appeared, changed or went: tell the coordinator, whose dial-back
+                // tests the new addresses
+                let now = addrs(&mapping);
+                let (Some(c), Some(a)) = (s.client(), announced.as_mut()) else { continue };
+                if a.addrs == now {
+                    continue;
+                }
+                a.addrs = now;
+                let (a, s2) = (a.clone(), s.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = c.announce(a).await {
+                        s2.emit(Event::Warning { message: format!("announcing the mapped address: {e}") });
+                    }
+                }.in_current_span());
+            }
             ev = async { match events.as_mut() { Some(e) => e.recv().await, None => std::future::pending().await } } => {
                 let Some(ev) = ev else {
                     // the session ended: keep serving peers, and get it back
@@ -412,6 +473,15 @@ async fn main_loop(
                     }
                     CoordMsg::Excluded { reason } => {
                         s.emit(Event::Excluded { reason });
+                        continue;
+                    }
+                    // told here, in the order sent: a dial-back's verdict follows the note
+                    // of the announce that started it (and an announce's own note, 0 while
+                    // its dial-back runs, says nothing yet)
+                    CoordMsg::Reachability { observed, addrs, reachable } => {
+                        if reachable != 0 {
+                            s.emit(Event::Reachability { observed, addrs, reachable: reachable == 1 });
+                        }
                         continue;
                     }
                     CoordMsg::MoveCopies { host, reason } => {
@@ -928,21 +998,6 @@ async fn coordinator_job(s: &Shared, c: &CoordClient, pending: &PendingProofs, m
                 Err(e) => warn(format!("repair for {}: {e}", &order.owner.to_hex()[..16])),
             }
         }
-        CoordMsg::Reachability {
-            observed,
-            addrs,
-            reachable,
-        } => s.emit(Event::Reachability {
-            observed,
-            addrs,
-            // 1: reachable at one address at least; 2: at none; 0: not known yet (the
-            // dial-back is still under way, or off)
-            reachable: match reachable {
-                1 => Some(true),
-                2 => Some(false),
-                _ => None,
-            },
-        }),
         _ => {}
     }
 }

@@ -5,6 +5,7 @@
 mod output;
 mod commands;
 mod progress;
+mod web;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
@@ -76,6 +77,8 @@ enum Command {
     Friend(commands::friend::Args),
     /// Leave the network for good: what this node hosts is moved or rebuilt elsewhere now.
     Leave(commands::leave::Args),
+    /// The node with a page in your browser: first run, what is protected, snapshots, restore.
+    Ui(commands::ui::Args),
     /// Print shell completions.
     #[command(
         after_help = "Example:\n  pluto completions bash > ~/.local/share/bash-completion/completions/pluto"
@@ -163,6 +166,7 @@ fn main() -> ExitCode {
         Command::Status(a) => commands::status::run(&g, a),
         Command::Friend(a) => commands::friend::run(&g, a),
         Command::Leave(a) => commands::leave::run(&g, a),
+        Command::Ui(a) => commands::ui::run(&g, a),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "pluto", &mut script);

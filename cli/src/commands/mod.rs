@@ -19,6 +19,7 @@ pub mod snapshot;
 pub mod stats;
 pub mod status;
 pub mod tag;
+pub mod ui;
 
 use crate::Global;
 use anyhow::{bail, Context, Result};

@@ -25,42 +25,122 @@ pub struct Args {
     parallel: usize,
 }
 
-pub fn run(g: &Global, a: Args) -> Result<u8> {
-    let repo = super::open_repo(g, LockMode::Exclusive)?;
-    let root = repo.root().to_path_buf();
+/// What a pull brought back, from how many hosts, and what it could not.
+pub struct Pulled {
+    pub hosts: usize,
+    pub fetched: usize,
+    pub bytes: u64,
+    pub missing: Vec<String>,
+    pub errors: Vec<(pluto_netsync::wire::NodeId, String)>,
+}
+
+impl Pulled {
+    /// Not one host answered and nothing came: nothing is known of what they hold, so
+    /// nothing can be called complete (a recovery that "succeeds" with no snapshot is the
+    /// worst answer).
+    pub fn reached_none(&self) -> bool {
+        let failed: std::collections::HashSet<_> = self.errors.iter().map(|(h, _)| *h).collect();
+        self.fetched == 0 && failed.len() >= self.hosts
+    }
+
+    pub fn complete(&self) -> bool {
+        !self.reached_none() && self.missing.is_empty()
+    }
+
+    /// What went wrong, a sentence each (hosts that failed, files no host gave back).
+    pub fn problems(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .errors
+            .iter()
+            .map(|(h, e)| format!("host {}: {e}", &h.to_hex()[..16]))
+            .collect();
+        if self.reached_none() {
+            v.push(format!(
+                "none of the {} host(s) could be reached; nothing was pulled (pull again later)",
+                self.hosts
+            ));
+        }
+        if !self.missing.is_empty() {
+            v.push(format!(
+                "{} file(s) could not be fetched from any host: {}",
+                self.missing.len(),
+                self.missing
+                    .iter()
+                    .take(20)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        v
+    }
+}
+
+/// Config, index files and snapshots, then (unless `no_packs`) packs and the shares of
+/// packs placed as erasure-coded shares, from this owner's hosts. Holds the repository
+/// exclusively meanwhile. `pluto pull` and the page's recovery both run this.
+pub async fn pull_everything(
+    root: &std::path::Path,
+    peers: &PeerArgs,
+    no_packs: bool,
+    parallel: usize,
+    progress: Arc<Progress>,
+) -> Result<Pulled> {
+    let repo = super::open_repo(
+        &crate::Global {
+            repo: Some(root.to_path_buf()),
+            quiet: true,
+            verbose: false,
+        },
+        LockMode::Exclusive,
+    )?;
     let key = repo.keys().node.clone();
-    let rt = runtime()?;
-    let (hosts, coordinator) = rt.block_on(hosts_for(&root, &key, &a.peers, "pull", None))?;
+    let (hosts, coordinator) = hosts_for(root, &key, peers, "pull", None).await?;
     if hosts.is_empty() {
         bail!("no hosts: pass --coordinator URL (or --host NODEID@ws://HOST:PORT)");
     }
-    let progress = Arc::new(Progress::default());
-    let bar = crate::progress::Bar::start(progress.clone(), "pull", g.quiet);
     let opts = SyncOptions {
-        parallel: a.parallel.max(1),
+        parallel: parallel.max(1),
         relay: coordinator.clone(),
         ..Default::default()
     };
-    let sel = if a.no_packs {
+    let sel = if no_packs {
         PackSelection::None
     } else {
         PackSelection::All
     };
     let pf = progress_fn(progress);
-    let mut rep = rt.block_on(sync::pull(&key, &root, &hosts, sel, &opts, pf.clone()))?;
-    if !a.no_packs {
+    let mut rep = sync::pull(&key, root, &hosts, sel, &opts, pf.clone()).await?;
+    if !no_packs {
         // Packs placed as erasure-coded shares: any k hosts' shares of each bring it back.
-        let more = rt.block_on(shares::pull_shares(&key, &root, &hosts, None, &opts, pf))?;
+        let more = shares::pull_shares(&key, root, &hosts, None, &opts, pf).await?;
         rep.fetched += more.fetched;
         rep.bytes += more.bytes;
         rep.missing.extend(more.missing);
         rep.errors.extend(more.errors);
     }
-    drop(bar);
     drop(repo);
     if let Some(c) = coordinator {
-        let _ = rt.block_on(c.close());
+        let _ = c.close().await;
     }
+    Ok(Pulled {
+        hosts: hosts.len(),
+        fetched: rep.fetched,
+        bytes: rep.bytes,
+        missing: rep.missing,
+        errors: rep.errors,
+    })
+}
+
+pub fn run(g: &Global, a: Args) -> Result<u8> {
+    // Found (and checked) before anything is asked of the hosts.
+    let root = super::open_repo(g, LockMode::Shared)?.root().to_path_buf();
+    let progress = Arc::new(Progress::default());
+    let bar = crate::progress::Bar::start(progress.clone(), "pull", g.quiet);
+    let rep = runtime()?.block_on(pull_everything(
+        &root, &a.peers, a.no_packs, a.parallel, progress,
+    ))?;
+    drop(bar);
     for (h, e) in &rep.errors {
         eprintln!("pluto: host {}: {e}", &h.to_hex()[..16]);
     }
@@ -69,16 +149,13 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             "Pulled {} file(s), {} bytes, from {} host(s).",
             rep.fetched,
             rep.bytes,
-            hosts.len()
+            rep.hosts
         );
     }
-    // Not one host answered: nothing is known of what they hold, so nothing can be called
-    // complete (a recovery that "succeeds" with no snapshot is the worst answer).
-    let failed: std::collections::HashSet<_> = rep.errors.iter().map(|(h, _)| *h).collect();
-    if rep.fetched == 0 && failed.len() >= hosts.len() {
+    if rep.reached_none() {
         eprintln!(
             "pluto: none of the {} host(s) could be reached; nothing was pulled (pull again later)",
-            hosts.len()
+            rep.hosts
         );
         return Ok(exit::ERROR);
     }

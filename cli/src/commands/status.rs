@@ -16,10 +16,44 @@ pub struct Args {
 }
 
 #[derive(serde::Serialize)]
-struct HostedOwner {
-    owner: String,
-    files: u64,
-    bytes: u64,
+pub struct HostedOwner {
+    pub owner: String,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// What this node keeps for each owner it hosts (its files and bytes on disk, outboards
+/// left out), from `.pluto/hosted/`.
+pub fn hosted_owners(root: &std::path::Path) -> Vec<HostedOwner> {
+    let mut hosted = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(root.join("hosted")) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.len() != 64 {
+                continue;
+            }
+            let (mut files, mut bytes) = (0, 0);
+            for sub in ["packs", "index", "snapshots", "config", "shares"] {
+                for f in std::fs::read_dir(e.path().join(sub))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    if !f.file_name().to_string_lossy().ends_with(".obao") {
+                        files += 1;
+                        bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
+                    }
+                }
+            }
+            hosted.push(HostedOwner {
+                owner: name,
+                files,
+                bytes,
+            });
+        }
+    }
+    hosted.sort_by(|a, b| a.owner.cmp(&b.owner));
+    hosted
 }
 
 pub fn run(g: &Global, a: Args) -> Result<u8> {
@@ -60,33 +94,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         .map(|i| state.copies(&i.key()))
         .min()
         .unwrap_or(0);
-    let mut hosted = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(root.join("hosted")) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.len() != 64 {
-                continue;
-            }
-            let (mut files, mut bytes) = (0, 0);
-            for sub in ["packs", "index", "snapshots", "config"] {
-                for f in std::fs::read_dir(e.path().join(sub))
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                {
-                    if !f.file_name().to_string_lossy().ends_with(".obao") {
-                        files += 1;
-                        bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
-                    }
-                }
-            }
-            hosted.push(HostedOwner {
-                owner: name,
-                files,
-                bytes,
-            });
-        }
-    }
+    let hosted = hosted_owners(&root);
     if a.json {
         let v = serde_json::json!({
             "verdict": protection,

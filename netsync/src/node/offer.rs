@@ -66,7 +66,7 @@ pub fn check_offer(root: &Path, offer: u64, explicit: bool) -> Result<Option<Str
 }
 
 /// Bytes free to an unprivileged user on the file system holding `path` (statvfs).
-fn free_bytes(path: &Path) -> Option<u64> {
+pub fn free_bytes(path: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     // SAFETY: statvfs fills the zeroed struct we own from a NUL-terminated path.

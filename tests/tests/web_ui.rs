@@ -509,6 +509,58 @@ fn a_person_protects_a_folder_and_gets_it_back_in_the_browser() {
         assert!(v.contains("unreachable"), "{v}");
         b.shot("overview-at-risk").await;
         eprintln!("[{:?}] At risk", t0.elapsed());
+
+        // The computer is lost. On a new one, the words bring everything back.
+        let _ = ui.child.kill();
+        let _ = ui.child.wait();
+        let home2 = base.join("new-computer");
+        std::fs::create_dir_all(&home2).unwrap();
+        let mut c = Command::new(pluto_bin());
+        c.current_dir(&home2)
+            .env("HOME", &home2)
+            .env_remove("PLUTO_REPO")
+            .env_remove("XDG_DATA_HOME")
+            .args(["ui", "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--no-port-mapping"]);
+        let mut ui2 = Daemon::spawn("ui2", c);
+        let line = ui2.wait_containing("open http://", Duration::from_secs(30));
+        let link2 = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_string();
+        b.c.goto(&link2).await.unwrap();
+        b.at("/welcome").await;
+        // A mistyped word is named, and nothing is created.
+        let mut wrong = words.clone();
+        wrong[5] = "zzzz".into();
+        b.fill("#words", &wrong.join(" ")).await;
+        let restored_home = home2.join("Documents");
+        b.fill("#rfolder", &restored_home.display().to_string()).await;
+        b.fill("#rcoordinator", &url).await;
+        b.click("#recover-go").await;
+        assert!(b.text("#error").await.contains("recovery words"), "a wrong word is refused");
+        b.fill("#words", &words.join(" ")).await;
+        b.fill("#rfolder", &restored_home.display().to_string()).await;
+        b.fill("#rcoordinator", &url).await;
+        b.click("#recover-go").await;
+        // The pull runs; the page reloads itself until it is done, then offers the restore.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if b.c.find(Locator::Css("#restore-go")).await.is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                panic!("recovery did not finish: {}\n{}", b.c.source().await.unwrap_or_default(), ui2.drain());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        b.shot("recovered").await;
+        b.click("#restore-go").await;
+        assert!(b.text("#restored").await.contains("restored into"));
+        std::fs::remove_file(docs.join("scratch.tmp")).unwrap(); // left out of every backup
+        assert_same_tree(&docs, &restored_home);
+        // And the node goes on backing up from there.
+        b.c.goto(&format!("{}/", link2.split("/?").next().unwrap())).await.unwrap();
+        b.wait_text("#verdict", "a verdict after recovery", Duration::from_secs(30), |t| !t.is_empty())
+            .await;
+        assert!(b.c.find(Locator::Css("#node-error")).await.is_err(), "the node runs after the restore");
+        eprintln!("[{:?}] recovered on a new computer", t0.elapsed());
         b.c.close().await.unwrap();
     });
     let _ = coord.child.kill();

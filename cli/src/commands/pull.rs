@@ -123,6 +123,9 @@ pub async fn pull_everything(
     if let Some(c) = coordinator {
         let _ = c.close().await;
     }
+    // Each phase (files, then shares) tries every host: one line per host is enough.
+    let mut seen = std::collections::HashSet::new();
+    rep.errors.retain(|(h, _)| seen.insert(*h));
     Ok(Pulled {
         hosts: hosts.len(),
         fetched: rep.fetched,

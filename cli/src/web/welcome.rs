@@ -308,6 +308,14 @@ pub async fn recover(
     };
     let mut fields = f.0.clone();
     fields.entry("offer".into()).or_default();
+    // The folder to restore into may be new on this computer.
+    if let Some(d) = field(&f.0, "folder").map(PathBuf::from) {
+        if d.is_absolute() && !d.exists() {
+            if let Err(e) = std::fs::create_dir_all(&d) {
+                return form_page(&app, &s, &f.0, Some(&format!("{}: {e}", d.display())));
+            }
+        }
+    }
     let (folder, coordinator, offer) = match first_run_fields(&app, &fields) {
         Ok(v) => v,
         Err(e) => return form_page(&app, &s, &f.0, Some(&e)),
@@ -365,7 +373,14 @@ pub async fn recover(
                     bytes(rep.bytes),
                     rep.hosts
                 )];
-                lines.extend(rep.problems());
+                if rep.complete() && !rep.errors.is_empty() {
+                    lines.push(format!(
+                        "{} host(s) did not answer; the others were enough.",
+                        rep.errors.len()
+                    ));
+                } else {
+                    lines.extend(rep.problems());
+                }
                 Job::Done {
                     what: "Recovery".into(),
                     ok: rep.complete(),

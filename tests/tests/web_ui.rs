@@ -354,7 +354,12 @@ fn a_person_protects_a_folder_and_gets_it_back_in_the_browser() {
         for i in 0..3 {
             b.fill(&format!("#w{i}"), &words[positions[i]]).await;
         }
-        b.click("#confirm-go").await;
+        // From the keyboard: Enter in the last field submits, as in any form.
+        b.find("#w2")
+            .await
+            .send_keys(&char::from(fantoccini::key::Key::Enter).to_string())
+            .await
+            .unwrap();
         b.at("/").await;
         assert!(repo.join("config").exists());
         eprintln!("[{:?}] identity created", t0.elapsed());

@@ -107,6 +107,23 @@ fn coordinator_vectors() -> Vec<(&'static str, String)> {
                 wire::seal(&c, &topics::node(&NodeId([5; 32])), 9, TIME_MS, &repair).unwrap(),
             ),
         ),
+        (
+            "frame_reachability",
+            hex::encode(
+                wire::seal(
+                    &c,
+                    &topics::node(&NodeId([5; 32])),
+                    10,
+                    TIME_MS,
+                    &CoordMsg::Reachability {
+                        observed: "198.51.100.7:40000".into(),
+                        addrs: vec!["ws://198.51.100.7:7447".into()],
+                        reachable: 1,
+                    },
+                )
+                .unwrap(),
+            ),
+        ),
     ]
 }
 

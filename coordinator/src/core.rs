@@ -137,6 +137,10 @@ pub struct Core {
     observed: Option<Observed>,
     /// Test announced addresses by dialling them back.
     dial_back: bool,
+    /// The peer port each node announced (of its first address), for hole punching: a
+    /// node behind a NAT that keeps ports is reached at its observed IP and this port.
+    /// In memory: nodes announce again after a restart.
+    peer_ports: HashMap<NodeId, u16>,
 }
 
 /// A relayed challenge the coordinator can check itself: a `Prove` request (peer protocol)
@@ -256,6 +260,7 @@ impl Core {
             external,
             observed: None,
             dial_back: false,
+            peer_ports: HashMap::new(),
         }
     }
 
@@ -746,6 +751,7 @@ impl Core {
                 )),
             },
             NodeMsg::RelayRequest { peer } => self.relay_request(node, peer, now, out)?,
+            NodeMsg::PunchRequest { peer, port } => self.punch_request(node, peer, port, out)?,
             NodeMsg::Goodbye => {
                 self.store.set_online(&node, false, now)?;
                 self.store.clear_ping(&node)?;
@@ -875,6 +881,9 @@ impl Core {
         // `pluto_netsync::nat::effective_addrs`, against where the node connects from.
         let observed = self.observed_of(&node);
         let mut a = a;
+        if let Some(p) = a.addrs.first().and_then(|u| url_port(u)) {
+            self.peer_ports.insert(node, p);
+        }
         if self.observed.is_some() {
             a.addrs = pluto_netsync::nat::effective_addrs(&a.addrs, observed.map(|o| o.ip()));
         }
@@ -1186,6 +1195,61 @@ impl Core {
             },
         ));
         Ok(Ok(Reply::RelayTicket { url, token: mine }))
+    }
+
+    /// `node` wants to punch through to `peer` (both behind NATs): each is told the other's
+    /// address as this coordinator sees it — the IP its connection comes from, with its
+    /// peer port — and to start dialling after the same delay. Only between matched nodes
+    /// or friends, only when both are online and both addresses are known; a node can only
+    /// make its peer dial the IP the node itself connects from.
+    fn punch_request(
+        &mut self,
+        node: NodeId,
+        peer: NodeId,
+        port: u16,
+        out: &mut Vec<Out>,
+    ) -> Result<Result<Reply, Refusal>, Error> {
+        let matched = self.store.relationship_state(&node, &peer)?.is_some()
+            || self.store.relationship_state(&peer, &node)?.is_some()
+            || self.store.are_friends(&node, &peer)?;
+        if !matched {
+            return Ok(Err(refusal(
+                RefusalCode::NotMatched,
+                format!("{peer} is not matched with this node"),
+            )));
+        }
+        if !self.store.node(&peer)?.is_some_and(|n| n.online) {
+            return Ok(Err(refusal(
+                RefusalCode::PeerOffline,
+                format!("{peer} is offline"),
+            )));
+        }
+        let (Some(mine), Some(theirs), Some(their_port)) = (
+            self.observed_of(&node),
+            self.observed_of(&peer),
+            self.peer_ports.get(&peer).copied(),
+        ) else {
+            return Ok(Err(refusal(
+                RefusalCode::BadRequest,
+                "this coordinator does not know where both nodes are (no punching)",
+            )));
+        };
+        if port == 0 {
+            return Ok(Err(refusal(RefusalCode::BadRequest, "port 0")));
+        }
+        let delay_ms = pluto_netsync::peer::punch::START_DELAY_MS;
+        out.push(Out::Send(
+            peer,
+            CoordMsg::PunchOffer {
+                peer: node,
+                addr: std::net::SocketAddr::new(mine.ip(), port).to_string(),
+                delay_ms,
+            },
+        ));
+        Ok(Ok(Reply::Punch {
+            addr: std::net::SocketAddr::new(theirs.ip(), their_port).to_string(),
+            delay_ms,
+        }))
     }
 
     /// A failure `owner` reports of `host` that the coordinator could not check. Refused
@@ -1543,6 +1607,18 @@ impl Core {
         }
         Ok(())
     }
+}
+
+/// The port of a peer address `ws://HOST:PORT[/…]`.
+fn url_port(url: &str) -> Option<u16> {
+    let rest = url.strip_prefix("ws://")?;
+    let hostport = rest.split('/').next()?;
+    hostport
+        .rsplit_once(':')?
+        .1
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
 }
 
 #[cfg(test)]

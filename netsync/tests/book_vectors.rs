@@ -108,6 +108,23 @@ fn coordinator_vectors() -> Vec<(&'static str, String)> {
             ),
         ),
         (
+            "frame_punch_offer",
+            hex::encode(
+                wire::seal(
+                    &c,
+                    &topics::node(&NodeId([5; 32])),
+                    11,
+                    TIME_MS,
+                    &CoordMsg::PunchOffer {
+                        peer: NodeId([3; 32]),
+                        addr: "198.51.100.7:7447".into(),
+                        delay_ms: 300,
+                    },
+                )
+                .unwrap(),
+            ),
+        ),
+        (
             "frame_reachability",
             hex::encode(
                 wire::seal(

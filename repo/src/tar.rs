@@ -27,6 +27,10 @@ pub struct TarOptions {
     /// Paths inside the snapshot to export (all when empty).
     pub paths: Vec<String>,
     pub progress: Option<Arc<Progress>>,
+    /// Leave the archive unended (no end-of-archive blocks) when entries could not be
+    /// read, so that a reader sees a cut archive, not a whole one missing files (for a
+    /// download, where the per-entry report cannot travel with the bytes).
+    pub unended_if_partial: bool,
 }
 
 /// One PAX record, `"<len> <key>=<value>\n"`, where `len` counts the whole record
@@ -129,9 +133,27 @@ impl Read for ChunkReader<'_> {
     }
 }
 
+/// The output, until shut: then every write fails (so nothing more reaches the reader).
+struct Gate<W> {
+    inner: W,
+    open: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl<W: Write> Write for Gate<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !self.open.get() {
+            return Err(io::Error::other("the archive was left unended"));
+        }
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 struct TarWriter<'r, W: Write> {
     repo: &'r Repository,
-    builder: ::tar::Builder<W>,
+    builder: ::tar::Builder<Gate<W>>,
     out_name: PathBuf,
     /// First path written for each hard-link group (device, inode), and whether its
     /// content is damaged.
@@ -379,9 +401,13 @@ pub fn write_tar<W: Write>(
             p.add_total(snapshot.stats.files, snapshot.stats.bytes);
         }
     }
+    let open = std::rc::Rc::new(std::cell::Cell::new(true));
     let mut w = TarWriter {
         repo,
-        builder: ::tar::Builder::new(out),
+        builder: ::tar::Builder::new(Gate {
+            inner: out,
+            open: open.clone(),
+        }),
         out_name: out_name.to_path_buf(),
         link_primary: HashMap::new(),
         stats: RestoreStats::default(),
@@ -392,12 +418,20 @@ pub fn write_tar<W: Write>(
     for (path, n) in &entries {
         w.node(path, n)?;
     }
+    if opts.unended_if_partial && !w.stats.not_restored.is_empty() {
+        // The builder ends the archive when dropped: shut the gate first.
+        open.set(false);
+        return Err(Error::Invalid(format!(
+            "{} entries could not be read; the archive was left unended",
+            w.stats.not_restored.len()
+        )));
+    }
     w.builder.finish().map_err(|e| w.io(e))?;
     let out_name = w.out_name.clone();
     let stats = w.stats.clone();
     w.builder
         .into_inner()
-        .and_then(|mut o| o.flush())
+        .and_then(|mut o| o.inner.flush())
         .map_err(|source| Error::Io {
             path: out_name,
             source,

@@ -231,6 +231,10 @@ def build_topology(args, tag):
         if symmetric:
             masq.append("--random")
         sh(masq, ns=r)
+        # as home routers do: what comes unasked from the internet to the router itself is
+        # dropped, not answered with a reset (a reset would end a hole punch's first SYNs)
+        sh(["iptables", "-A", "INPUT", "-i", "wan", "-p", "tcp", "-m", "conntrack",
+            "--ctstate", "NEW,INVALID", "-j", "DROP"], ns=r)
         # the plain-TCP baseline only: a port forward to the home's sink
         sh(["iptables", "-t", "nat", "-A", "PREROUTING", "-i", "wan", "-p", "tcp", "--dport",
             str(BASELINE_PORT), "-j", "DNAT", "--to-destination", f"{lan_h}:{BASELINE_PORT}"], ns=r)
@@ -245,7 +249,7 @@ def build_topology(args, tag):
             sh(["iptables", "-t", "mangle", "-A", "FORWARD", "-j", "NFQUEUE", "--queue-num", "0"],
                ns=r)
             Proc(f"nfdelay{i}", r, [args.nfdelay, "0", str(int(args.delay_ms * 1000))])
-        upnp = args.upnp and not symmetric
+        upnp = args.upnp and not symmetric and i not in args.no_upnp_on
         if upnp and i not in args.late_upnp:
             start_miniupnpd(args, r, i, f"192.168.{100 + i}.0/24")
         homes.append({"router": r, "ns": h, "wan": wan, "lan": lan_h,
@@ -388,6 +392,8 @@ def main():
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--no-upnp", dest="upnp", action="store_false",
                     help="no miniupnpd on the routers (the relay-only figures)")
+    ap.add_argument("--no-upnp-on", type=int, nargs="*", default=[],
+                    help="cone homes whose router runs no UPnP (reached by hole punching)")
     ap.add_argument("--late-upnp", type=int, nargs="*", default=[],
                     help="homes whose router starts miniupnpd only after their node started "
                          "(the node maps at its next try, 30 s on, and announces again)")
@@ -547,6 +553,8 @@ def main():
             figures["bytes_relayed"] = int(m.group(3))
             figures["bytes_pushed"] = int(m.group(4))
             figures["relayed_share"] = round(int(m.group(3)) / max(1, int(m.group(4))), 3)
+        m = re.search(r"(\d+) host\(s\) reached by hole punching", r.stdout)
+        figures["hosts_punched"] = int(m.group(1)) if m else 0
         if r.returncode != 0:
             raise RuntimeError(f"push failed (exit {r.returncode})")
 

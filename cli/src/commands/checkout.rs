@@ -378,6 +378,7 @@ fn to_tar(
     let opts = TarOptions {
         paths,
         progress: Some(progress.clone()),
+        unended_if_partial: false,
     };
     let _bar = crate::progress::Bar::start(progress, "tar", g.quiet);
     let tar_failed = |e: pluto_repo::Error| {

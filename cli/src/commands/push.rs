@@ -118,10 +118,16 @@ fn report_push(g: &Global, out: &PushOutcome) -> u8 {
             let direct = rep
                 .paths
                 .values()
-                .filter(|p| p.direct > 0 && p.relayed == 0)
+                .filter(|p| p.direct + p.punched > 0 && p.relayed == 0)
                 .count();
+            let punched = rep.paths.values().filter(|p| p.punched > 0).count();
             outln!(
-                "Paths: {direct} host(s) direct, {through} through the relay; {relayed} of {total} bytes through the relay."
+                "Paths: {direct} host(s) direct, {through} through the relay; {relayed} of {total} bytes through the relay{}.",
+                if punched > 0 {
+                    format!("; {punched} host(s) reached by hole punching")
+                } else {
+                    String::new()
+                }
             );
         }
     }
@@ -150,9 +156,16 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
     ))?;
     let progress = Arc::new(Progress::default());
     let bar = crate::progress::Bar::start(progress.clone(), "push", g.quiet);
+    // With a coordinator, hosts behind NATs can be punched through from a port of this
+    // push's own (the node's listener belongs to the node).
+    let punch_from = match &coordinator {
+        Some(_) => rt.block_on(async { pluto_netsync::peer::punch::PunchPort::bind_own().ok() }),
+        None => None,
+    };
     let opts = SyncOptions {
         parallel: a.parallel.max(1),
         relay: coordinator.clone(),
+        punch_from,
         ..Default::default()
     };
     let waiting = || {

@@ -147,6 +147,7 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
         let path = match h.last_path {
             Some(pluto_netsync::peer::sync::PathKind::Direct) => " (direct)",
             Some(pluto_netsync::peer::sync::PathKind::Relayed) => " (relayed)",
+            Some(pluto_netsync::peer::sync::PathKind::Punched) => " (punched)",
             None => "",
         };
         outln!(

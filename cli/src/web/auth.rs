@@ -70,20 +70,28 @@ pub enum Verdict {
 }
 
 impl Auth {
-    /// `port` is the page's; `loopback` whether it listens on a loopback address only.
-    pub fn new(port: u16, loopback: bool) -> Auth {
+    /// `addr` is the page's; `loopback` whether it listens on a loopback address only.
+    pub fn new(addr: std::net::SocketAddr, loopback: bool) -> Auth {
+        let port = addr.port();
+        let mut hosts = vec![
+            addr.to_string(),
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("[::1]:{port}"),
+        ];
+        if port == 80 {
+            // Browsers leave the default port out of `Host`.
+            hosts.extend(
+                hosts
+                    .clone()
+                    .iter()
+                    .map(|h| h.trim_end_matches(":80").to_string()),
+            );
+        }
         Auth {
             token: Mutex::new(Some(random_hex())),
             sessions: Mutex::new(HashMap::new()),
-            hosts: if loopback {
-                vec![
-                    format!("127.0.0.1:{port}"),
-                    format!("localhost:{port}"),
-                    format!("[::1]:{port}"),
-                ]
-            } else {
-                Vec::new()
-            },
+            hosts: if loopback { hosts } else { Vec::new() },
             cookie: format!("pluto_session_{port}"),
         }
     }
@@ -120,8 +128,12 @@ impl Auth {
         if let Some(t) = query_param(uri, "token") {
             return Verdict::Answer(self.exchange(uri, &t));
         }
-        let session = cookie(headers, &self.cookie)
-            .and_then(|c| self.sessions.lock().unwrap().get(&hash(&c)).cloned());
+        let session = {
+            let sessions = self.sessions.lock().unwrap();
+            cookies(headers, &self.cookie)
+                .into_iter()
+                .find_map(|c| sessions.get(&hash(&c)).cloned())
+        };
         let Some(session) = session else {
             return Verdict::Answer(refuse(
                 StatusCode::UNAUTHORIZED,
@@ -174,10 +186,15 @@ impl Auth {
                     .filter(|(k, _)| k != "token"),
             )
             .finish();
+        // Only a path of this page ("//host/…" would leave it).
+        let path = match uri.path() {
+            p if p.starts_with('/') && !p.starts_with("//") => p,
+            _ => "/",
+        };
         let to = if rest.is_empty() {
-            uri.path().to_string()
+            path.to_string()
         } else {
-            format!("{}?{rest}", uri.path())
+            format!("{path}?{rest}")
         };
         let mut r = Response::new(Body::empty());
         *r.status_mut() = StatusCode::SEE_OTHER;
@@ -203,15 +220,17 @@ fn query_param(uri: &axum::http::Uri, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+/// Every value of cookie `name` (another program on localhost may set one of the same name).
+fn cookies(headers: &HeaderMap, name: &str) -> Vec<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
+        .filter(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
+        .collect()
 }
 
 /// Why a change is refused as coming from another site, if it is.
@@ -270,7 +289,11 @@ pub async fn guard(
     // Forms are small (the longest: 24 words); a bigger body is no form of this page.
     let bytes = match axum::body::to_bytes(body, 1 << 20).await {
         Ok(b) => b,
-        Err(_) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, "request too large"),
+        Err(_) => {
+            let mut r = refuse(StatusCode::PAYLOAD_TOO_LARGE, "request too large");
+            harden(r.headers_mut());
+            return r;
+        }
     };
     let csrf = parts
         .headers
@@ -314,7 +337,7 @@ mod tests {
 
     #[test]
     fn the_link_works_once_and_only_on_the_page_s_own_host() {
-        let a = Auth::new(9747, true);
+        let a = Auth::new("127.0.0.1:9747".parse().unwrap(), true);
         let t = a.link_token().unwrap();
         let get = Method::GET;
         let uri = |s: &str| s.parse::<axum::http::Uri>().unwrap();

@@ -43,6 +43,9 @@ pub struct App {
     settings: tokio::sync::Mutex<Settings>,
     node: tokio::sync::Mutex<Option<NodeHandle>>,
     pub shared: std::sync::Mutex<Shared>,
+    /// Held across a first run's "no repository yet? create it": two tabs (or two clicks)
+    /// never both create one.
+    pub first_run: tokio::sync::Mutex<()>,
 }
 
 /// What the page remembers between requests.
@@ -114,6 +117,12 @@ impl App {
         self.root.join("config").exists()
     }
 
+    /// A recovery is under way or waits for its restore: the node must not start yet (it
+    /// would snapshot the still-empty folder, and that snapshot would be the newest).
+    pub fn recovering(&self) -> bool {
+        !matches!(self.shared.lock().unwrap().job, Job::None)
+    }
+
     pub async fn settings(&self) -> Settings {
         self.settings.lock().await.clone()
     }
@@ -136,7 +145,11 @@ impl App {
     }
 
     /// (Re)start the node with the current settings; a failure to start is kept for the page.
+    /// Not while a recovery waits for its restore ([`Self::recovering`]).
     pub async fn start_node(self: &Arc<Self>) {
+        if self.recovering() {
+            return;
+        }
         let mut slot = self.node.lock().await;
         if let Some(n) = slot.take() {
             n.stop().await;
@@ -288,21 +301,18 @@ pub async fn serve(
     };
     let app = Arc::new(App {
         root: opts.root.clone(),
-        auth: auth::Auth::new(addr.port(), loopback),
+        auth: auth::Auth::new(addr, loopback),
         port_mapping: opts.port_mapping,
         peer_listen: opts.peer_listen,
         settings: tokio::sync::Mutex::new(settings),
         node: tokio::sync::Mutex::new(None),
         shared: std::sync::Mutex::new(Shared::default()),
+        first_run: tokio::sync::Mutex::new(()),
     });
     if app.repo_exists() {
         app.start_node().await;
     }
-    let host = if loopback {
-        format!("127.0.0.1:{}", addr.port())
-    } else {
-        addr.to_string()
-    };
+    let host = addr.to_string();
     outln!(
         "pluto is ready: open http://{host}/?token={} in your browser (the link works once)",
         app.auth.link_token().unwrap_or_default()

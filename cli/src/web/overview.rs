@@ -15,6 +15,9 @@ pub async fn overview(State(app): State<Arc<App>>, Extension(s): Extension<Sessi
     if !app.repo_exists() {
         return Ok(see_other("/welcome"));
     }
+    if app.recovering() {
+        return Ok(see_other("/welcome/recovering"));
+    }
     let live = live_html(&app).await;
     let running = app.node().await.is_some();
     let actions = if running {
@@ -58,6 +61,9 @@ pub async fn push_now(State(app): State<Arc<App>>) -> Page {
 }
 
 pub async fn start(State(app): State<Arc<App>>) -> Page {
+    if app.recovering() {
+        return Ok(see_other("/welcome/recovering"));
+    }
     if app.repo_exists() {
         app.start_node().await;
     }
@@ -149,9 +155,11 @@ async fn live_html(app: &Arc<App>) -> String {
         "not scheduled".to_string()
     } else {
         match last {
-            Some(t) if t + settings.snapshot_every_secs > now => format!(
+            Some(t) if t.saturating_add(settings.snapshot_every_secs) > now => format!(
                 "in {}",
-                pluto_netsync::verdict::human_duration(t + settings.snapshot_every_secs - now)
+                pluto_netsync::verdict::human_duration(
+                    t.saturating_add(settings.snapshot_every_secs) - now
+                )
             ),
             _ => "now".into(),
         }
@@ -180,7 +188,7 @@ async fn live_html(app: &Arc<App>) -> String {
             total.max(1)
         ));
     }
-    o.push_str(&give_and_take(app, protection.as_ref()));
+    o.push_str(&give_and_take(app, protection.as_ref(), settings.offer));
     o.push_str(r#"<h2>Recent events</h2><ul class="events" id="events">"#);
     if events.is_empty() {
         o.push_str("<li>nothing yet</li>");
@@ -197,7 +205,7 @@ async fn live_html(app: &Arc<App>) -> String {
 }
 
 /// What others keep for this node, per host, against what this node keeps for others.
-fn give_and_take(app: &App, p: Option<&Protection>) -> String {
+fn give_and_take(app: &App, p: Option<&Protection>, offer: u64) -> String {
     let mut o = String::from(
         r#"<h2>Give and take</h2><h3 class="hint">Hosts keeping your data</h3><div class="table"><table id="hosts"><thead><tr><th>Host</th><th>State</th><th class="num">Files</th><th>Reached</th><th class="opt">Last check</th></tr></thead><tbody>"#,
     );
@@ -226,6 +234,7 @@ fn give_and_take(app: &App, p: Option<&Protection>) -> String {
         let path = match h.path {
             Some(pluto_netsync::peer::state::PathKind::Direct) => "direct",
             Some(pluto_netsync::peer::state::PathKind::Relayed) => "relayed",
+            Some(pluto_netsync::peer::state::PathKind::Punched) => "direct (punched)",
             None => "—",
         };
         let check = match (h.last_challenge_unix, h.last_challenge_passed) {
@@ -248,12 +257,7 @@ fn give_and_take(app: &App, p: Option<&Protection>) -> String {
         r#"<h3 class="hint">What you keep for others: {} for {} owner(s), of the {} you offer</h3>"#,
         bytes(total),
         hosted.len(),
-        bytes(
-            app.settings
-                .try_lock()
-                .map(|s| s.offer)
-                .unwrap_or_default()
-        )
+        bytes(offer)
     ));
     if !hosted.is_empty() {
         o.push_str(r#"<div class="table"><table id="hosting"><thead><tr><th>Owner</th><th class="num">Files</th><th class="num">Size</th></tr></thead><tbody>"#);

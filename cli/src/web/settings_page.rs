@@ -23,6 +23,16 @@ fn secs(s: u64) -> String {
     }
 }
 
+/// A size as `parse_size` reads it back to the same bytes (never rounded).
+fn exact_size(b: u64) -> String {
+    for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
+        if b != 0 && b.is_multiple_of(1u64 << shift) {
+            return format!("{}{unit}", b >> shift);
+        }
+    }
+    format!("{b}B")
+}
+
 fn num(n: Option<u32>) -> String {
     n.map(|n| n.to_string()).unwrap_or_default()
 }
@@ -123,10 +133,7 @@ async fn render(
             "coordinator",
             st.coordinator.clone().unwrap_or_default()
         )),
-        offer = esc(&v(
-            "offer",
-            bytes(st.offer).replace(' ', "").replace("iB", "")
-        )),
+        offer = esc(&v("offer", exact_size(st.offer))),
         ncmd = esc(&v("notify_cmd", st.notify_cmd.clone().unwrap_or_default())),
         nurl = esc(&v("notify_url", st.notify_url.clone().unwrap_or_default())),
         chal = esc(&v("challenge_every", secs(st.challenge_every_secs))),
@@ -163,11 +170,15 @@ fn parse(
     old: &Settings,
     root: &std::path::Path,
 ) -> Result<Settings, String> {
+    // Ten years is no schedule anyone means, and keeps the node's clock arithmetic sane.
+    const MAX: u64 = 10 * 366 * 86400;
     let dur = |k: &str, label: &str| -> Result<u64, String> {
         match field(f, k) {
-            Some(v) => parse_every(&v)
-                .map(|d| d.as_secs())
-                .map_err(|e| format!("{label}: {e}")),
+            Some(v) => match parse_every(&v).map(|d| d.as_secs()) {
+                Ok(s) if s > MAX => Err(format!("{label}: {v} is longer than ten years")),
+                Ok(s) => Ok(s),
+                Err(e) => Err(format!("{label}: {e}")),
+            },
             None => Err(format!("{label}: give a duration (30m, 1h, 1d)")),
         }
     };
@@ -219,6 +230,9 @@ fn parse(
 }
 
 pub async fn save(State(app): State<Arc<App>>, Extension(s): Extension<Session>, f: Form) -> Page {
+    if app.recovering() {
+        return Ok(see_other("/welcome/recovering"));
+    }
     let old = app.settings().await;
     let new = match parse(&f.0, &old, &app.root) {
         Ok(n) => n,
@@ -269,4 +283,32 @@ pub async fn save(State(app): State<Arc<App>>, Extension(s): Extension<Session>,
     }
     app.set_settings(new).await?;
     Ok(see_other("/settings?saved=1"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_shown_read_back_exactly_and_absurd_schedules_are_refused() {
+        for b in [1u64 << 30, 1536 << 20, 10 << 30, 12345, 3 << 40] {
+            assert_eq!(crate::output::parse_size(&exact_size(b)), Ok(b), "{b}");
+        }
+        let mut f: HashMap<String, String> = [
+            ("snapshot_every", "9223372036854775807"),
+            ("challenge_every", "10m"),
+            ("host_grace", "3d"),
+            ("offer", "16M"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let d = tempfile::tempdir().unwrap();
+        let e = parse(&f, &Settings::default(), d.path()).unwrap_err();
+        assert!(e.contains("ten years"), "{e}");
+        f.insert("snapshot_every".into(), "1h".into());
+        let s = parse(&f, &Settings::default(), d.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.snapshot_every_secs, 3600);
+        assert_eq!(s.offer, 16 << 20);
+    }
 }

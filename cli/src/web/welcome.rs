@@ -278,6 +278,10 @@ pub async fn confirm(
         }
         sh.pending.remove(&s.key).expect("checked above")
     };
+    let _first = app.first_run.lock().await;
+    if app.repo_exists() {
+        return Ok(see_other("/"));
+    }
     let root = app.root.clone();
     let folder = pending.folder.clone();
     tokio::task::spawn_blocking(move || {
@@ -298,16 +302,25 @@ pub async fn recover(
     Extension(s): Extension<Session>,
     f: Form,
 ) -> Page {
+    let _first = app.first_run.lock().await;
     if app.repo_exists() {
         return Ok(see_other("/"));
     }
+    // New words asked for in this session are not needed any more.
+    app.shared.lock().unwrap().pending.remove(&s.key);
     let words = zeroize::Zeroizing::new(f.0.get("words").cloned().unwrap_or_default());
     let entropy = match Entropy::from_words(&words) {
         Ok(e) => e,
         Err(e) => return form_page(&app, &s, &f.0, Some(&format!("recovery words: {e}"))),
     };
     let mut fields = f.0.clone();
-    fields.entry("offer".into()).or_default();
+    fields.remove("words");
+    // The form has no offer: the default, or what the disk can spare (settings change it).
+    let offer = free_near(&app.root)
+        .map(|free| (free / 2).min(Settings::default().offer))
+        .unwrap_or(Settings::default().offer)
+        .max(pluto_netsync::node::offer::MIN_OFFER);
+    fields.insert("offer".into(), format!("{offer}B"));
     // The folder to restore into may be new on this computer.
     if let Some(d) = field(&f.0, "folder").map(PathBuf::from) {
         if d.is_absolute() && !d.exists() {

@@ -549,6 +549,16 @@ impl CoordClient {
         }
     }
 
+    /// Ask to punch through to a matched peer from this node's peer `port`: returns the
+    /// peer's address and the delay before dialling. The peer gets a
+    /// [`CoordMsg::PunchOffer`] with this node's address.
+    pub async fn punch(&self, peer: NodeId, port: u16) -> Result<(String, u32), ClientError> {
+        match self.request(NodeMsg::PunchRequest { peer, port }).await? {
+            Reply::Punch { addr, delay_ms } => Ok((addr, delay_ms)),
+            r => Err(unexpected(r)),
+        }
+    }
+
     async fn expect_ok(&self, m: NodeMsg) -> Result<(), ClientError> {
         match self.request(m).await? {
             Reply::Ok => Ok(()),

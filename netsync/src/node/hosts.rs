@@ -160,6 +160,9 @@ pub fn with_known_hosts(
 #[derive(Debug, Default)]
 pub struct Matched {
     pub hosts: Vec<HostAddr>,
+    /// Hosts the coordinator has this owner moving off (excluded, left, released): no
+    /// place for new data, but they may still hold shares a pull can read back.
+    pub moving: Vec<HostAddr>,
     pub notes: Vec<String>,
 }
 
@@ -185,6 +188,23 @@ pub async fn matched_hosts(
         .iter()
         .filter(|r| r.state == RelationState::Moving)
         .map(|r| r.host)
+        .collect();
+    let me = c.node_id();
+    let addr_of = |r: &Relationship| HostAddr {
+        node: r.host,
+        // no address: the coordinator's dial-back did not reach the host, so it is
+        // reached through the relay (or a punch) at once
+        url: r
+            .peer_addrs
+            .iter()
+            .find(|u| u.starts_with("ws://"))
+            .cloned()
+            .unwrap_or_default(),
+    };
+    let moving_addrs: Vec<HostAddr> = mine
+        .iter()
+        .filter(|r| r.state == RelationState::Moving && r.host != me)
+        .map(addr_of)
         .collect();
     notes.extend(stop_counting_on(
         root,
@@ -218,23 +238,16 @@ pub async fn matched_hosts(
     }
     // A coordinator that matched this node with itself (broken or malicious) is ignored:
     // a copy on its own disk is no copy.
-    let me = c.node_id();
     let hosts = active
-        .into_iter()
+        .iter()
         .filter(|r| r.state == RelationState::Active && r.host != me)
-        .map(|r| HostAddr {
-            node: r.host,
-            // no address: the coordinator's dial-back did not reach the host, so it is
-            // reached through the relay at once
-            url: r
-                .peer_addrs
-                .iter()
-                .find(|u| u.starts_with("ws://"))
-                .cloned()
-                .unwrap_or_default(),
-        })
+        .map(addr_of)
         .collect();
-    Ok(Matched { hosts, notes })
+    Ok(Matched {
+        hosts,
+        moving: moving_addrs,
+        notes,
+    })
 }
 
 /// Mark `hosts` as failed in the owner's record: their copies no longer count, and the next
@@ -312,6 +325,16 @@ pub async fn owner_hosts(
                 Ok(m) => {
                     m.notes.into_iter().for_each(say);
                     out.extend(m.hosts);
+                    // A pull reads from every host that may still hold something: after a
+                    // lost disk, hosts the owner was moved off often hold most of the shares
+                    // (found by the churn soak: recoveries restored nothing without them).
+                    if suffix == "pull" {
+                        for h in m.moving {
+                            if !out.iter().any(|o| o.node == h.node) {
+                                out.push(h);
+                            }
+                        }
+                    }
                     client = Some(c);
                 }
                 Err(e) => say(format!("{e}; going on with the hosts this node knows")),

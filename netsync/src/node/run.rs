@@ -51,6 +51,8 @@ struct Shared {
     wake: Notify,
     cancel: Arc<AtomicBool>,
     status: Mutex<NodeStatus>,
+    /// The peer listener's port (hole punches dial from it).
+    punch: crate::peer::punch::PunchPort,
 }
 
 #[derive(Default)]
@@ -86,6 +88,7 @@ impl Shared {
             // the node stops counting it anyway: the node's other work (challenges, failover)
             // waits behind the push.
             outage: d.outage.min(self.cfg.host_grace),
+            punch_from: Some(self.punch.clone()),
             ..d
         }
     }
@@ -166,6 +169,7 @@ pub(super) async fn spawn(root: PathBuf, cfg: NodeConfig) -> Result<NodeHandle> 
             url: url.clone(),
             ..Default::default()
         }),
+        punch: server.punch.clone(),
         cfg,
     });
     for (owner, quota) in shared.cfg.allow.clone() {
@@ -871,6 +875,7 @@ fn msg_kind(m: &CoordMsg) -> &'static str {
         CoordMsg::Excluded { .. } => "an exclusion",
         CoordMsg::RepairShare { .. } => "a repair order",
         CoordMsg::Reachability { .. } => "a reachability note",
+        CoordMsg::PunchOffer { .. } => "a punch offer",
     }
 }
 
@@ -978,6 +983,20 @@ async fn coordinator_job(s: &Shared, c: &CoordClient, pending: &PendingProofs, m
             cfg.coordinator_key = s.coordinator_key.clone();
             if let Err(e) = crate::peer::server::serve_relay_offer(&cfg, &url, &token).await {
                 warn(format!("relayed session: {e}"));
+            }
+        }
+        CoordMsg::PunchOffer {
+            peer,
+            addr,
+            delay_ms,
+        } => {
+            let mut cfg = ServerConfig::new(s.key.clone(), s.store.clone());
+            cfg.coordinator_key = s.coordinator_key.clone();
+            if let Err(e) =
+                crate::peer::server::serve_punch_offer(&cfg, &s.punch, &addr, delay_ms).await
+            {
+                // The owner falls back to the relay; nothing to tell the user.
+                tracing::info!(%peer, "punched session: {e}");
             }
         }
         msg @ CoordMsg::RepairShare { .. } => {

@@ -42,7 +42,7 @@ pub fn dial_addr(url: &str) -> Result<String> {
 pub struct PeerClient {
     ch: SecureChannel<TcpStream>,
     timeout: Duration,
-    relayed: bool,
+    path: crate::peer::state::PathKind,
 }
 
 /// Open a WebSocket to `url` (a peer or the coordinator's relay), bounded by `timeout`.
@@ -119,7 +119,7 @@ impl PeerClient {
         Ok(PeerClient {
             ch,
             timeout,
-            relayed: true,
+            path: crate::peer::state::PathKind::Relayed,
         })
     }
 
@@ -153,33 +153,52 @@ impl PeerClient {
                 addr: url.clone(),
                 reason: e.to_string(),
             })?;
+        Self::over_tcp(
+            key,
+            host.node,
+            url,
+            tcp,
+            timeout,
+            crate::peer::state::PathKind::Direct,
+        )
+        .await
+    }
+
+    /// The WebSocket and the handshake (as the dialling side) over a connected stream: a
+    /// direct dial's, or a punched one's.
+    pub async fn over_tcp(
+        key: &SigningKey,
+        node: NodeId,
+        url: &str,
+        tcp: TcpStream,
+        timeout: Duration,
+        path: crate::peer::state::PathKind,
+    ) -> Result<PeerClient> {
         let _ = tcp.set_nodelay(true);
         let fut = async {
-            let (ws, _) = tokio_tungstenite::client_async_with_config(
-                url.as_str(),
-                tcp,
-                Some(noise::ws_config()),
-            )
-            .await
-            .map_err(|e| PeerError::Handshake {
-                addr: url.clone(),
-                reason: format!("websocket: {e}"),
-            })?;
-            noise::initiate(ws, key, Some(host.node), url).await
+            let (ws, _) =
+                tokio_tungstenite::client_async_with_config(url, tcp, Some(noise::ws_config()))
+                    .await
+                    .map_err(|e| PeerError::Handshake {
+                        addr: url.to_string(),
+                        reason: format!("websocket: {e}"),
+                    })?;
+            noise::initiate(ws, key, Some(node), url).await
         };
         let ch = tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| PeerError::Timeout(timeout))??;
-        Ok(PeerClient {
-            ch,
-            timeout,
-            relayed: false,
-        })
+        Ok(PeerClient { ch, timeout, path })
+    }
+
+    /// How this connection reaches the host.
+    pub fn path(&self) -> crate::peer::state::PathKind {
+        self.path
     }
 
     /// Whether this connection goes through the coordinator's relay.
     pub fn relayed(&self) -> bool {
-        self.relayed
+        self.path == crate::peer::state::PathKind::Relayed
     }
 
     pub fn remote(&self) -> NodeId {

@@ -21,6 +21,7 @@ pub mod hosted;
 pub mod noise;
 pub mod obfuscate;
 pub mod proto;
+pub mod punch;
 pub mod route;
 pub mod server;
 pub mod shares;

@@ -24,6 +24,8 @@ pub const DIRECT_RETRY_DELAYS: [Duration; 5] = [
 pub struct PathBytes {
     pub direct: u64,
     pub relayed: u64,
+    /// Through a punched hole (a direct connection the coordinator helped open).
+    pub punched: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +41,11 @@ struct Relayed {
 struct Inner {
     relayed: HashMap<NodeId, Relayed>,
     bytes: HashMap<NodeId, PathBytes>,
+    /// Hosts reached by punching: the next connection punches at once (their direct
+    /// address does not answer).
+    punched: std::collections::HashSet<NodeId>,
+    /// Hosts a punch failed to reach: not tried again while this memory lasts.
+    punch_failed: std::collections::HashSet<NodeId>,
 }
 
 /// Shared by all connections of a push (or of a serving node): which hosts go through the
@@ -95,13 +102,35 @@ impl Routes {
         self.lock().relayed.get(host).map(|r| r.since.elapsed())
     }
 
-    pub fn count(&self, host: NodeId, bytes: u64, relayed: bool) {
+    pub fn count(&self, host: NodeId, bytes: u64, path: crate::peer::state::PathKind) {
+        use crate::peer::state::PathKind;
         let mut g = self.lock();
         let e = g.bytes.entry(host).or_default();
-        if relayed {
-            e.relayed += bytes;
+        match path {
+            PathKind::Relayed => e.relayed += bytes,
+            PathKind::Punched => e.punched += bytes,
+            PathKind::Direct => e.direct += bytes,
+        }
+    }
+
+    /// Whether a punch to `host` may be tried (none failed yet).
+    pub fn may_punch(&self, host: &NodeId) -> bool {
+        !self.lock().punch_failed.contains(host)
+    }
+
+    /// Whether `host` was last reached by punching (go to the punch at once).
+    pub fn punched(&self, host: &NodeId) -> bool {
+        self.lock().punched.contains(host)
+    }
+
+    /// How the last punch to `host` went.
+    pub fn punch_result(&self, host: NodeId, ok: bool) {
+        let mut g = self.lock();
+        if ok {
+            g.punched.insert(host);
         } else {
-            e.direct += bytes;
+            g.punched.remove(&host);
+            g.punch_failed.insert(host);
         }
     }
 

@@ -28,6 +28,9 @@ pub struct ServerConfig {
     /// The pinned coordinator key: repair tickets ([`Request::GetShareFor`]) must be signed
     /// by it. Without it, no ticket is honoured.
     pub coordinator_key: Arc<std::sync::OnceLock<ed25519_dalek::VerifyingKey>>,
+    /// Hole punches under way from this listener's port: connections from their peers are
+    /// theirs, not served here (set by the node once bound).
+    pub punch: Option<super::punch::PunchPort>,
 }
 
 impl ServerConfig {
@@ -39,6 +42,7 @@ impl ServerConfig {
             idle_timeout: Duration::from_secs(120),
             max_connections: 256,
             coordinator_key: Arc::new(std::sync::OnceLock::new()),
+            punch: None,
         }
     }
 }
@@ -46,24 +50,34 @@ impl ServerConfig {
 /// A running server; dropping it does not stop it, [`Server::shutdown`] does.
 pub struct Server {
     pub local_addr: std::net::SocketAddr,
+    /// Hole punches from this listener's port.
+    pub punch: super::punch::PunchPort,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
     /// Bind `addr` (e.g. `127.0.0.1:0`) and serve in the background.
-    pub async fn bind(addr: &str, cfg: ServerConfig) -> Result<Server> {
-        let listener = TcpListener::bind(addr)
+    pub async fn bind(addr: &str, mut cfg: ServerConfig) -> Result<Server> {
+        let cannot = |e: std::io::Error| PeerError::Connect {
+            addr: addr.to_string(),
+            reason: format!("cannot listen: {e}"),
+        };
+        let sa = tokio::net::lookup_host(addr)
             .await
-            .map_err(|e| PeerError::Connect {
-                addr: addr.to_string(),
-                reason: format!("cannot listen: {e}"),
-            })?;
+            .map_err(cannot)?
+            .next()
+            .ok_or_else(|| cannot(std::io::Error::other("no address")))?;
+        // Its port is also the one hole punches dial from (super::punch).
+        let listener = super::punch::bind_listener(sa).map_err(cannot)?;
         let local_addr = listener.local_addr().map_err(PeerError::io(addr))?;
+        let punch = super::punch::PunchPort::new(local_addr.port());
+        cfg.punch = Some(punch.clone());
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, Arc::new(cfg), rx));
         Ok(Server {
             local_addr,
+            punch,
             stop,
             task,
         })
@@ -92,6 +106,13 @@ async fn accept_loop(
             _ = stop.changed() => break,
             acc = listener.accept() => {
                 let Ok((tcp, peer)) = acc else { continue };
+                let tcp = match &cfg.punch {
+                    Some(p) => match p.claim(peer, tcp) {
+                        Some(t) => t,
+                        None => continue, // a punch's connection
+                    },
+                    None => tcp,
+                };
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     tracing::warn!(%peer, "too many peer connections, refusing one");
                     continue;
@@ -346,4 +367,40 @@ fn relayed_proof_ends_at_the_end(
 pub async fn serve_relay_offer(cfg: &ServerConfig, url: &str, token: &str) -> Result<()> {
     let ws = super::client::join_relay(url, token, cfg.handshake_timeout).await?;
     serve_ws(ws, cfg, url).await
+}
+
+/// Host side of a punch (`CoordMsg::PunchOffer`): dial `addr` from this node's peer port
+/// `port` until the owner's dial meets it, then serve the connection as an accepted one
+/// (the owner speaks first: WebSocket upgrade, then the Noise handshake as initiator).
+pub async fn serve_punch_offer(
+    cfg: &ServerConfig,
+    port: &super::punch::PunchPort,
+    addr: &str,
+    delay_ms: u32,
+) -> Result<()> {
+    let to: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|_| PeerError::Protocol(format!("punch offer: {addr:?} is not an IP:PORT")))?;
+    tokio::time::sleep(std::time::Duration::from_millis(u64::from(
+        delay_ms.min(5000),
+    )))
+    .await;
+    let tcp = port
+        .dial(to, super::punch::WINDOW)
+        .await
+        .map_err(|e| PeerError::Connect {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?;
+    let ws = tokio::time::timeout(
+        cfg.handshake_timeout,
+        tokio_tungstenite::accept_async_with_config(tcp, Some(noise::ws_config())),
+    )
+    .await
+    .map_err(|_| PeerError::Timeout(cfg.handshake_timeout))?
+    .map_err(|e| PeerError::Handshake {
+        addr: addr.to_string(),
+        reason: format!("websocket: {e}"),
+    })?;
+    serve_ws(ws, cfg, addr).await
 }

@@ -250,7 +250,7 @@ pub async fn push_shares(
         }
         for h in hosts {
             if let Some(p) = report.paths.get(&h.node) {
-                st.host(h).count_path(p.direct, p.relayed);
+                st.host(h).count_path(p.direct, p.relayed, p.punched);
             }
         }
         pl.packs

@@ -237,17 +237,25 @@ pub struct HostRecord {
 pub enum PathKind {
     Direct,
     Relayed,
+    /// A direct connection opened by hole punching through both sides' NATs.
+    Punched,
 }
 
 impl HostRecord {
-    /// A push moved `direct` and `relayed` bytes to the host: counters add; the path is
-    /// the one most bytes took (left as it was when nothing moved).
-    pub fn count_path(&mut self, direct: u64, relayed: u64) {
-        self.bytes_direct = self.bytes_direct.saturating_add(direct);
+    /// A push moved `direct`, `relayed` and `punched` bytes to the host: counters add
+    /// (punched bytes count as direct: they did not go through the relay); the path is the
+    /// one most bytes took (left as it was when nothing moved).
+    pub fn count_path(&mut self, direct: u64, relayed: u64, punched: u64) {
+        self.bytes_direct = self
+            .bytes_direct
+            .saturating_add(direct)
+            .saturating_add(punched);
         self.bytes_relayed = self.bytes_relayed.saturating_add(relayed);
-        if direct + relayed > 0 {
-            self.last_path = Some(if relayed > direct {
+        if direct + relayed + punched > 0 {
+            self.last_path = Some(if relayed > direct.max(punched) {
                 PathKind::Relayed
+            } else if punched > direct {
+                PathKind::Punched
             } else {
                 PathKind::Direct
             });
@@ -631,13 +639,13 @@ mod tests {
     #[test]
     fn bytes_by_path_add_up_and_the_path_is_the_one_most_bytes_took() {
         let mut r = HostRecord::default();
-        r.count_path(0, 0);
+        r.count_path(0, 0, 0);
         assert_eq!(r.last_path, None, "nothing moved: no path yet");
-        r.count_path(1000, 10);
+        r.count_path(1000, 10, 0);
         assert_eq!(r.last_path, Some(PathKind::Direct));
-        r.count_path(5, 700);
+        r.count_path(5, 700, 0);
         assert_eq!(r.last_path, Some(PathKind::Relayed));
-        r.count_path(0, 0);
+        r.count_path(0, 0, 0);
         assert_eq!(
             r.last_path,
             Some(PathKind::Relayed),

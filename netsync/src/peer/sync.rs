@@ -140,6 +140,9 @@ pub struct SyncOptions {
     pub outage: Duration,
     /// Which hosts go through the relay, and bytes by path (shared by clones).
     pub routes: Routes,
+    /// This node's peer port, to punch holes from (a serving node; none for a one-off
+    /// `pluto push`, which has no listener and goes to the relay).
+    pub punch_from: Option<super::punch::PunchPort>,
 }
 
 /// Dial a host: directly, unless it is known to need the relay (no address, or its direct
@@ -147,35 +150,88 @@ pub struct SyncOptions {
 /// failed handshake, or another node at the address — falls back to the coordinator's
 /// relay at once, and while the host is relayed direct is tried again in the background.
 pub async fn connect(key: &SigningKey, host: &HostAddr, opts: &SyncOptions) -> Result<PeerClient> {
-    let why = if host.url.is_empty() {
+    let known = if host.url.is_empty() {
         Some("the coordinator found no address that reaches it".to_string())
+    } else if opts.routes.punched(&host.node) {
+        Some("its direct address did not answer".to_string())
     } else {
         opts.routes.relayed(&host.node)
     };
-    let Some(why) = why else {
-        let dial = if opts.relay.is_some() {
-            opts.dial_timeout.min(opts.timeout)
-        } else {
-            opts.timeout
-        };
-        return match PeerClient::connect_within(key, host, dial, opts.timeout).await {
-            Ok(c) => Ok(c),
-            Err(
-                e @ (PeerError::Connect { .. }
-                | PeerError::Timeout(_)
-                | PeerError::Handshake { .. }
-                | PeerError::WrongPeer { .. }),
-            ) if opts.relay.is_some() => {
-                let why = e.to_string();
-                if opts.routes.mark_relayed(host.node, why.clone()) {
-                    spawn_direct_retries(key, host, opts);
-                }
-                relayed(key, host, opts, &why).await
+    let why = match known {
+        Some(why) => why,
+        None => {
+            let dial = if opts.relay.is_some() {
+                opts.dial_timeout.min(opts.timeout)
+            } else {
+                opts.timeout
+            };
+            match PeerClient::connect_within(key, host, dial, opts.timeout).await {
+                Ok(c) => return Ok(c),
+                Err(
+                    e @ (PeerError::Connect { .. }
+                    | PeerError::Timeout(_)
+                    | PeerError::Handshake { .. }
+                    | PeerError::WrongPeer { .. }),
+                ) if opts.relay.is_some() => e.to_string(),
+                Err(e) => return Err(e),
             }
-            Err(e) => Err(e),
-        };
+        }
     };
+    // Before the relay: a hole punch, when this node has a peer port to punch from and no
+    // punch to this host failed yet.
+    if opts.punch_from.is_some() && opts.routes.may_punch(&host.node) {
+        match punched(key, host, opts).await {
+            Ok(c) => {
+                opts.routes.punch_result(host.node, true);
+                return Ok(c);
+            }
+            Err(e) => {
+                tracing::info!(host = %host.node, "no punched connection: {e}");
+                opts.routes.punch_result(host.node, false);
+            }
+        }
+    }
+    if !host.url.is_empty() && opts.routes.mark_relayed(host.node, why.clone()) {
+        spawn_direct_retries(key, host, opts);
+    }
     relayed(key, host, opts, &why).await
+}
+
+/// Punch through to `host` (see [`super::punch`]): the coordinator tells both sides where
+/// the other is; both dial at once from their peer ports; the handshake proves the host.
+async fn punched(key: &SigningKey, host: &HostAddr, opts: &SyncOptions) -> Result<PeerClient> {
+    let (Some(coord), Some(port)) = (&opts.relay, &opts.punch_from) else {
+        return Err(PeerError::Protocol(
+            "no coordinator or peer port to punch with".into(),
+        ));
+    };
+    let fail = |reason: String| PeerError::Connect {
+        addr: host.url.clone(),
+        reason,
+    };
+    let (addr, delay_ms) = coord
+        .punch(host.node, port.port)
+        .await
+        .map_err(|e| fail(format!("punch refused: {e}")))?;
+    let to: std::net::SocketAddr = addr.parse().map_err(|_| {
+        fail(format!(
+            "punch: the coordinator gave {addr:?}, not an IP:PORT"
+        ))
+    })?;
+    tokio::time::sleep(Duration::from_millis(u64::from(delay_ms.min(5000)))).await;
+    let tcp = port
+        .dial(to, super::punch::WINDOW)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    PeerClient::over_tcp(
+        key,
+        host.node,
+        &format!("ws://{to}"),
+        tcp,
+        opts.timeout,
+        PathKind::Punched,
+    )
+    .await
 }
 
 async fn relayed(
@@ -240,6 +296,7 @@ impl Default for SyncOptions {
             dial_timeout: Duration::from_secs(5),
             outage: Duration::from_secs(120),
             routes: Routes::default(),
+            punch_from: None,
         }
     }
 }
@@ -261,7 +318,7 @@ impl PushReport {
     /// Bytes of this push that went through the coordinator's relay, and in all.
     pub fn relayed_share(&self) -> (u64, u64) {
         self.paths.values().fold((0, 0), |(r, t), p| {
-            (r + p.relayed, t + p.relayed + p.direct)
+            (r + p.relayed, t + p.relayed + p.direct + p.punched)
         })
     }
 }
@@ -491,20 +548,20 @@ async fn push_worker(
         }
         loop {
             attempt += 1;
-            let mut relayed = false;
+            let mut path = PathKind::Direct;
             let res = async {
                 if conn.is_none() {
                     conn = Some(connect(key, host, opts).await?);
                 }
                 let c = conn.as_mut().expect("connected");
-                relayed = c.relayed();
+                path = c.path();
                 c.put(item.kind, &bytes, &mut |b| progress(Progress::Bytes(b)))
                     .await
             }
             .await;
             match res {
                 Ok(()) => {
-                    opts.routes.count(host.node, item.size, relayed);
+                    opts.routes.count(host.node, item.size, path);
                     break;
                 }
                 Err(e @ PeerError::Refused(_)) => {
@@ -610,7 +667,7 @@ pub async fn push(
                 r.last_push_unix = r.last_push_unix.max(now);
             }
             if let Some(p) = report.paths.get(&h.node) {
-                r.count_path(p.direct, p.relayed);
+                r.count_path(p.direct, p.relayed, p.punched);
             }
         }
         st.clone()
@@ -638,6 +695,7 @@ pub(crate) fn paths_since(
                 PathBytes {
                     direct: a.direct - b.direct,
                     relayed: a.relayed - b.relayed,
+                    punched: a.punched - b.punched,
                 },
             )
         })

@@ -123,6 +123,13 @@ pub enum NodeMsg {
     /// This node leaves the network for good: what it hosts is to be moved (copies) or
     /// rebuilt elsewhere (shares) at once, without waiting out the grace period.
     Leave,
+    /// Open a direct connection to a matched `peer` that cannot be dialled (both behind
+    /// NATs) by dialling each other at once: `port` is this node's peer port, the one it
+    /// will dial from. Answered [`Reply::Punch`]; the peer gets [`CoordMsg::PunchOffer`].
+    PunchRequest {
+        peer: NodeId,
+        port: u16,
+    },
 }
 
 /// Groups per [`NodeMsg::RecordShares`] (keeps a message far below the frame limit).
@@ -221,6 +228,12 @@ pub enum Reply {
         token: String,
     },
     Enrolled,
+    /// Dial `addr` (`IP:PORT`, the peer's address as the coordinator sees it, with its peer
+    /// port) from this node's peer port, starting `delay_ms` after this reply arrives.
+    Punch {
+        addr: String,
+        delay_ms: u32,
+    },
 }
 
 /// Coordinator → node, published on `pluto/v1/node/<id>/msg`, signed by the coordinator.
@@ -285,5 +298,13 @@ pub enum CoordMsg {
         observed: String,
         addrs: Vec<String>,
         reachable: u8,
+    },
+    /// A matched `peer` asked to punch through to this node: dial `addr` from this node's
+    /// peer port, starting `delay_ms` after this arrives, and serve what connects as any
+    /// peer connection (the peer then runs the handshake as the dialling side).
+    PunchOffer {
+        peer: NodeId,
+        addr: String,
+        delay_ms: u32,
     },
 }

@@ -137,6 +137,8 @@ pub struct Core {
     observed: Option<Observed>,
     /// Test announced addresses by dialling them back.
     dial_back: bool,
+    /// When this instance started (unix seconds): absence is judged from then at the earliest.
+    started: u64,
     /// The peer port each node announced (of its first address), for hole punching: a
     /// node behind a NAT that keeps ports is reached at its observed IP and this port.
     /// In memory: nodes announce again after a restart.
@@ -260,6 +262,7 @@ impl Core {
             external,
             observed: None,
             dial_back: false,
+            started: secs(start_ms),
             peer_ports: HashMap::new(),
         }
     }
@@ -1323,8 +1326,24 @@ impl Core {
     /// never recorded here, and never repaired (found by the churn soak, issue 19). The
     /// shares the host held are rebuilt by the repair scan as before; a host that comes back
     /// later is matched anew like any other.
+    /// Nodes last seen before this (unix seconds) count as absent past the repair grace.
+    /// Absence is measured from this instance's start at the earliest: while it was down it
+    /// saw no one, and every node's last message predates its own outage (found by the
+    /// churn soak: half the moves came within seconds of a restart). 0: no one yet.
+    fn absence_cutoff(&self, now: u64) -> u64 {
+        let grace = self.params.repair_grace.as_secs();
+        if now < self.started.saturating_add(grace) {
+            0
+        } else {
+            now - grace
+        }
+    }
+
     fn move_off_absent_hosts(&mut self, now: u64, out: &mut Vec<Out>) -> Result<(), Error> {
-        let before = now.saturating_sub(self.params.repair_grace.as_secs());
+        let before = self.absence_cutoff(now);
+        if before == 0 {
+            return Ok(());
+        }
         let reason = "offline for longer than the repair grace";
         for (owner, host) in self.store.absent_hosts(before, self.shards.as_deref())? {
             if self.store.move_relationship(&owner, &host, reason)? {
@@ -1356,7 +1375,7 @@ impl Core {
         let now = secs(now_ms);
         let stale_before = now.saturating_sub(self.params.repair_timeout.as_secs());
         let lost = self.store.lost_slots(
-            now.saturating_sub(self.params.repair_grace.as_secs()),
+            self.absence_cutoff(now),
             stale_before,
             16,
             self.shards.as_deref(),
@@ -1689,6 +1708,59 @@ mod per_node_memory_tests {
         assert!(!again
             .iter()
             .any(|o| matches!(o, Out::Send(_, CoordMsg::MoveCopies { .. }))));
+    }
+
+    #[test]
+    fn a_coordinator_back_from_a_long_outage_moves_no_one_before_a_grace_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("c.sqlite"), 20.0).unwrap();
+        let t0: u64 = 1_800_000_000;
+        let [owner, host] = [1u8, 2].map(|b| NodeId([b; 32]));
+        for n in [owner, host] {
+            store
+                .upsert_announce(
+                    &n,
+                    &Announce {
+                        addrs: vec![],
+                        offer_bytes: 1 << 30,
+                        want_bytes: 1 << 20,
+                        copies: 2,
+                        mode: PeerMode::Mixed,
+                    },
+                    t0,
+                )
+                .unwrap();
+            store.set_online(&n, false, t0).unwrap();
+        }
+        store
+            .insert_relationship(&owner, &host, 1 << 20, false, t0)
+            .unwrap();
+        let grace = 3 * 86_400;
+        let params = Params {
+            repair_grace: Duration::from_secs(grace),
+            ..Params::default()
+        };
+        // The coordinator was down from t0 for longer than the grace: everyone's last
+        // message is older than the grace, but that says nothing of them.
+        let back = t0 + grace + 500;
+        let mut core = Core::new(Box::new(store), params, back * 1000, false);
+        let moves = |out: &[Out]| {
+            out.iter()
+                .filter(|o| matches!(o, Out::Send(_, CoordMsg::MoveCopies { .. })))
+                .count()
+        };
+        assert_eq!(
+            moves(&core.tick((back + 600) * 1000)),
+            0,
+            "not right after the restart"
+        );
+        assert_eq!(
+            moves(&core.tick((back + grace / 2) * 1000)),
+            0,
+            "nor within its grace"
+        );
+        // Still silent a whole grace after the coordinator came back: now it is absent.
+        assert_eq!(moves(&core.tick((back + grace + 600) * 1000)), 1);
     }
 
     #[test]

@@ -1156,6 +1156,28 @@ impl Core {
         }))
     }
 
+    /// A peer a node may be put in touch with (relay, punch): matched either way or friends,
+    /// and online — an offline peer would never join, so that is said at once instead of
+    /// letting the node time out.
+    fn reachable_peer(&self, node: &NodeId, peer: &NodeId) -> Result<Result<(), Refusal>, Error> {
+        let matched = self.store.relationship_state(node, peer)?.is_some()
+            || self.store.relationship_state(peer, node)?.is_some()
+            || self.store.are_friends(node, peer)?;
+        if !matched {
+            return Ok(Err(refusal(
+                RefusalCode::NotMatched,
+                format!("{peer} is not matched with this node"),
+            )));
+        }
+        if !self.store.node(peer)?.is_some_and(|n| n.online) {
+            return Ok(Err(refusal(
+                RefusalCode::PeerOffline,
+                format!("{peer} is offline"),
+            )));
+        }
+        Ok(Ok(()))
+    }
+
     fn relay_request(
         &mut self,
         node: NodeId,
@@ -1169,21 +1191,8 @@ impl Core {
                 "this coordinator runs no relay",
             )));
         };
-        let matched = self.store.relationship_state(&node, &peer)?.is_some()
-            || self.store.relationship_state(&peer, &node)?.is_some()
-            || self.store.are_friends(&node, &peer)?;
-        if !matched {
-            return Ok(Err(refusal(
-                RefusalCode::NotMatched,
-                format!("{peer} is not matched with this node"),
-            )));
-        }
-        if !self.store.node(&peer)?.is_some_and(|n| n.online) {
-            // The peer would never join: say so now instead of letting the node time out.
-            return Ok(Err(refusal(
-                RefusalCode::PeerOffline,
-                format!("{peer} is offline"),
-            )));
+        if let Err(r) = self.reachable_peer(&node, &peer)? {
+            return Ok(Err(r));
         }
         let (mine, theirs) = table
             .lock()
@@ -1212,20 +1221,8 @@ impl Core {
         port: u16,
         out: &mut Vec<Out>,
     ) -> Result<Result<Reply, Refusal>, Error> {
-        let matched = self.store.relationship_state(&node, &peer)?.is_some()
-            || self.store.relationship_state(&peer, &node)?.is_some()
-            || self.store.are_friends(&node, &peer)?;
-        if !matched {
-            return Ok(Err(refusal(
-                RefusalCode::NotMatched,
-                format!("{peer} is not matched with this node"),
-            )));
-        }
-        if !self.store.node(&peer)?.is_some_and(|n| n.online) {
-            return Ok(Err(refusal(
-                RefusalCode::PeerOffline,
-                format!("{peer} is offline"),
-            )));
+        if let Err(r) = self.reachable_peer(&node, &peer)? {
+            return Ok(Err(r));
         }
         let (Some(mine), Some(theirs), Some(their_port)) = (
             self.observed_of(&node),

@@ -233,6 +233,9 @@ fn networks(addrs: &[String]) -> Vec<String> {
 }
 
 const INVITE_ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+/// The reason written on a relationship when the host was away past the repair grace (and
+/// sent with `MoveCopies`): the one move after which the pair may be matched again.
+pub const ABSENT_MOVE_REASON: &str = "offline for longer than the repair grace";
 
 fn normalize_code(code: &str) -> String {
     code.chars()
@@ -1022,8 +1025,17 @@ impl Core {
             }
             let mut cands = Vec::new();
             for h in self.store.candidate_nodes(&owner, 64)? {
-                if as_owner.iter().any(|r| r.host == h.id) {
-                    continue;
+                if let Some(r) = as_owner.iter().find(|r| r.host == h.id) {
+                    // A host this owner was moved off only for being away may be matched
+                    // again now that it is back (candidates are online): in a small network
+                    // never matching it again left owners without hosts (churn soak). One
+                    // the owner released (caught failing) or that was excluded is not.
+                    let away_only = r.state == RelationState::Moving
+                        && self.store.move_reason(&owner, &h.id)?.as_deref()
+                            == Some(ABSENT_MOVE_REASON);
+                    if !away_only {
+                        continue;
+                    }
                 }
                 let friend = friends.contains(&h.id);
                 let Some((vetted, score)) = self.may_host(&o, &h, friend, o.want_bytes, now)?
@@ -1341,7 +1353,7 @@ impl Core {
         if before == 0 {
             return Ok(());
         }
-        let reason = "offline for longer than the repair grace";
+        let reason = ABSENT_MOVE_REASON;
         for (owner, host) in self.store.absent_hosts(before, self.shards.as_deref())? {
             if self.store.move_relationship(&owner, &host, reason)? {
                 tracing::info!(%owner, %host, "host offline past the repair grace: its owner moves its copies");
@@ -1420,7 +1432,13 @@ impl Core {
             let friends = self.store.friends_of(&slot.owner)?;
             let mut best: Option<(NodeRow, f64)> = None;
             for c in self.store.candidate_nodes(&slot.owner, 64)? {
-                if group.iter().any(|s| s.host == c.id) {
+                // One share of a group per node: not a holder, and not the rebuilder of another
+                // share of it (repairs ordered earlier in this scan are in `repairer` already) —
+                // else one node's loss would cost the group two shares.
+                if group
+                    .iter()
+                    .any(|s| s.host == c.id || s.repairer == Some(c.id))
+                {
                     continue;
                 }
                 let score = match as_owner.iter().find(|r| r.host == c.id) {
@@ -1556,6 +1574,13 @@ impl Core {
         // Each overdue challenge is handed to exactly one instance.
         for c in self.store.expire_overdue(now, 1000)? {
             if c.state == ChallengeState::Sent {
+                if c.issued < self.started {
+                    // Issued before this instance started: the answer may have come while
+                    // no coordinator was there to take it. That is no evidence against the
+                    // host (churn soak: every restart cost hosts failed audits).
+                    tracing::info!(host = %c.host, challenge = c.id, "a challenge issued before this start expired: not counted");
+                    continue;
+                }
                 // The host did not answer in time: a failed audit.
                 self.audit(c.host, false, now, out)?;
             }
@@ -1640,6 +1665,7 @@ fn url_port(url: &str) -> Option<u16> {
 #[cfg(test)]
 mod per_node_memory_tests {
     use super::*;
+    use pluto_netsync::wire::{ShareGroupRecord, ShareSlot};
 
     /// Issue 19 (churn soak): a host that vanished without a word kept its owners waiting —
     /// past the repair grace, the coordinator now tells each owner to move its copies off
@@ -1758,6 +1784,180 @@ mod per_node_memory_tests {
         );
         // Still silent a whole grace after the coordinator came back: now it is absent.
         assert_eq!(moves(&core.tick((back + grace + 600) * 1000)), 1);
+    }
+
+    /// Issue 19 (long churn soak): two shares of one group lost in the same scan were both
+    /// given to the one spare host, so that host's next loss cost the group two shares. A
+    /// node rebuilding a share of a group is not given another share of it.
+    #[test]
+    fn two_lost_shares_of_one_group_never_go_to_one_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("c.sqlite"), 20.0).unwrap();
+        let t0: u64 = 1_800_000_000;
+        let [owner, h0, h1, h2, h3, spare] = [1u8, 2, 3, 4, 5, 6].map(|b| NodeId([b; 32]));
+        for n in [owner, h0, h1, h2, h3, spare] {
+            store
+                .upsert_announce(
+                    &n,
+                    &Announce {
+                        addrs: vec![],
+                        offer_bytes: 1 << 30,
+                        want_bytes: 1 << 20,
+                        copies: 5,
+                        mode: PeerMode::Mixed,
+                    },
+                    t0,
+                )
+                .unwrap();
+            store.set_online(&n, true, t0).unwrap();
+        }
+        for h in [h0, h1, h2, h3, spare] {
+            store
+                .insert_relationship(&owner, &h, 1 << 20, false, t0)
+                .unwrap();
+        }
+        let holders = [h0, h1, h2, h3];
+        store
+            .record_group(
+                &owner,
+                &ShareGroupRecord {
+                    k: 2,
+                    n: 4,
+                    shares: holders
+                        .iter()
+                        .enumerate()
+                        .map(|(i, h)| ShareSlot {
+                            name: [0x10 + i as u8; 32],
+                            len: 1000,
+                            host: *h,
+                        })
+                        .collect(),
+                },
+            )
+            .unwrap();
+        // Two holders of the group are caught cheating at once.
+        store.exclude(&h0, "failed audits").unwrap();
+        store.exclude(&h1, "failed audits").unwrap();
+        let mut core = Core::new(Box::new(store), Params::default(), t0 * 1000, false);
+        core.set_ticket_key(ed25519_dalek::SigningKey::from_bytes(&[9; 32]));
+        let repairs_to = |out: &[Out]| -> Vec<NodeId> {
+            out.iter()
+                .filter_map(|o| match o {
+                    Out::Send(to, CoordMsg::RepairShare { .. }) => Some(*to),
+                    _ => None,
+                })
+                .collect()
+        };
+        let first = repairs_to(&core.tick((t0 + 120) * 1000));
+        assert_eq!(first, vec![spare], "the spare rebuilds one of the two");
+        // Later scans, with the spare's repair still running, find no second node for the
+        // other share: it waits for one rather than doubling up.
+        let later = repairs_to(&core.tick((t0 + 240) * 1000));
+        assert!(later.is_empty(), "{later:?}");
+        let group = core
+            .store()
+            .group_slots(&owner, &hex::encode([0x10u8; 32]))
+            .unwrap();
+        let rebuilding: Vec<_> = group.iter().filter_map(|s| s.repairer).collect();
+        assert_eq!(rebuilding, vec![spare]);
+    }
+
+    /// Issue 19 (long churn soak): a challenge that expired while the coordinator was down
+    /// (or that was answered into the outage) cost the host a failed audit at the next start.
+    /// Only a challenge this instance issued and saw go unanswered is evidence.
+    #[test]
+    fn a_challenge_that_expired_over_a_coordinator_restart_is_not_a_failed_audit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("c.sqlite"), 20.0).unwrap();
+        let t0: u64 = 1_800_000_000;
+        let [owner, host] = [1u8, 2].map(|b| NodeId([b; 32]));
+        for n in [owner, host] {
+            store
+                .upsert_announce(
+                    &n,
+                    &Announce {
+                        addrs: vec![],
+                        offer_bytes: 1 << 30,
+                        want_bytes: 1 << 20,
+                        copies: 2,
+                        mode: PeerMode::Mixed,
+                    },
+                    t0,
+                )
+                .unwrap();
+            store.set_online(&n, true, t0).unwrap();
+        }
+        store
+            .insert_challenge(&owner, &host, t0, t0 + 60, None)
+            .unwrap()
+            .unwrap();
+        // the coordinator went down at t0 + 10 and is back at t0 + 100
+        let back = t0 + 100;
+        let mut core = Core::new(Box::new(store), Params::default(), back * 1000, false);
+        core.tick((back + 1) * 1000);
+        let failed = |core: &Core| core.store().node(&host).unwrap().unwrap().audits_failed;
+        assert_eq!(failed(&core), 0, "not held against the host");
+        // one this instance issued and saw expire is
+        core.store()
+            .insert_challenge(&owner, &host, back + 2, back + 62, None)
+            .unwrap()
+            .unwrap();
+        core.tick((back + 70) * 1000);
+        assert_eq!(failed(&core), 1);
+    }
+
+    /// Issue 19 (long churn soak): an owner moved off a host that was away past the grace
+    /// never got it back, and in a small network owners ran out of hosts. Back online, such
+    /// a host may be matched again; one the owner released for failing may not.
+    #[test]
+    fn a_host_moved_off_for_being_away_is_matched_again_once_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("c.sqlite"), 20.0).unwrap();
+        let t0: u64 = 1_800_000_000;
+        let [owner, away, cheat] = [1u8, 2, 3].map(|b| NodeId([b; 32]));
+        for n in [owner, away, cheat] {
+            store
+                .upsert_announce(
+                    &n,
+                    &Announce {
+                        addrs: vec![],
+                        offer_bytes: 1 << 30,
+                        want_bytes: 1 << 20,
+                        copies: 2,
+                        mode: PeerMode::Mixed,
+                    },
+                    t0,
+                )
+                .unwrap();
+            store.set_online(&n, true, t0).unwrap();
+        }
+        for h in [away, cheat] {
+            store
+                .insert_relationship(&owner, &h, 1 << 20, false, t0)
+                .unwrap();
+        }
+        assert!(store
+            .move_relationship(&owner, &away, ABSENT_MOVE_REASON)
+            .unwrap());
+        assert!(store
+            .release_relationship(&owner, &cheat, "failed a storage challenge")
+            .unwrap());
+        let mut core = Core::new(Box::new(store), Params::default(), t0 * 1000, false);
+        let mut out = Vec::new();
+        let reply = core.request_matches(owner, t0 + 10, &mut out).unwrap();
+        let Ok(Reply::Matches { hosts, missing }) = reply else {
+            panic!("{reply:?}")
+        };
+        let ids: Vec<_> = hosts.iter().map(|r| r.host).collect();
+        assert_eq!(ids, vec![away], "the host that was only away is back");
+        assert_eq!(missing, 1, "the released one is not matched again");
+        assert!(out.iter().any(
+            |o| matches!(o, Out::Send(to, CoordMsg::NewOwner { owner: w, .. }) if *to == away && *w == owner)
+        ));
+        assert_eq!(
+            core.store().relationship_state(&owner, &cheat).unwrap(),
+            Some(RelationState::Moving)
+        );
     }
 
     #[test]

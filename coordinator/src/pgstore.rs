@@ -193,6 +193,7 @@ fn row_to_slot(r: &Row) -> Result<Option<SlotRow>, Error> {
         r.try_get(6)?,
         r.try_get(7)?,
     );
+    let repairer: Option<&str> = r.try_get(8)?;
     Ok((|| {
         Some(SlotRow {
             owner: NodeId(parse(owner)?),
@@ -203,6 +204,10 @@ fn row_to_slot(r: &Row) -> Result<Option<SlotRow>, Error> {
             name: parse(name)?,
             len: u64::try_from(len).ok()?,
             host: NodeId(parse(host)?),
+            repairer: match repairer {
+                Some(r) => Some(NodeId(parse(r)?)),
+                None => None,
+            },
         })
     })())
 }
@@ -635,6 +640,17 @@ impl Store for PgStore {
         .transpose()
     }
 
+    fn move_reason(&self, owner: &NodeId, host: &NodeId) -> Result<Option<String>, Error> {
+        self.query_opt(
+            "SELECT reason FROM relationships WHERE owner = $1 AND host = $2 AND state = 1",
+            &[&owner.to_hex(), &host.to_hex()],
+        )?
+        .map(|r| -> Result<String, Error> {
+            Ok(r.try_get::<_, Option<String>>(0)?.unwrap_or_default())
+        })
+        .transpose()
+    }
+
     fn record_group(&self, owner: &NodeId, g: &ShareGroupRecord) -> Result<(), Error> {
         let grp = hex::encode(g.shares[0].name);
         let mut c = self.client()?;
@@ -672,12 +688,12 @@ impl Store for PgStore {
         let by_owner = shard_clause("s.owner", shards);
         let rows = self.query(
             &format!(
-                "SELECT s.owner, s.grp, s.idx, s.k, s.n, s.name, s.len, s.host FROM share_slots s
+                "SELECT s.owner, s.grp, s.idx, s.k, s.n, s.name, s.len, s.host, s.repairer FROM share_slots s
                  WHERE s.host IN (SELECT id FROM nodes
                                   WHERE excluded_reason IS NOT NULL OR (NOT online AND last_seen < $1))
                    AND (s.repairer IS NULL OR s.repair_since < $2){by_owner}
                  UNION
-                 SELECT s.owner, s.grp, s.idx, s.k, s.n, s.name, s.len, s.host
+                 SELECT s.owner, s.grp, s.idx, s.k, s.n, s.name, s.len, s.host, s.repairer
                  FROM relationships r JOIN share_slots s ON s.host = r.host AND s.owner = r.owner
                  WHERE r.state = 1 AND (s.repairer IS NULL OR s.repair_since < $2){by_owner}
                  LIMIT $3"
@@ -699,7 +715,7 @@ impl Store for PgStore {
 
     fn group_slots(&self, owner: &NodeId, grp: &str) -> Result<Vec<SlotRow>, Error> {
         let rows = self.query(
-            "SELECT owner, grp, idx, k, n, name, len, host FROM share_slots WHERE owner = $1 AND grp = $2 ORDER BY idx",
+            "SELECT owner, grp, idx, k, n, name, len, host, repairer FROM share_slots WHERE owner = $1 AND grp = $2 ORDER BY idx",
             &[&owner.to_hex(), &grp],
         )?;
         Ok(rows

@@ -41,6 +41,9 @@ pub struct SlotRow {
     pub name: [u8; 32],
     pub len: u64,
     pub host: NodeId,
+    /// The node rebuilding this share, while a repair runs: it will hold the share, so no
+    /// other share of the group may be given to it.
+    pub repairer: Option<NodeId>,
 }
 
 /// A row, or None when a stored id does not parse (never written by this code).
@@ -68,6 +71,7 @@ fn slot_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<SlotRow>> {
         r.get(6)?,
         r.get(7)?,
     );
+    let repairer: Option<String> = r.get(8)?;
     Ok((|| {
         Some(SlotRow {
             owner: NodeId(parse(owner)?),
@@ -78,6 +82,10 @@ fn slot_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<SlotRow>> {
             name: parse(name)?,
             len: u64::try_from(len).ok()?,
             host: NodeId(parse(host)?),
+            repairer: match repairer {
+                Some(r) => Some(NodeId(parse(r)?)),
+                None => None,
+            },
         })
     })())
 }
@@ -224,6 +232,9 @@ pub trait Store: Send {
         owner: &NodeId,
         host: &NodeId,
     ) -> Result<Option<RelationState>, Error>;
+    /// Why `owner`'s copies are being moved off `host` (the reason the move was written
+    /// with); `None` when the relationship is not moving (or there is none).
+    fn move_reason(&self, owner: &NodeId, host: &NodeId) -> Result<Option<String>, Error>;
     /// Record (or update) where the shares of one erasure-coded group are.
     fn record_group(&self, owner: &NodeId, g: &ShareGroupRecord) -> Result<(), Error>;
     /// Shares whose holder is lost — excluded, released by the owner (caught failing), or
@@ -818,6 +829,18 @@ impl Store for SqliteStore {
         }))
     }
 
+    fn move_reason(&self, owner: &NodeId, host: &NodeId) -> Result<Option<String>, Error> {
+        let v: Option<Option<String>> = self
+            .conn
+            .query_row(
+                "SELECT reason FROM relationships WHERE owner = ?1 AND host = ?2 AND state = 1",
+                [owner.to_hex(), host.to_hex()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(v.map(Option::unwrap_or_default))
+    }
+
     /// Record (or update) where the shares of one erasure-coded group are.
     fn record_group(&self, owner: &NodeId, g: &ShareGroupRecord) -> Result<(), Error> {
         let grp = hex::encode(g.shares[0].name);
@@ -848,12 +871,12 @@ impl Store for SqliteStore {
             // Driven by the few bad holders, not by the many slots: the slots of excluded or
             // long-offline nodes (through the host index), then those of relationships being
             // moved (CROSS JOIN keeps SQLite from scanning the slots first).
-            "SELECT s.owner, s.grp, s.idx, s.k, s.n, s.name, s.len, s.host FROM share_slots s
+            "SELECT s.owner, s.grp, s.idx, s.k, s.n, s.name, s.len, s.host, s.repairer FROM share_slots s
              WHERE s.host IN (SELECT id FROM nodes
                               WHERE excluded_reason IS NOT NULL OR (online = 0 AND last_seen < ?1))
                AND (s.repairer IS NULL OR s.repair_since < ?2){by_owner}
              UNION
-             SELECT s.owner, s.grp, s.idx, s.k, s.n, s.name, s.len, s.host
+             SELECT s.owner, s.grp, s.idx, s.k, s.n, s.name, s.len, s.host, s.repairer
              FROM relationships r CROSS JOIN share_slots s ON s.host = r.host AND s.owner = r.owner
              WHERE r.state = 1 AND (s.repairer IS NULL OR s.repair_since < ?2){by_owner}
              LIMIT ?3"
@@ -869,7 +892,7 @@ impl Store for SqliteStore {
 
     fn group_slots(&self, owner: &NodeId, grp: &str) -> Result<Vec<SlotRow>, Error> {
         let mut st = self.conn.prepare_cached(
-            "SELECT owner, grp, idx, k, n, name, len, host FROM share_slots WHERE owner = ?1 AND grp = ?2 ORDER BY idx",
+            "SELECT owner, grp, idx, k, n, name, len, host, repairer FROM share_slots WHERE owner = ?1 AND grp = ?2 ORDER BY idx",
         )?;
         let rows = st
             .query_map(params![owner.to_hex(), grp], slot_row)?

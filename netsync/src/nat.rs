@@ -2,6 +2,7 @@
 //! address the coordinator sees a node come from (spec: `book/src/wire-coordinator.md`,
 //! "Addresses and reachability"; measured in `book/src/netlab.md`).
 
+pub mod natpmp;
 pub mod portmap;
 
 use std::net::IpAddr;

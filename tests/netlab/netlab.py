@@ -61,7 +61,7 @@ MINIUPNPD_CONF = """# written by tests/netlab/netlab.py for router {router}
 ext_ifname=wan
 listening_ip=lan
 http_port=0
-enable_upnp=yes
+enable_upnp={upnp}
 enable_natpmp=yes
 secure_mode=yes
 system_uptime=yes
@@ -251,7 +251,8 @@ def build_topology(args, tag):
             Proc(f"nfdelay{i}", r, [args.nfdelay, "0", str(int(args.delay_ms * 1000))])
         upnp = args.upnp and not symmetric and i not in args.no_upnp_on
         if upnp and i not in args.late_upnp:
-            start_miniupnpd(args, r, i, f"192.168.{100 + i}.0/24")
+            start_miniupnpd(args, r, i, f"192.168.{100 + i}.0/24",
+                            upnp=i not in args.natpmp_only_on)
         homes.append({"router": r, "ns": h, "wan": wan, "lan": lan_h,
                       "nat": "symmetric" if symmetric else "cone", "upnp": upnp})
     return nodes, homes
@@ -264,8 +265,9 @@ def forwards(r):
     return sum(1 for l in out.splitlines() if l.startswith("-A MINIUPNPD"))
 
 
-def start_miniupnpd(args, r, i, lan_net):
-    """UPnP-IGD on router r, as a home router runs it. miniupnpd's iptables backend (libiptc)
+def start_miniupnpd(args, r, i, lan_net, upnp=True):
+    """UPnP-IGD and NAT-PMP on router r, as a home router runs them (NAT-PMP only when not
+    `upnp`, as on routers that speak only NAT-PMP). miniupnpd's iptables backend (libiptc)
     writes the legacy tables, in chains it expects to exist: made here, hooked where its own
     iptables_init.sh hooks them (DNAT before routing, accept in FORWARD, and its
     POSTROUTING chain), in this namespace only."""
@@ -279,10 +281,11 @@ def start_miniupnpd(args, r, i, lan_net):
         sh(ipt + ["-t", table, "-I"] + hook + ["-j", chain], ns=r)
     conf = os.path.join(args.work, f"miniupnpd-r{i}.conf")
     with open(conf, "w") as f:
-        f.write(MINIUPNPD_CONF.format(router=r, i=i, lan_net=lan_net))
+        f.write(MINIUPNPD_CONF.format(router=r, i=i, lan_net=lan_net,
+                                      upnp="yes" if upnp else "no"))
     p = Proc(f"miniupnpd{i}", r, [MINIUPNPD, "-d", "-f", conf, "-P",
                                    os.path.join(args.work, f"miniupnpd-r{i}.pid")])
-    p.wait_for(r"HTTP listening on port", 10)
+    p.wait_for(r"HTTP listening on port" if upnp else r"(NAT-PMP|PCP)", 10)
 
 
 def pluto(args, ns, cwd, argv, secs=120, stdin=None, check=True):
@@ -394,6 +397,8 @@ def main():
                     help="no miniupnpd on the routers (the relay-only figures)")
     ap.add_argument("--no-upnp-on", type=int, nargs="*", default=[],
                     help="cone homes whose router runs no UPnP (reached by hole punching)")
+    ap.add_argument("--natpmp-only-on", type=int, nargs="*", default=[],
+                    help="cone homes whose router speaks NAT-PMP but not UPnP-IGD")
     ap.add_argument("--late-upnp", type=int, nargs="*", default=[],
                     help="homes whose router starts miniupnpd only after their node started "
                          "(the node maps at its next try, 30 s on, and announces again)")
@@ -469,8 +474,9 @@ def main():
         for i in args.late_upnp:
             if homes[i]["upnp"]:
                 serving[f"home{i}"].wait_for(r"^not reachable", 40)
-                start_miniupnpd(args, homes[i]["router"], i, f"192.168.{100 + i}.0/24")
-        reach, mapped = {}, {}
+                start_miniupnpd(args, homes[i]["router"], i, f"192.168.{100 + i}.0/24",
+                                upnp=i not in args.natpmp_only_on)
+        reach, mapped, mapped_by = {}, {}, {}
         upnp_homes = {f"home{i}" for i, h in enumerate(homes) if h["upnp"]}
         for name, p in serving.items():
             m = p.wait_for(r"^(reachable at|not reachable)", 40)
@@ -484,11 +490,13 @@ def main():
                     pass
                 pm = [l for l in p.lines if l.startswith("port mapped by the router")]
                 mapped[name] = pm[0].split("announcing ", 1)[1].split()[0] if pm else None
+                mapped_by[name] = pm[0].split("(", 1)[1].split(")", 1)[0] if pm else None
             reach[name] = "reachable" if m.group(1) == "reachable at" else "unreachable"
         log("reachability as the coordinator's dial-back found it:",
             ", ".join(f"{k} {v}" for k, v in reach.items()))
         figures["reachability"] = reach
         figures["mapped"] = mapped
+        figures["mapped_by"] = mapped_by
         # the late homes: unreachable at the first announce, reachable after the mapping
         # appeared and the node announced again (on the same session)
         figures["late_upnp"] = args.late_upnp

@@ -170,6 +170,25 @@ impl Proc {
     }
 }
 
+/// A process being stopped in the background: the soak's clock (and every other node) runs
+/// on while it shuts down. Joined before the same node or coordinator starts again.
+struct Stopping(Option<std::thread::JoinHandle<()>>);
+
+impl Stopping {
+    fn start(p: Proc, clean: bool) -> Stopping {
+        Stopping(Some(std::thread::spawn(move || p.stop(clean))))
+    }
+    fn none() -> Stopping {
+        Stopping(None)
+    }
+    /// Wait until the process is gone (at most the stop's own bound).
+    fn finish(&mut self) {
+        if let Some(h) = self.0.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -207,6 +226,8 @@ struct Node {
     id: String,
     owner: Option<Owner>,
     proc: Option<Proc>,
+    /// The last process of this node, while it stops.
+    stopping: Stopping,
     /// Gone for good (left, or its disk died without a way back).
     gone: bool,
     /// An owner task (snapshot, recovery, verification) runs for it.
@@ -288,6 +309,7 @@ pub struct Soak {
     rng: Rng,
     nodes: Vec<Node>,
     coordinator: Option<Proc>,
+    coordinator_stopping: Stopping,
     coordinator_down_until: Option<f64>,
     coordinator_port: u16,
     url: String,
@@ -322,6 +344,7 @@ impl Soak {
             cfg,
             nodes: Vec::new(),
             coordinator: None,
+            coordinator_stopping: Stopping::none(),
             coordinator_down_until: None,
             coordinator_port: 0,
             url: String::new(),
@@ -352,8 +375,11 @@ impl Soak {
     fn coordinator_args(&self) -> Vec<String> {
         let c = &self.cfg;
         vec![
+            // 6 h, but never under 3 s: a pong must come back before the next round or it
+            // counts as a miss, and under a loaded soak 1 s was too short — healthy nodes
+            // were excluded for uptime (long run of 2026-12-03)
             "--ping-interval".into(),
-            c.secs(1.0 / 24.0 * 6.0).to_string(), // 6 h
+            c.secs(1.0 / 24.0 * 6.0).max(3).to_string(),
             "--challenge-interval".into(),
             c.secs(1.0).to_string(),
             "--repair-grace".into(),
@@ -371,6 +397,8 @@ impl Soak {
         c.env("PLUTO_LOG", "info,rmqtt=warn")
             .args(["--data", dir.to_str().unwrap(), "--listen", &listen])
             .args(self.coordinator_args());
+        // the last instance holds the port and the database until it is gone
+        self.coordinator_stopping.finish();
         let before = fs::read_to_string(&log).map(|s| s.len()).unwrap_or(0);
         let p = Proc::spawn(c, &log);
         // The first start picks a free port; restarts take the same one.
@@ -444,13 +472,16 @@ impl Soak {
             .dir
             .join("logs")
             .join(format!("{}.log", self.nodes[i].name));
+        // the node's last process holds its lock until it is gone
+        self.nodes[i].stopping.finish();
         self.nodes[i].proc = Some(Proc::spawn(c, &log));
     }
 
     fn take_down(&mut self, i: usize) {
         if let Some(p) = self.nodes[i].proc.take() {
             let clean = self.rng.unit() < 0.5;
-            p.stop(clean);
+            self.nodes[i].stopping.finish();
+            self.nodes[i].stopping = Stopping::start(p, clean);
         }
     }
 
@@ -478,6 +509,7 @@ impl Soak {
             id,
             owner,
             proc: None,
+            stopping: Stopping::none(),
             gone: false,
             busy: false,
             recovering: false,
@@ -679,6 +711,8 @@ impl Soak {
                 };
                 let mut announced = false;
                 self.take_down(i);
+                // `leave` and the wipe below come after the node is gone
+                self.nodes[i].stopping.finish();
                 if kind == Kind::HostLeavesAnnounced && self.coordinator.is_some() {
                     let o = pluto_env(
                         &self.nodes[i].dir,
@@ -715,6 +749,7 @@ impl Soak {
                     return;
                 };
                 let was_up = self.nodes[i].proc.is_some();
+                self.nodes[i].stopping.finish();
                 if let Some(p) = self.nodes[i].proc.take() {
                     p.stop(false);
                 }
@@ -748,6 +783,7 @@ impl Soak {
                     .map(|j| self.nodes[j].dir.clone())
                     .collect();
                 let id = self.nodes[i].id.clone();
+                self.nodes[i].stopping.finish();
                 if let Some(p) = self.nodes[i].proc.take() {
                     p.stop(false);
                 }
@@ -821,7 +857,8 @@ impl Soak {
             Kind::CoordinatorRestart => {
                 if let Some(p) = self.coordinator.take() {
                     let clean = self.rng.unit() < 0.5;
-                    p.stop(clean);
+                    self.coordinator_stopping.finish();
+                    self.coordinator_stopping = Stopping::start(p, clean);
                     self.coordinator_down_until = Some(self.day() + 0.25);
                     self.count("coordinator restarted");
                 }
@@ -1142,10 +1179,12 @@ impl Soak {
         }
         let report = self.report(chaos_days, chaos_real, final_restores, lost_below_k);
         for n in &mut self.nodes {
+            n.stopping.finish();
             if let Some(p) = n.proc.take() {
                 p.stop(true);
             }
         }
+        self.coordinator_stopping.finish();
         if let Some(p) = self.coordinator.take() {
             p.stop(true);
         }

@@ -1,7 +1,7 @@
 //! The NAT lab's short run (tests/netlab/netlab.py): the real coordinator and nodes on an
 //! emulated internet of network namespaces — 3 public hosts, 5 behind NAT routers (one
-//! symmetric; the cone ones run UPnP-IGD, home 4's only from after its node's first
-//! announce), the owner behind NAT — a 4/8 push that reaches every host, directly but for
+//! symmetric; the cone ones map ports — home 2's by NAT-PMP only, home 3's not at all, home
+//! 4's only from after its node's first announce), the owner behind NAT — a 4/8 push that reaches every host, directly but for
 //! the symmetric home, and a restore on a new machine that is byte-identical. Needs root
 //! (CI runs as root); elsewhere the script says SKIPPED with the reason, and so does this
 //! test. The long runs are by hand (see the book's NAT lab page).
@@ -32,6 +32,9 @@ fn a_push_from_behind_nat_reaches_hosts_behind_nat_and_restores() {
             // home3's router has no UPnP: the owner punches a hole to it
             "--no-upnp-on",
             "3",
+            // home2's router speaks NAT-PMP only (as Apple's and some others do)
+            "--natpmp-only-on",
+            "2",
         ])
         .output()
         .expect("run python3 tests/netlab/netlab.py");
@@ -68,6 +71,11 @@ fn a_push_from_behind_nat_reaches_hosts_behind_nat_and_restores() {
             "{h} announces its router's mapped address: {line}"
         );
     }
+    assert_eq!(f["mapped_by"]["home1"], "UPnP-IGD", "{line}");
+    assert_eq!(
+        f["mapped_by"]["home2"], "NAT-PMP",
+        "a router without UPnP-IGD maps through NAT-PMP: {line}"
+    );
     // home3 (a cone NAT without UPnP) is reached by punching a hole through both NATs.
     assert_eq!(f["hosts_direct"], 7, "{line}");
     assert_eq!(f["hosts_punched"], 1, "{line}");

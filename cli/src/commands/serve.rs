@@ -228,10 +228,10 @@ fn print_event(e: &Event, quiet: bool) {
             lease_secs,
         } if !quiet => outln!(
             "port mapped by the router ({}): announcing {external}{}",
-            if protocol == "upnp-igd" {
-                "UPnP-IGD"
-            } else {
-                protocol
+            match protocol.as_str() {
+                "upnp-igd" => "UPnP-IGD",
+                "nat-pmp" => "NAT-PMP",
+                other => other,
             },
             if *lease_secs > 0 {
                 format!(" (lease {lease_secs}s, renewed at half)")

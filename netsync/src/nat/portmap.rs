@@ -1,5 +1,6 @@
-//! Port mapping: a node behind a home router asks the router, through UPnP-IGD, to forward
-//! its peer port, and announces the mapped address (`ws://<router's external IP>:<external
+//! Port mapping: a node behind a home router asks the router, through UPnP-IGD or NAT-PMP
+//! (RFC 6886, [`super::natpmp`]; tried beside the UPnP search, used when no UPnP router
+//! answers), to forward its peer port, and announces the mapped address (`ws://<router's external IP>:<external
 //! port>`) to the coordinator, whose dial-back then confirms it (spec:
 //! `book/src/wire-coordinator.md`, "Addresses and reachability").
 //!
@@ -21,6 +22,7 @@ use igd_next::{
 };
 use tokio::sync::watch;
 
+use super::natpmp::{self, NatPmpError};
 use super::{scope, ws_url, Scope};
 
 /// The lease asked of the router, in seconds (renewed at half of it).
@@ -33,8 +35,9 @@ pub const FIRST_ANNOUNCE_WAIT: Duration = Duration::from_secs(2);
 pub const REMOVE_WITHIN: Duration = Duration::from_secs(2);
 /// What the mapping is called in the router's table.
 pub const DESCRIPTION: &str = "pluto peer port";
-/// The protocol named in [`crate::node::Event::PortMapped`].
+/// The protocols named in [`crate::node::Event::PortMapped`].
 pub const PROTOCOL: &str = "upnp-igd";
+pub const PROTOCOL_NATPMP: &str = "nat-pmp";
 
 /// A port forward the router granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +48,8 @@ pub struct Mapping {
     pub internal: SocketAddr,
     /// Seconds the router keeps it without renewal (0: until removed or rebooted).
     pub lease_secs: u32,
+    /// How it was asked for: [`PROTOCOL`] or [`PROTOCOL_NATPMP`].
+    pub protocol: &'static str,
 }
 
 impl Mapping {
@@ -68,8 +73,10 @@ pub enum PortMapState {
 /// Why there is no mapping.
 #[derive(Debug, thiserror::Error)]
 pub enum PortMapError {
-    #[error("no UPnP-IGD router answered within {0:?}")]
+    #[error("no UPnP-IGD or NAT-PMP router answered within {0:?}")]
     NoRouter(Duration),
+    #[error(transparent)]
+    NatPmp(#[from] NatPmpError),
     #[error("searching for a UPnP-IGD router: {0}")]
     Search(#[source] SearchError),
     #[error("no local address towards the router at {router}: {source}")]
@@ -108,7 +115,11 @@ impl PortMapError {
     /// at all (a public server, a network without UPnP), no — the reachability line says
     /// what follows from it.
     pub fn worth_a_warning(&self) -> bool {
-        !matches!(self, PortMapError::NoRouter(_))
+        match self {
+            PortMapError::NoRouter(_) => false,
+            PortMapError::NatPmp(e) => !e.no_gateway(),
+            _ => true,
+        }
     }
 }
 
@@ -170,14 +181,36 @@ pub enum Note {
     Failed(String),
 }
 
-type Router = Gateway<Tokio>;
+/// A router that answered, and the protocol it answered in.
+#[derive(Debug, Clone)]
+enum Router {
+    Upnp(Gateway<Tokio>),
+    NatPmp(natpmp::Gateway),
+}
+
+impl Router {
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Router::Upnp(g) => g.addr,
+            Router::NatPmp(g) => g.addr,
+        }
+    }
+    fn protocol(&self) -> &'static str {
+        match self {
+            Router::Upnp(_) => PROTOCOL,
+            Router::NatPmp(_) => PROTOCOL_NATPMP,
+        }
+    }
+}
 
 /// Where the search for a router goes: from `bind` to `to` (SSDP's multicast group; a test
-/// points it at a socket of its own).
+/// points it at a socket of its own), and the NAT-PMP gateway asked beside it (the default
+/// gateway; none without one).
 #[derive(Debug, Clone, Copy)]
 struct Search {
     bind: SocketAddr,
     to: SocketAddr,
+    natpmp: Option<SocketAddr>,
 }
 
 impl Default for Search {
@@ -186,11 +219,35 @@ impl Default for Search {
         Search {
             bind: o.bind_addr,
             to: o.broadcast_address,
+            natpmp: natpmp::default_gateway().map(|g| SocketAddr::from((g, natpmp::PORT))),
         }
     }
 }
 
+/// UPnP-IGD first (the SSDP search), NAT-PMP asked at the same time and used when no UPnP
+/// router answered; an error of UPnP's when neither is there.
 async fn find_router(search: Search) -> Result<Router, PortMapError> {
+    let pmp = search
+        .natpmp
+        .map(|a| tokio::spawn(natpmp::Gateway::probe(a)));
+    let upnp = find_upnp(search).await;
+    match (upnp, pmp) {
+        (Ok(r), pmp) => {
+            if let Some(t) = pmp {
+                t.abort();
+            }
+            Ok(Router::Upnp(r))
+        }
+        (Err(e), None) => Err(e),
+        (Err(e), Some(t)) => match t.await {
+            Ok(Ok((g, _))) => Ok(Router::NatPmp(g)),
+            Ok(Err(pe)) if !pe.no_gateway() => Err(pe.into()),
+            _ => Err(e),
+        },
+    }
+}
+
+async fn find_upnp(search: Search) -> Result<Gateway<Tokio>, PortMapError> {
     let mut o = SearchOptions::default();
     o.bind_addr = search.bind;
     o.broadcast_address = search.to;
@@ -224,15 +281,22 @@ fn local_ip_towards(router: SocketAddr) -> Result<IpAddr, PortMapError> {
 }
 
 async fn external_ip(r: &Router) -> Result<IpAddr, PortMapError> {
-    let ip = r
-        .get_external_ip()
-        .await
-        .map_err(|source| PortMapError::ExternalIp {
-            router: r.addr,
-            source,
-        })?;
+    let ip = match r {
+        Router::Upnp(g) => {
+            g.get_external_ip()
+                .await
+                .map_err(|source| PortMapError::ExternalIp {
+                    router: g.addr,
+                    source,
+                })?
+        }
+        Router::NatPmp(g) => IpAddr::V4(g.external_ip().await?),
+    };
     if !usable_external(ip) {
-        return Err(PortMapError::BadExternalIp { router: r.addr, ip });
+        return Err(PortMapError::BadExternalIp {
+            router: r.addr(),
+            ip,
+        });
     }
     Ok(ip)
 }
@@ -240,6 +304,11 @@ async fn external_ip(r: &Router) -> Result<IpAddr, PortMapError> {
 /// Ask for `port` itself (so the announced port is the listen port), with a lease, or a
 /// permanent mapping on routers that grant only those; else any external port.
 async fn map_port(r: &Router, local: IpAddr, port: u16) -> Result<(u16, u32), PortMapError> {
+    let r = match r {
+        Router::Upnp(g) => g,
+        // NAT-PMP maps for the asking address; the gateway grants the suggested port or another
+        Router::NatPmp(g) => return Ok(g.map_tcp(port, port, LEASE_SECS).await?),
+    };
     let internal = SocketAddr::new(local, port);
     let tcp = PortMappingProtocol::TCP;
     let same = match r
@@ -277,7 +346,7 @@ async fn map(listen: SocketAddr, search: Search) -> Result<(Router, Mapping), Po
     let r = find_router(search).await?;
     let local = match listen.ip() {
         IpAddr::V4(v4) if !v4.is_unspecified() => IpAddr::V4(v4),
-        _ => local_ip_towards(r.addr)?,
+        _ => local_ip_towards(r.addr())?,
     };
     let ip = external_ip(&r).await?;
     let (port, lease_secs) = map_port(&r, local, listen.port()).await?;
@@ -285,6 +354,7 @@ async fn map(listen: SocketAddr, search: Search) -> Result<(Router, Mapping), Po
         external: SocketAddr::new(ip, port),
         internal: SocketAddr::new(local, listen.port()),
         lease_secs,
+        protocol: r.protocol(),
     };
     Ok((r, m))
 }
@@ -292,6 +362,20 @@ async fn map(listen: SocketAddr, search: Search) -> Result<(Router, Mapping), Po
 /// Renew `m` with the router; the router's external address may have changed meanwhile.
 async fn renew(r: &Router, m: &Mapping) -> Result<Mapping, PortMapError> {
     let ip = external_ip(r).await?;
+    let r = match r {
+        Router::Upnp(g) => g,
+        Router::NatPmp(g) => {
+            // the gateway may grant another port (after a reboot): announced anew then
+            let (port, lease_secs) = g
+                .map_tcp(m.internal.port(), m.external.port(), LEASE_SECS)
+                .await?;
+            return Ok(Mapping {
+                external: SocketAddr::new(ip, port),
+                lease_secs,
+                ..*m
+            });
+        }
+    };
     r.add_port(
         PortMappingProtocol::TCP,
         m.external.port(),
@@ -377,7 +461,18 @@ fn spawn_with(
             }
         }
         if let Some((r, m)) = held {
-            let gone = r.remove_port(PortMappingProtocol::TCP, m.external.port());
+            let gone = async {
+                match &r {
+                    Router::Upnp(g) => g
+                        .remove_port(PortMappingProtocol::TCP, m.external.port())
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Router::NatPmp(g) => g
+                        .unmap_tcp(m.internal.port())
+                        .await
+                        .map_err(|e| e.to_string()),
+                }
+            };
             match tokio::time::timeout(REMOVE_WITHIN, gone).await {
                 Ok(Ok(())) => tracing::debug!("port mapping {} removed", m.url()),
                 Ok(Err(e)) => tracing::info!("port mapping {}: not removed: {e}", m.url()),
@@ -397,6 +492,7 @@ mod tests {
             external: ext.parse().unwrap(),
             internal: "192.168.1.5:7447".parse().unwrap(),
             lease_secs: lease,
+            protocol: PROTOCOL,
         }
     }
 
@@ -492,7 +588,14 @@ mod tests {
             }
         });
         let bind = "127.0.0.1:0".parse().unwrap();
-        (Search { bind, to }, t)
+        (
+            Search {
+                bind,
+                to,
+                natpmp: None,
+            },
+            t,
+        )
     }
 
     #[tokio::test]
@@ -523,6 +626,78 @@ mod tests {
         assert!(notes.lock().unwrap().is_empty(), "no router: no warning");
         task.abort();
         router.abort();
+    }
+
+    /// A router without UPnP that speaks NAT-PMP (on 127.0.0.1, answering as RFC 6886 says):
+    /// the node maps through it, says so, and removes the forward when it stops.
+    #[tokio::test]
+    async fn a_router_with_only_nat_pmp_forwards_the_port() {
+        let (mut search, ssdp) = fake_router(b"").await;
+        let gw = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        search.natpmp = Some(gw.local_addr().unwrap());
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let g = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            while let Ok((n, from)) = gw.recv_from(&mut buf).await {
+                let req = buf[..n].to_vec();
+                let mut r = vec![0, 128 + req[1], 0, 0, 0, 0, 0, 5];
+                if req[1] == 0 {
+                    r.extend([198, 51, 101, 22]);
+                } else {
+                    r.extend(&req[4..6]);
+                    let life = u32::from_be_bytes([req[8], req[9], req[10], req[11]]);
+                    r.extend(if life == 0 {
+                        [0, 0]
+                    } else {
+                        40123u16.to_be_bytes()
+                    });
+                    r.extend(life.min(600).to_be_bytes());
+                }
+                let _ = gw.send_to(&r, from).await;
+                let _ = seen_tx.send(req);
+            }
+        });
+        let notes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let n2 = notes.clone();
+        let (stop_tx, stop) = watch::channel(false);
+        let (mut rx, task) = spawn_with(
+            "0.0.0.0:7447".parse().unwrap(),
+            move |n| n2.lock().unwrap().push(n),
+            stop,
+            search,
+        );
+        tokio::time::timeout(
+            SEARCH_TIMEOUT + Duration::from_secs(3),
+            rx.wait_for(|s| *s != PortMapState::Searching),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let want = Mapping {
+            external: "198.51.101.22:40123".parse().unwrap(),
+            internal: "127.0.0.1:7447".parse().unwrap(),
+            lease_secs: 600,
+            protocol: PROTOCOL_NATPMP,
+        };
+        assert_eq!(*rx.borrow(), PortMapState::Mapped(want));
+        assert_eq!(*notes.lock().unwrap(), vec![Note::Mapped(want)]);
+        stop_tx.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(3), task)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut asked = Vec::new();
+        while let Ok(r) = seen.try_recv() {
+            asked.push(r);
+        }
+        assert_eq!(
+            asked.last().unwrap(),
+            &natpmp::map_request(7447, 0, 0).to_vec(),
+            "removed on stop"
+        );
+        assert!(asked.contains(&natpmp::map_request(7447, 7447, LEASE_SECS).to_vec()));
+        g.abort();
+        ssdp.abort();
     }
 
     #[tokio::test]

@@ -236,6 +236,27 @@ pub async fn matched_hosts(
             }
         }
     }
+    // A host the coordinator had this owner move off (it was away past the grace) and has
+    // matched again since counts again.
+    let back: Vec<(NodeId, u64)> = active
+        .iter()
+        .filter(|r| r.state == RelationState::Active && r.host != me)
+        .map(|r| (r.host, r.since_unix))
+        .collect();
+    if back.iter().any(|(h, _)| failed(h)) {
+        let again = PeerStore::open(root).update(|st| {
+            back.iter()
+                .filter(|(h, since)| st.hosts.get_mut(h).is_some_and(|r| r.rematched(*since)))
+                .map(|(h, _)| *h)
+                .collect::<Vec<_>>()
+        })?;
+        notes.extend(again.iter().map(|h| {
+            format!(
+                "host {}: matched again by the coordinator; its copies count again",
+                &h.to_hex()[..16]
+            )
+        }));
+    }
     // A coordinator that matched this node with itself (broken or malicious) is ignored:
     // a copy on its own disk is no copy.
     let hosts = active

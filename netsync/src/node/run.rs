@@ -193,7 +193,7 @@ pub(super) async fn spawn(root: PathBuf, cfg: NodeConfig) -> Result<NodeHandle> 
             let note = move |n| match n {
                 portmap::Note::Mapped(m) => s.emit(Event::PortMapped {
                     external: m.url(),
-                    protocol: portmap::PROTOCOL.into(),
+                    protocol: m.protocol.into(),
                     lease_secs: m.lease_secs.into(),
                 }),
                 portmap::Note::Failed(message) => s.emit(Event::Warning { message }),
@@ -400,12 +400,20 @@ async fn main_loop(
             },
             _ = sleep_opt(retry_at) => {
                 let Some(u) = &url else { retry_at = None; continue };
-                if let Some(m) = mapping.as_mut() {
-                    // a router that answers at once is in the first announce; one that does
-                    // not holds it up at most this long (a mapping later is announced then)
-                    let _ = tokio::time::timeout(portmap::FIRST_ANNOUNCE_WAIT, m.wait_for(|st| *st != PortMapState::Searching)).await;
-                }
-                match join_coordinator(&s, u, addrs(&mapping)).await {
+                // A stop is heard while the coordinator is being reached: an absent one must
+                // not hold the node up for a connect's whole timeout (soak finding).
+                let joined = tokio::select! {
+                    r = async {
+                        if let Some(m) = mapping.as_mut() {
+                            // a router that answers at once is in the first announce; one that does
+                            // not holds it up at most this long (a mapping later is announced then)
+                            let _ = tokio::time::timeout(portmap::FIRST_ANNOUNCE_WAIT, m.wait_for(|st| *st != PortMapState::Searching)).await;
+                        }
+                        join_coordinator(&s, u, addrs(&mapping)).await
+                    } => r,
+                    _ = stop.changed() => break,
+                };
+                match joined {
                     Ok((c, e, a)) => {
                         announced = Some(a);
                         if let Some(k) = c.coordinator_key() {

@@ -280,6 +280,22 @@ impl HostRecord {
         self.unreachable_since = Some(self.unreachable_since.map_or(at, |t| t.min(at)));
     }
 
+    /// The coordinator matched this host with the owner again at `since` (its clock), after
+    /// it had the owner move off it: a failure of that kind learned before no longer holds.
+    /// A failed challenge stays (only a pass clears it). True if the host counts again.
+    pub fn rematched(&mut self, since: u64) -> bool {
+        let clears = self
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.kind == FailureKind::Excluded && f.unix < since);
+        if self.failed && clears {
+            self.failed = false;
+            self.failure = None;
+            return true;
+        }
+        false
+    }
+
     /// Stop counting this host's copies (kept the earliest failure's time and kind, an
     /// exclusion winning over a challenge failure).
     pub fn mark_failed(&mut self, kind: FailureKind, at: u64, reason: &str) {
@@ -852,6 +868,24 @@ mod tests {
         r.mark_failed(FailureKind::Excluded, 10, "excluded by the coordinator");
         r.record_challenge(passed(50), ChallengeOutcome::Passed);
         assert!(r.failed);
+    }
+
+    #[test]
+    fn a_move_is_undone_only_by_a_match_made_after_it() {
+        let mut r = HostRecord::default();
+        r.mark_failed(FailureKind::Excluded, 100, "the coordinator has it leaving");
+        assert!(
+            !r.rematched(90),
+            "the relationship listed predates the move"
+        );
+        assert!(r.failed);
+        assert!(r.rematched(150));
+        assert!(!r.failed && r.failure.is_none());
+        // a failed challenge is evidence of the host's own: no match undoes it
+        let mut c = HostRecord::default();
+        c.record_challenge(failed(100), ChallengeOutcome::Failed);
+        assert!(!c.rematched(500));
+        assert!(c.failed);
     }
 
     #[test]

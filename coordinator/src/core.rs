@@ -236,6 +236,14 @@ const INVITE_ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 /// The reason written on a relationship when the host was away past the repair grace (and
 /// sent with `MoveCopies`): the one move after which the pair may be matched again.
 pub const ABSENT_MOVE_REASON: &str = "offline for longer than the repair grace";
+/// How an exclusion for low uptime begins: the one exclusion that is lifted (the node is
+/// still pinged, and readmitted when its uptime is back), for it says nothing of the data a
+/// node holds. Exclusions for failed audits are for good.
+pub const UPTIME_EXCLUSION: &str = "uptime ";
+
+fn for_uptime(reason: &str) -> bool {
+    reason.starts_with(UPTIME_EXCLUSION)
+}
 
 fn normalize_code(code: &str) -> String {
     code.chars()
@@ -1031,8 +1039,10 @@ impl Core {
                     // never matching it again left owners without hosts (churn soak). One
                     // the owner released (caught failing) or that was excluded is not.
                     let away_only = r.state == RelationState::Moving
-                        && self.store.move_reason(&owner, &h.id)?.as_deref()
-                            == Some(ABSENT_MOVE_REASON);
+                        && self
+                            .store
+                            .move_reason(&owner, &h.id)?
+                            .is_some_and(|m| m == ABSENT_MOVE_REASON || for_uptime(&m));
                     if !away_only {
                         continue;
                     }
@@ -1591,7 +1601,9 @@ impl Core {
             self.last_ping_round_ms = now_ms;
             let mut rng = rand::thread_rng();
             let nodes = self.store.nodes_in(self.shards.as_deref())?;
-            for n in nodes.iter().filter(|n| n.excluded.is_none()) {
+            // nodes excluded for their uptime are still pinged: it is how they come back
+            let measured = |n: &&NodeRow| n.excluded.as_deref().is_none_or(for_uptime);
+            for n in nodes.iter().filter(measured) {
                 let recent = now.saturating_sub(n.last_seen) < 30 * 86_400;
                 if self.store.clear_ping(&n.id)? {
                     // Previous ping unanswered.
@@ -1611,19 +1623,27 @@ impl Core {
                 }
             }
             let rp = self.params.reputation.clone();
-            for n in nodes.iter().filter(|n| n.excluded.is_none()) {
+            for n in nodes.iter().filter(measured) {
                 let (probes, answered) = self.store.uptime(&n.id, now)?;
                 let up = reputation::uptime_fraction(probes, answered);
-                if probes >= rp.min_probes && up < rp.uptime_threshold {
-                    self.exclude(
-                        n.id,
-                        format!(
-                            "uptime {:.0}% over 30 days, below {:.0}%",
-                            up * 100.0,
-                            rp.uptime_threshold * 100.0
-                        ),
-                        out,
-                    )?;
+                match &n.excluded {
+                    None if probes >= rp.min_probes && up < rp.uptime_threshold => {
+                        self.exclude(
+                            n.id,
+                            format!(
+                                "{UPTIME_EXCLUSION}{:.0}% over 30 days, below {:.0}%",
+                                up * 100.0,
+                                rp.uptime_threshold * 100.0
+                            ),
+                            out,
+                        )?;
+                    }
+                    Some(reason)
+                        if up >= rp.readmit_uptime && self.store.readmit(&n.id, reason)? =>
+                    {
+                        tracing::info!(node = %n.id, uptime = up, "readmitted: uptime is back");
+                    }
+                    _ => {}
                 }
             }
         }
@@ -1958,6 +1978,62 @@ mod per_node_memory_tests {
             core.store().relationship_state(&owner, &cheat).unwrap(),
             Some(RelationState::Moving)
         );
+    }
+
+    /// Issue 19 (long churn soak): nodes excluded for uptime (some wrongly, their pongs
+    /// late under load) were never pinged again and so never came back — an owner among
+    /// them got no hosts for good. An uptime exclusion is lifted once uptime is back; an
+    /// exclusion for failed audits is not.
+    #[test]
+    fn a_node_excluded_for_uptime_is_readmitted_when_it_is_back_and_a_cheat_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("c.sqlite"), 20.0).unwrap();
+        let t0: u64 = 1_800_000_000;
+        let [sleepy, cheat] = [1u8, 2].map(|b| NodeId([b; 32]));
+        for n in [sleepy, cheat] {
+            store
+                .upsert_announce(
+                    &n,
+                    &Announce {
+                        addrs: vec![],
+                        offer_bytes: 1 << 30,
+                        want_bytes: 1 << 20,
+                        copies: 2,
+                        mode: PeerMode::Mixed,
+                    },
+                    t0,
+                )
+                .unwrap();
+            store.set_online(&n, true, t0).unwrap();
+        }
+        store
+            .exclude(&sleepy, "uptime 41% over 30 days, below 50%")
+            .unwrap();
+        store
+            .exclude(
+                &cheat,
+                "audit score 0.55 below 0.60 after failed storage challenges",
+            )
+            .unwrap();
+        // both were up for the last 200 probes: 200 of 300 answered (0.67)
+        for i in 0..300 {
+            for n in [sleepy, cheat] {
+                store.record_probe(&n, t0 - 3000 + i, i >= 100).unwrap();
+            }
+        }
+        let mut core = Core::new(Box::new(store), Params::default(), t0 * 1000, false);
+        let out = core.tick((t0 + 61) * 1000);
+        let pinged: Vec<_> = out
+            .iter()
+            .filter_map(|o| match o {
+                Out::Send(to, CoordMsg::Ping { .. }) => Some(*to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(pinged, vec![sleepy], "still measured; the cheat is not");
+        let excluded = |core: &Core, n| core.store().node(&n).unwrap().unwrap().excluded;
+        assert_eq!(excluded(&core, sleepy), None, "back");
+        assert!(excluded(&core, cheat).is_some(), "for good");
     }
 
     #[test]

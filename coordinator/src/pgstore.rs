@@ -504,6 +504,14 @@ impl Store for PgStore {
         )? == 1)
     }
 
+    fn readmit(&self, id: &NodeId, reason: &str) -> Result<bool, Error> {
+        let n = self.execute(
+            "UPDATE nodes SET excluded_reason = NULL WHERE id = $1 AND excluded_reason = $2",
+            &[&id.to_hex(), &reason],
+        )?;
+        Ok(n == 1)
+    }
+
     fn exclude(&self, id: &NodeId, reason: &str) -> Result<Vec<NodeId>, Error> {
         let mut c = self.client()?;
         let rows = self.block(async {

@@ -17,6 +17,10 @@ pub struct ReputationParams {
     /// Exclude below this 30-day uptime fraction, once `min_probes` probes were made.
     pub uptime_threshold: f64,
     pub min_probes: u64,
+    /// A node excluded for its uptime (and still pinged) is readmitted once its 30-day
+    /// uptime is back at this fraction: above the threshold, so that a node near it does not
+    /// go in and out with every probe.
+    pub readmit_uptime: f64,
     /// Audits a host must pass before it is vetted (until then it gets only small allocations).
     pub vetting_audits: u64,
     /// Total quota an unvetted host may hold for non-friends.
@@ -31,6 +35,7 @@ impl Default for ReputationParams {
             audit_threshold: 0.6,
             uptime_threshold: 0.5,
             min_probes: 100,
+            readmit_uptime: 0.6,
             vetting_audits: 10,
             vetting_cap_bytes: 8 << 30,
         }

@@ -209,6 +209,9 @@ pub trait Store: Send {
     fn update_speed(&self, id: &NodeId, bps: f64) -> Result<bool, Error>;
     /// Mark a node excluded and put every relationship where it hosts into `Moving`; returns those owners.
     fn exclude(&self, id: &NodeId, reason: &str) -> Result<Vec<NodeId>, Error>;
+    /// Lift a node's exclusion if it is still the one with `reason` (another instance may
+    /// have changed it); true if lifted. The relationships it hosted stay moving.
+    fn readmit(&self, id: &NodeId, reason: &str) -> Result<bool, Error>;
     /// Sum of active quotas a node hosts.
     fn hosted_quota(&self, host: &NodeId) -> Result<u64, Error>;
     /// Write a relationship unconditionally (tests, imports); matching uses [`Store::try_grant`].
@@ -694,6 +697,14 @@ impl Store for SqliteStore {
     }
 
     /// Mark a node excluded and put every relationship where it hosts into `Moving`; returns those owners.
+    fn readmit(&self, id: &NodeId, reason: &str) -> Result<bool, Error> {
+        let n = self.conn.execute(
+            "UPDATE nodes SET excluded_reason = NULL WHERE id = ?1 AND excluded_reason = ?2",
+            params![id.to_hex(), reason],
+        )?;
+        Ok(n == 1)
+    }
+
     fn exclude(&self, id: &NodeId, reason: &str) -> Result<Vec<NodeId>, Error> {
         let tx = self.write_tx()?;
         tx.execute(

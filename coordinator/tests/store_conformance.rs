@@ -246,6 +246,30 @@ fn relationships(db: &dyn Db) {
     );
     assert!(s.absent_hosts(NOW + 1, None).unwrap().is_empty());
     assert_eq!(s.counts().unwrap(), (4, 4));
+    // the reason a move was written with is read back (the coordinator may match a host
+    // moved off for being away again), and only for a moving relationship
+    assert_eq!(s.move_reason(&o, &h2).unwrap().as_deref(), Some("offline"));
+    assert_eq!(s.move_reason(&o, &h1).unwrap(), None, "active");
+    assert_eq!(s.move_reason(&h1, &o).unwrap(), None, "none");
+
+    // an exclusion is lifted only if it is still the one named
+    s.exclude(&h1, "uptime 40% over 30 days, below 50%")
+        .unwrap();
+    assert!(!s.readmit(&h1, "another reason").unwrap());
+    assert!(s
+        .readmit(&h1, "uptime 40% over 30 days, below 50%")
+        .unwrap());
+    assert_eq!(s.node(&h1).unwrap().unwrap().excluded, None);
+    assert!(
+        !s.readmit(&h1, "uptime 40% over 30 days, below 50%")
+            .unwrap(),
+        "once"
+    );
+    assert_eq!(
+        s.relationship_state(&o, &h1).unwrap(),
+        Some(RelationState::Moving),
+        "what it hosted stays moving"
+    );
 }
 
 fn group(hosts: &[NodeId], tag: u8) -> ShareGroupRecord {

@@ -732,3 +732,63 @@ fn a_pull_that_reaches_no_host_fails_instead_of_reporting_success() {
         stderr(&o)
     );
 }
+
+/// Issue 19 (long churn soak): after a lost disk, the hosts an owner had been moved off
+/// often held most of its data, but a recovery read only the hosts the coordinator listed as
+/// active and restored nothing. A host that was away past the repair grace (so the owner was
+/// moved off it) and came back still holds the owner's copy: a pull from the words reads it.
+#[test]
+fn a_recovery_reads_the_host_its_owner_was_moved_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let (mut coord, url) = start_coordinator(
+        &base.join("coordinator"),
+        &["--repair-grace", "3", "--ping-interval", "1"],
+    );
+    let quiet = [
+        "--push-every",
+        "0",
+        "--snapshot-every",
+        "0",
+        "--challenge-every",
+        "0",
+    ];
+    let b = base.join("b");
+    std::fs::create_dir_all(&b).unwrap();
+    ok(&b, &["init"]);
+    let mut b_serve = serve("b", &b, &url, &quiet);
+    let a = base.join("a");
+    write(&a.join("letter.txt"), b"kept by one host\n");
+    write(&a.join("photo.jpg"), &pseudo_random(1 << 20, 77));
+    let words = words_from_init(&ok(&a, &["init"]));
+    ok(&a, &["snapshot", "-q"]);
+    let mut a_serve = serve("a", &a, &url, &[&quiet[..], &["-k", "1"]].concat());
+    a_serve.wait_line("1 host(s) matched", Duration::from_secs(20));
+    let out = ok(&a, &["push", "-k", "1"]);
+    assert!(out.contains("to 1 host(s)"), "{out}");
+    assert!(a_serve.terminate(Duration::from_secs(20)).success());
+    assert!(b.join(".pluto/hosted").join(node_id(&a)).exists());
+    // b is away past the grace: the coordinator has its owner move off it...
+    let _ = b_serve.terminate(Duration::from_secs(20));
+    coord.wait_containing(
+        "host offline past the repair grace",
+        Duration::from_secs(30),
+    );
+    // ...b comes back with its disk as it was, and the owner's own disk dies.
+    let mut b_serve = serve("b", &b, &url, &quiet);
+    let fresh = base.join("new-machine");
+    let repo = recover_on_new_machine(&fresh, &words);
+    let r = repo.to_str().unwrap();
+    let o = pluto(&fresh, &["--repo", r, "pull", "--coordinator", &url]);
+    assert!(
+        o.status.success(),
+        "pull: {}\n{}",
+        stderr(&o),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let restored = base.join("restored");
+    checkout_into(&fresh, &repo, "latest", &restored);
+    assert_same_tree(&a, &restored);
+    let _ = b_serve.terminate(Duration::from_secs(20));
+    let _ = coord.terminate(Duration::from_secs(20));
+}

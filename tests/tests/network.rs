@@ -415,6 +415,49 @@ fn an_unreachable_coordinator_stops_nothing() {
     let _ = coord.terminate(Duration::from_secs(20));
 }
 
+/// Issue 19 (churn soak): a node whose coordinator takes the connection but says nothing
+/// (restarting, overloaded) took a connect timeout (10 s) to stop, and the soak's clock ran
+/// on meanwhile. A stop is heard while the coordinator is being reached.
+#[test]
+fn a_node_stops_at_once_while_its_coordinator_says_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = tmp.path().join("b");
+    std::fs::create_dir_all(&b).unwrap();
+    ok(&b, &["init"]);
+    // a "coordinator" that accepts connections and never answers
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("mqtt://{}", mute.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for c in mute.incoming().take(4) {
+            conns.push(c);
+        }
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let mut c = Command::new(pluto_bin());
+    c.current_dir(&b).env_remove("PLUTO_REPO").args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--push-every",
+        "0",
+        "--snapshot-every",
+        "0",
+        "--challenge-every",
+        "0",
+        "--coordinator",
+        &url,
+    ]);
+    let mut b_serve = Daemon::spawn("b", c);
+    b_serve.wait_line("node ", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1500)); // the connect is under way, unanswered
+    let t = Instant::now();
+    let st = b_serve.terminate(Duration::from_secs(5));
+    assert!(st.success(), "{st:?}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    drop(held);
+}
+
 /// 4-of-8 erasure coding: every pack as 8 shares on 8 distinct hosts; four hosts die with
 /// their disks, and the owner — whose own disk died too — gets everything back from the
 /// other four.

@@ -154,13 +154,14 @@ pub fn chmod(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// Total bytes of the files under `dir`.
+/// Total bytes of the files under `dir` (0 when there is no such directory).
 pub fn du(dir: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap().flatten() {
-            let m = e.metadata().unwrap();
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
             if m.is_dir() {
                 stack.push(e.path());
             } else {

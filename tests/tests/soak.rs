@@ -9,20 +9,24 @@
 
 use pluto_e2e::soak::{Soak, SoakConfig};
 
-/// A fresh directory for the soak: under $PLUTO_SOAK_DIR (kept, to read the nodes' logs
-/// and disks afterwards) or a temporary one.
-fn work_dir() -> tempfile::TempDir {
+/// A fresh directory for the soak: under $PLUTO_SOAK_DIR (kept, even when the run panics —
+/// that is when the nodes' logs and disks are needed most) or a temporary one (removed).
+fn work_dir() -> (std::path::PathBuf, Option<tempfile::TempDir>) {
     match std::env::var("PLUTO_SOAK_DIR") {
         Ok(d) => {
             std::fs::create_dir_all(&d).unwrap();
-            let t = tempfile::Builder::new()
+            let kept = tempfile::Builder::new()
                 .prefix("soak-")
                 .tempdir_in(d)
-                .unwrap();
-            println!("soak directory (kept): {}", t.path().display());
-            t
+                .unwrap()
+                .keep();
+            println!("soak directory (kept): {}", kept.display());
+            (kept, None)
         }
-        Err(_) => tempfile::tempdir().unwrap(),
+        Err(_) => {
+            let t = tempfile::tempdir().unwrap();
+            (t.path().to_path_buf(), Some(t))
+        }
     }
 }
 
@@ -68,10 +72,9 @@ fn assert_nothing_lost(r: &serde_json::Value) {
 /// Ten nodes (three owners), a compressed month: the CI version.
 #[test]
 fn a_month_of_churn_on_ten_nodes_loses_no_snapshot() {
-    let tmp = work_dir();
-    let cfg = SoakConfig::new(tmp.path()).from_env();
+    let (dir, _tmp) = work_dir();
+    let cfg = SoakConfig::new(&dir).from_env();
     let report = Soak::new(cfg).run();
-    keep(tmp);
     assert_nothing_lost(&report);
 }
 
@@ -79,21 +82,13 @@ fn a_month_of_churn_on_ten_nodes_loses_no_snapshot() {
 #[test]
 #[ignore = "long: about 40 minutes; run by hand"]
 fn a_year_of_churn_on_thirty_two_nodes_loses_no_snapshot() {
-    let tmp = work_dir();
-    let mut cfg = SoakConfig::new(tmp.path());
+    let (dir, _tmp) = work_dir();
+    let mut cfg = SoakConfig::new(&dir);
     cfg.nodes = 32;
     cfg.owners = 8;
     cfg.days = 365.0;
     cfg.day_secs = 6.0;
     cfg.checkpoints = 3;
     let report = Soak::new(cfg.from_env()).run();
-    keep(tmp);
     assert_nothing_lost(&report);
-}
-
-/// Keep the directory when it was asked for.
-fn keep(t: tempfile::TempDir) {
-    if std::env::var("PLUTO_SOAK_DIR").is_ok() {
-        let _ = t.keep();
-    }
 }

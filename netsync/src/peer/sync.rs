@@ -1,7 +1,7 @@
 //! Push, pull, challenge rounds and repair over a set of hosts, and the owner's local
 //! record of what each host holds (`.pluto/peers/state.json`, local: never pushed).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -744,14 +744,33 @@ async fn fetch_one(
     opts: &SyncOptions,
     progress: &ProgressFn,
     errors: &Mutex<Vec<(NodeId, String)>>,
+    unreachable: &Mutex<HashSet<NodeId>>,
 ) -> Result<bool> {
     let partial = repo_root.join("peers").join("partial");
     std::fs::create_dir_all(&partial).map_err(PeerError::io(&partial))?;
     let part = partial.join(format!("{}-{}", kind.dir(), hex::encode(name)));
-    for h in sources {
-        for attempt in 1..=opts.attempts {
+    // Hosts that could not be reached earlier in this pull are asked last, once: a
+    // recovery after months away lists dozens of hosts, many gone, and asking each of them
+    // again for every file (with retries) made a pull take hours (long churn soak).
+    let known_down = |n: &NodeId| {
+        unreachable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(n)
+    };
+    let mut order: Vec<&HostAddr> = sources.iter().collect();
+    order.sort_by_key(|h| known_down(&h.node));
+    for h in order {
+        let tries = if known_down(&h.node) {
+            1
+        } else {
+            opts.attempts
+        };
+        for attempt in 1..=tries {
+            let mut reached = false;
             let res = async {
                 let mut c = connect(key, h, opts).await?;
+                reached = true;
                 let b = c
                     .download(kind, name, size, &part, &mut |n| {
                         progress(Progress::Bytes(n))
@@ -785,8 +804,20 @@ async fn fetch_one(
                         .push((h.node, e.to_string()));
                     break; // this host cannot give it: next host
                 }
+                Err(e) if !reached => {
+                    // no way to it now: next host, and last from now on
+                    unreachable
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(h.node);
+                    errors
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((h.node, e.to_string()));
+                    break;
+                }
                 Err(e) => {
-                    if attempt == opts.attempts {
+                    if attempt == tries {
                         errors
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
@@ -815,11 +846,19 @@ pub async fn pull(
     let mut report = PullReport::default();
     // Who has what.
     let mut have: BTreeMap<(Kind, [u8; 32]), (u64, Vec<HostAddr>)> = BTreeMap::new();
+    let unreachable = Arc::new(Mutex::new(HashSet::new()));
     let store = PeerStore::open(repo_root);
+    // All hosts are asked at once: after a lost disk a pull may list dozens of hosts, many
+    // of them gone, and each one that does not answer costs a dial timeout.
+    let mut befores = Vec::with_capacity(hosts.len());
     for h in hosts {
-        let before = stored_before(&store, &h.node)?;
-        let asked = now_unix();
-        match list_host(key, h, opts).await {
+        befores.push(stored_before(&store, &h.node)?);
+    }
+    let asked = now_unix();
+    let listings =
+        futures_util::future::join_all(hosts.iter().map(|h| list_host(key, h, opts))).await;
+    for ((h, before), listing) in hosts.iter().zip(befores).zip(listings) {
+        match listing {
             Ok(l) => {
                 let now = now_unix();
                 store.update(|st| {
@@ -837,6 +876,10 @@ pub async fn pull(
             Err(e) => {
                 if is_unreachable(&e) {
                     store.update(|st| st.host(h).mark_unreachable(asked))?;
+                    unreachable
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(h.node);
                 }
                 report.errors.push((h.node, e.to_string()))
             }
@@ -891,7 +934,16 @@ pub async fn pull(
     let (meta, packs_todo): (Vec<_>, Vec<_>) = todo.into_iter().partition(|t| t.0 != Kind::Pack);
     for (kind, name, size, srcs) in meta {
         if fetch_one(
-            &key, repo_root, kind, &name, size, &srcs, opts, &progress, &errors,
+            &key,
+            repo_root,
+            kind,
+            &name,
+            size,
+            &srcs,
+            opts,
+            &progress,
+            &errors,
+            &unreachable,
         )
         .await?
         {
@@ -908,7 +960,7 @@ pub async fn pull(
     let done = Arc::new(Mutex::new((0usize, 0u64, Vec::new())));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..opts.parallel.max(1) {
-        let (key, root, queue, opts, progress, errors, done) = (
+        let (key, root, queue, opts, progress, errors, done, unreachable) = (
             key.clone(),
             repo_root.to_path_buf(),
             queue.clone(),
@@ -916,6 +968,7 @@ pub async fn pull(
             progress.clone(),
             errors.clone(),
             done.clone(),
+            unreachable.clone(),
         );
         tasks.spawn(async move {
             loop {
@@ -925,7 +978,16 @@ pub async fn pull(
                     return Ok::<(), PeerError>(());
                 };
                 let ok = fetch_one(
-                    &key, &root, kind, &name, size, &srcs, &opts, &progress, &errors,
+                    &key,
+                    &root,
+                    kind,
+                    &name,
+                    size,
+                    &srcs,
+                    &opts,
+                    &progress,
+                    &errors,
+                    &unreachable,
                 )
                 .await?;
                 let mut d = done.lock().unwrap_or_else(|e| e.into_inner());

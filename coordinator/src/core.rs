@@ -1687,6 +1687,21 @@ mod per_node_memory_tests {
     use super::*;
     use pluto_netsync::wire::{ShareGroupRecord, ShareSlot};
 
+    /// `nodes` announced (1 GiB offered, 1 MiB wanted, `copies` hosts asked) and online at `t0`.
+    fn announce_online(store: &crate::store::SqliteStore, nodes: &[NodeId], copies: u8, t0: u64) {
+        for n in nodes {
+            let a = Announce {
+                addrs: vec![],
+                offer_bytes: 1 << 30,
+                want_bytes: 1 << 20,
+                copies,
+                mode: PeerMode::Mixed,
+            };
+            store.upsert_announce(n, &a, t0).unwrap();
+            store.set_online(n, true, t0).unwrap();
+        }
+    }
+
     /// Issue 19 (churn soak): a host that vanished without a word kept its owners waiting —
     /// past the repair grace, the coordinator now tells each owner to move its copies off
     /// it, and lists the relationship as moving; a host merely offline for a while is left
@@ -1815,22 +1830,7 @@ mod per_node_memory_tests {
         let store = crate::store::SqliteStore::open(&dir.path().join("c.sqlite"), 20.0).unwrap();
         let t0: u64 = 1_800_000_000;
         let [owner, h0, h1, h2, h3, spare] = [1u8, 2, 3, 4, 5, 6].map(|b| NodeId([b; 32]));
-        for n in [owner, h0, h1, h2, h3, spare] {
-            store
-                .upsert_announce(
-                    &n,
-                    &Announce {
-                        addrs: vec![],
-                        offer_bytes: 1 << 30,
-                        want_bytes: 1 << 20,
-                        copies: 5,
-                        mode: PeerMode::Mixed,
-                    },
-                    t0,
-                )
-                .unwrap();
-            store.set_online(&n, true, t0).unwrap();
-        }
+        announce_online(&store, &[owner, h0, h1, h2, h3, spare], 5, t0);
         for h in [h0, h1, h2, h3, spare] {
             store
                 .insert_relationship(&owner, &h, 1 << 20, false, t0)
@@ -1891,22 +1891,7 @@ mod per_node_memory_tests {
         let store = crate::store::SqliteStore::open(&dir.path().join("c.sqlite"), 20.0).unwrap();
         let t0: u64 = 1_800_000_000;
         let [owner, host] = [1u8, 2].map(|b| NodeId([b; 32]));
-        for n in [owner, host] {
-            store
-                .upsert_announce(
-                    &n,
-                    &Announce {
-                        addrs: vec![],
-                        offer_bytes: 1 << 30,
-                        want_bytes: 1 << 20,
-                        copies: 2,
-                        mode: PeerMode::Mixed,
-                    },
-                    t0,
-                )
-                .unwrap();
-            store.set_online(&n, true, t0).unwrap();
-        }
+        announce_online(&store, &[owner, host], 2, t0);
         store
             .insert_challenge(&owner, &host, t0, t0 + 60, None)
             .unwrap()
@@ -1935,22 +1920,7 @@ mod per_node_memory_tests {
         let store = crate::store::SqliteStore::open(&dir.path().join("c.sqlite"), 20.0).unwrap();
         let t0: u64 = 1_800_000_000;
         let [owner, away, cheat] = [1u8, 2, 3].map(|b| NodeId([b; 32]));
-        for n in [owner, away, cheat] {
-            store
-                .upsert_announce(
-                    &n,
-                    &Announce {
-                        addrs: vec![],
-                        offer_bytes: 1 << 30,
-                        want_bytes: 1 << 20,
-                        copies: 2,
-                        mode: PeerMode::Mixed,
-                    },
-                    t0,
-                )
-                .unwrap();
-            store.set_online(&n, true, t0).unwrap();
-        }
+        announce_online(&store, &[owner, away, cheat], 2, t0);
         for h in [away, cheat] {
             store
                 .insert_relationship(&owner, &h, 1 << 20, false, t0)
@@ -1990,22 +1960,7 @@ mod per_node_memory_tests {
         let store = crate::store::SqliteStore::open(&dir.path().join("c.sqlite"), 20.0).unwrap();
         let t0: u64 = 1_800_000_000;
         let [sleepy, cheat] = [1u8, 2].map(|b| NodeId([b; 32]));
-        for n in [sleepy, cheat] {
-            store
-                .upsert_announce(
-                    &n,
-                    &Announce {
-                        addrs: vec![],
-                        offer_bytes: 1 << 30,
-                        want_bytes: 1 << 20,
-                        copies: 2,
-                        mode: PeerMode::Mixed,
-                    },
-                    t0,
-                )
-                .unwrap();
-            store.set_online(&n, true, t0).unwrap();
-        }
+        announce_online(&store, &[sleepy, cheat], 2, t0);
         store
             .exclude(&sleepy, "uptime 41% over 30 days, below 50%")
             .unwrap();

@@ -322,6 +322,26 @@ fn two_nodes_become_friends_by_invite_code() {
 
 /// The coordinator is down: `push` retries it with backoff, then goes on with the hosts the
 /// node already knows; `serve` keeps serving peers and joins the coordinator once it is up.
+/// `pluto serve` in `dir` on a loopback port, with `coordinator`, and no work of its own
+/// (no snapshots, pushes or challenges): a host, started before its coordinator may be.
+fn quiet_serve(dir: &Path, coordinator: &str) -> Command {
+    let mut c = Command::new(pluto_bin());
+    c.current_dir(dir).env_remove("PLUTO_REPO").args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--push-every",
+        "0",
+        "--snapshot-every",
+        "0",
+        "--challenge-every",
+        "0",
+        "--coordinator",
+        coordinator,
+    ]);
+    c
+}
+
 #[test]
 fn an_unreachable_coordinator_stops_nothing() {
     let tmp = tempfile::tempdir().unwrap();
@@ -343,22 +363,8 @@ fn an_unreachable_coordinator_stops_nothing() {
     let url = format!("mqtt://127.0.0.1:{port}");
 
     // B hosts A as a friend on the LAN and points at the (absent) coordinator.
-    let mut c = Command::new(pluto_bin());
-    c.current_dir(&b).env_remove("PLUTO_REPO").args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--push-every",
-        "0",
-        "--snapshot-every",
-        "0",
-        "--challenge-every",
-        "0",
-        "--coordinator",
-        &url,
-        "--allow",
-        &format!("{a_id}=1G"),
-    ]);
+    let mut c = quiet_serve(&b, &url);
+    c.args(["--allow", &format!("{a_id}=1G")]);
     let mut b_serve = Daemon::spawn("b", c);
     let line = b_serve.wait_line("node ", Duration::from_secs(30));
     let b_url = line
@@ -434,21 +440,7 @@ fn a_node_stops_at_once_while_its_coordinator_says_nothing() {
         }
         std::thread::sleep(Duration::from_secs(30));
     });
-    let mut c = Command::new(pluto_bin());
-    c.current_dir(&b).env_remove("PLUTO_REPO").args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--push-every",
-        "0",
-        "--snapshot-every",
-        "0",
-        "--challenge-every",
-        "0",
-        "--coordinator",
-        &url,
-    ]);
-    let mut b_serve = Daemon::spawn("b", c);
+    let mut b_serve = Daemon::spawn("b", quiet_serve(&b, &url));
     b_serve.wait_line("node ", Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(1500)); // the connect is under way, unanswered
     let t = Instant::now();

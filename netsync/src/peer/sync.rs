@@ -172,7 +172,11 @@ pub async fn connect(key: &SigningKey, host: &HostAddr, opts: &SyncOptions) -> R
                     | PeerError::Timeout(_)
                     | PeerError::Handshake { .. }
                     | PeerError::WrongPeer { .. }),
-                ) if opts.relay.is_some() => e.to_string(),
+                ) if opts.relay.is_some() => match e {
+                    // said once: the relay's error names the address again
+                    PeerError::Connect { addr, reason } if addr == host.url => reason,
+                    e => e.to_string(),
+                },
                 Err(e) => return Err(e),
             }
         }

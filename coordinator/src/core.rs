@@ -781,8 +781,11 @@ impl Core {
                     tracing::info!(owner = %node, %host, %reason, "owner released a host");
                     // The owner's own challenge is a failure the coordinator cannot check:
                     // it counts as such a report (the release itself always stands: it is
-                    // the owner's own data).
-                    let _ = self.reported_failure(node, host, now, out)?;
+                    // the owner's own data). A host it could not reach is no such report —
+                    // the coordinator measures uptime itself — and may be matched again.
+                    if !reason.starts_with(wire::RELEASE_UNREACHABLE) {
+                        let _ = self.reported_failure(node, host, now, out)?;
+                    }
                     Ok(Reply::Ok)
                 } else {
                     Err(refusal(
@@ -1039,10 +1042,12 @@ impl Core {
                     // never matching it again left owners without hosts (churn soak). One
                     // the owner released (caught failing) or that was excluded is not.
                     let away_only = r.state == RelationState::Moving
-                        && self
-                            .store
-                            .move_reason(&owner, &h.id)?
-                            .is_some_and(|m| m == ABSENT_MOVE_REASON || for_uptime(&m));
+                        && self.store.move_reason(&owner, &h.id)?.is_some_and(|m| {
+                            m == ABSENT_MOVE_REASON
+                                || for_uptime(&m)
+                                || m.strip_prefix(crate::store::RELEASED_BY_OWNER)
+                                    .is_some_and(|r| r.starts_with(wire::RELEASE_UNREACHABLE))
+                        });
                     if !away_only {
                         continue;
                     }
@@ -1324,7 +1329,10 @@ impl Core {
         };
         let score = reputation::audit_score(h.alpha, h.beta);
         tracing::info!(%host, passed, score, "audit recorded");
-        if h.excluded.is_none() && score < self.params.reputation.audit_threshold {
+        // (an exclusion for uptime is replaced by this one: it is for good)
+        if h.excluded.as_deref().is_none_or(for_uptime)
+            && score < self.params.reputation.audit_threshold
+        {
             self.exclude(
                 host,
                 format!(
@@ -1584,10 +1592,11 @@ impl Core {
         // Each overdue challenge is handed to exactly one instance.
         for c in self.store.expire_overdue(now, 1000)? {
             if c.state == ChallengeState::Sent {
-                if c.issued < self.started {
-                    // Issued before this instance started: the answer may have come while
-                    // no coordinator was there to take it. That is no evidence against the
-                    // host (churn soak: every restart cost hosts failed audits).
+                if self.shards.is_none() && c.issued < self.started {
+                    // Issued before this (only) instance started: the answer may have come
+                    // while no coordinator was there to take it. That is no evidence against
+                    // the host (churn soak: every restart cost hosts failed audits). With
+                    // several instances the others were there: counted as usual.
                     tracing::info!(host = %c.host, challenge = c.id, "a challenge issued before this start expired: not counted");
                     continue;
                 }
@@ -1639,7 +1648,9 @@ impl Core {
                         )?;
                     }
                     Some(reason)
-                        if up >= rp.readmit_uptime && self.store.readmit(&n.id, reason)? =>
+                        if probes >= rp.min_probes
+                            && up >= rp.readmit_uptime
+                            && self.store.readmit(&n.id, reason)? =>
                     {
                         tracing::info!(node = %n.id, uptime = up, "readmitted: uptime is back");
                     }

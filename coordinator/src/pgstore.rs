@@ -517,7 +517,8 @@ impl Store for PgStore {
         let rows = self.block(async {
             let tx = c.transaction().await?;
             tx.execute(
-                "UPDATE nodes SET excluded_reason = $2 WHERE id = $1",
+                "UPDATE nodes SET excluded_reason = $2 WHERE id = $1
+                 AND (excluded_reason IS NULL OR $2 NOT LIKE 'uptime %')",
                 &[&id.to_hex(), &reason],
             )
             .await?;
@@ -756,21 +757,39 @@ impl Store for PgStore {
         now: u64,
         stale_before: u64,
     ) -> Result<bool, Error> {
-        // One statement: the row lock it takes makes a second claimant re-check the condition
-        // after the first commits, and find it no longer true.
-        Ok(self.execute(
-            "UPDATE share_slots SET repairer = $4, repair_since = $5
-             WHERE owner = $1 AND grp = $2 AND idx = $3 AND host = $6 AND (repairer IS NULL OR repair_since < $7)",
-            &[
-                &slot.owner.to_hex(),
-                &slot.grp,
-                &i32::from(slot.idx),
-                &repairer.to_hex(),
-                &(now as i64),
-                &slot.host.to_hex(),
-                &(stale_before as i64),
-            ],
-        )? == 1)
+        // The group's rows are locked first: a second claimant of any share of the group (on
+        // another instance) waits, and its update, with a snapshot taken after the first
+        // commits, finds the share taken or the repairer busy with another share of it.
+        let mut c = self.client()?;
+        let n = self.block(async {
+            let tx = c.transaction().await?;
+            tx.execute(
+                "SELECT 1 FROM share_slots WHERE owner = $1 AND grp = $2 FOR UPDATE",
+                &[&slot.owner.to_hex(), &slot.grp],
+            )
+            .await?;
+            let n = tx
+                .execute(
+                    "UPDATE share_slots SET repairer = $4, repair_since = $5
+                     WHERE owner = $1 AND grp = $2 AND idx = $3 AND host = $6
+                       AND (repairer IS NULL OR repair_since < $7)
+                       AND NOT EXISTS (SELECT 1 FROM share_slots o WHERE o.owner = $1 AND o.grp = $2
+                                       AND o.idx <> $3 AND (o.host = $4 OR o.repairer = $4))",
+                    &[
+                        &slot.owner.to_hex(),
+                        &slot.grp,
+                        &i32::from(slot.idx),
+                        &repairer.to_hex(),
+                        &(now as i64),
+                        &slot.host.to_hex(),
+                        &(stale_before as i64),
+                    ],
+                )
+                .await?;
+            tx.commit().await?;
+            Ok(n)
+        })?;
+        Ok(n == 1)
     }
 
     fn drop_repair(&self, slot: &SlotRow, repairer: &NodeId) -> Result<(), Error> {
@@ -842,7 +861,7 @@ impl Store for PgStore {
             &[
                 &owner.to_hex(),
                 &host.to_hex(),
-                &format!("released by the owner: {reason}"),
+                &format!("{}{reason}", crate::store::RELEASED_BY_OWNER),
             ],
         )? == 1)
     }

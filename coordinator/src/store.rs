@@ -30,6 +30,9 @@ pub struct NodeRow {
     pub last_seen: u64,
 }
 
+/// How the reason of a relationship the owner released begins (the owner's own reason follows).
+pub const RELEASED_BY_OWNER: &str = "released by the owner: ";
+
 /// One share of an erasure-coded group, as the owner recorded it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotRow {
@@ -208,6 +211,7 @@ pub trait Store: Send {
     /// Fold one measured speed into a node's average (0.8 old + 0.2 new). False if unknown.
     fn update_speed(&self, id: &NodeId, bps: f64) -> Result<bool, Error>;
     /// Mark a node excluded and put every relationship where it hosts into `Moving`; returns those owners.
+    /// An exclusion whose reason begins `uptime ` does not replace another exclusion.
     fn exclude(&self, id: &NodeId, reason: &str) -> Result<Vec<NodeId>, Error>;
     /// Lift a node's exclusion if it is still the one with `reason` (another instance may
     /// have changed it); true if lifted. The relationships it hosted stay moving.
@@ -253,7 +257,8 @@ pub trait Store: Send {
     fn group_slots(&self, owner: &NodeId, grp: &str) -> Result<Vec<SlotRow>, Error>;
     fn set_repairer(&self, slot: &SlotRow, repairer: &NodeId, now: u64) -> Result<(), Error>;
     /// Take the repair of a lost share for `repairer`, if the slot still has the same holder
-    /// and no repair running (or only one started before `stale_before`). True if taken:
+    /// and no repair running (or only one started before `stale_before`), and `repairer`
+    /// holds or rebuilds no other share of the group. True if taken:
     /// of several instances racing for one share, exactly one gets it.
     fn claim_repair(
         &self,
@@ -696,7 +701,6 @@ impl Store for SqliteStore {
         Ok(n == 1)
     }
 
-    /// Mark a node excluded and put every relationship where it hosts into `Moving`; returns those owners.
     fn readmit(&self, id: &NodeId, reason: &str) -> Result<bool, Error> {
         let n = self.conn.execute(
             "UPDATE nodes SET excluded_reason = NULL WHERE id = ?1 AND excluded_reason = ?2",
@@ -707,8 +711,11 @@ impl Store for SqliteStore {
 
     fn exclude(&self, id: &NodeId, reason: &str) -> Result<Vec<NodeId>, Error> {
         let tx = self.write_tx()?;
+        // An exclusion for uptime never replaces one for audits (another instance may have
+        // written it since this one read the node); one for audits replaces any.
         tx.execute(
-            "UPDATE nodes SET excluded_reason = ?2 WHERE id = ?1",
+            "UPDATE nodes SET excluded_reason = ?2 WHERE id = ?1
+             AND (excluded_reason IS NULL OR ?2 NOT LIKE 'uptime %')",
             params![id.to_hex(), reason],
         )?;
         let owners = {
@@ -927,8 +934,12 @@ impl Store for SqliteStore {
         stale_before: u64,
     ) -> Result<bool, Error> {
         let n = self.conn.execute(
+            // ...and only if the repairer holds and rebuilds no other share of the group,
+            // in the same statement (another instance may be ordering repairs of it too)
             "UPDATE share_slots SET repairer = ?4, repair_since = ?5
-             WHERE owner = ?1 AND grp = ?2 AND idx = ?3 AND host = ?6 AND (repairer IS NULL OR repair_since < ?7)",
+             WHERE owner = ?1 AND grp = ?2 AND idx = ?3 AND host = ?6 AND (repairer IS NULL OR repair_since < ?7)
+               AND NOT EXISTS (SELECT 1 FROM share_slots o WHERE o.owner = ?1 AND o.grp = ?2
+                               AND o.idx <> ?3 AND (o.host = ?4 OR o.repairer = ?4))",
             params![slot.owner.to_hex(), slot.grp, slot.idx as i64, repairer.to_hex(), now as i64, slot.host.to_hex(), stale_before as i64],
         )?;
         Ok(n == 1)
@@ -998,7 +1009,7 @@ impl Store for SqliteStore {
         host: &NodeId,
         reason: &str,
     ) -> Result<bool, Error> {
-        self.move_relationship(owner, host, &format!("released by the owner: {reason}"))
+        self.move_relationship(owner, host, &format!("{RELEASED_BY_OWNER}{reason}"))
     }
 
     fn set_used(&self, owner: &NodeId, host: &NodeId, used: u64) -> Result<bool, Error> {

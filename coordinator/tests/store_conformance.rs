@@ -265,6 +265,16 @@ fn relationships(db: &dyn Db) {
             .unwrap(),
         "once"
     );
+    // an exclusion for audits replaces one for uptime; one for uptime replaces none
+    s.exclude(&h3, "uptime 40% over 30 days, below 50%")
+        .unwrap();
+    s.exclude(&h3, "audit score 0.50 below 0.60").unwrap();
+    s.exclude(&h3, "uptime 30% over 30 days, below 50%")
+        .unwrap();
+    assert_eq!(
+        s.node(&h3).unwrap().unwrap().excluded.as_deref(),
+        Some("audit score 0.50 below 0.60")
+    );
     assert_eq!(
         s.relationship_state(&o, &h1).unwrap(),
         Some(RelationState::Moving),
@@ -334,40 +344,72 @@ fn share_slots(db: &dyn Db) {
     let grp = ex.grp.clone();
     assert_eq!(s.group_slots(&owner, &grp).unwrap().len(), 5);
 
-    // a repair under way takes its slot out, until it goes stale
-    assert!(s.claim_repair(&ex, &healthy, NOW, NOW - 100).unwrap());
+    // repairers hold no share of the group; a node that holds one is never given another
+    let [r1, r2] = [7, 8].map(|b| id(0x80 + b, b));
+    for r in [r1, r2] {
+        announce(&*s, &r, 10 * GIB, GIB, 1);
+    }
     assert!(
-        !s.claim_repair(&ex, &back_soon, NOW, NOW - 100).unwrap(),
-        "taken"
+        !s.claim_repair(&ex, &healthy, NOW, NOW - 100).unwrap(),
+        "holds another share of the group"
     );
+    // a repair under way takes its slot out, until it goes stale
+    assert!(s.claim_repair(&ex, &r1, NOW, NOW - 100).unwrap());
+    assert!(!s.claim_repair(&ex, &r2, NOW, NOW - 100).unwrap(), "taken");
     assert_eq!(lost(&*s), vec![4, 6]);
-    s.set_repairer(&ex, &healthy, NOW - 200).unwrap();
+    s.set_repairer(&ex, &r1, NOW - 200).unwrap();
     assert_eq!(lost(&*s), vec![3, 4, 6]);
     assert!(
-        s.claim_repair(&ex, &back_soon, NOW, NOW - 100).unwrap(),
+        s.claim_repair(&ex, &r2, NOW, NOW - 100).unwrap(),
         "stale: taken over"
     );
-    s.drop_repair(&ex, &healthy).unwrap();
+    s.drop_repair(&ex, &r1).unwrap();
     assert_eq!(
         lost(&*s),
         vec![4, 6],
         "only its repairer gives a repair back"
     );
-    s.drop_repair(&ex, &back_soon).unwrap();
+    s.drop_repair(&ex, &r2).unwrap();
     assert_eq!(lost(&*s), vec![3, 4, 6]);
     // a slot whose holder changed meanwhile is not claimed under the old holder
     let mut moved = ex.clone();
     moved.host = healthy;
-    assert!(!s.claim_repair(&moved, &back_soon, NOW, NOW - 100).unwrap());
+    assert!(!s.claim_repair(&moved, &r2, NOW, NOW - 100).unwrap());
 
-    assert!(s.claim_repair(&ex, &back_soon, NOW, NOW - 100).unwrap());
+    assert!(s.claim_repair(&ex, &r2, NOW, NOW - 100).unwrap());
     assert!(
-        !s.finish_repair(&owner, &ex.name, &healthy).unwrap(),
+        !s.finish_repair(&owner, &ex.name, &r1).unwrap(),
         "not its repair"
     );
-    assert!(s.finish_repair(&owner, &ex.name, &back_soon).unwrap());
+    assert!(s.finish_repair(&owner, &ex.name, &r2).unwrap());
     let after = s.group_slots(&owner, &grp).unwrap();
-    assert_eq!(after[1].host, back_soon, "the repairer holds the share now");
+    assert_eq!(after[1].host, r2, "the repairer holds the share now");
+    // r2 holds a share of the group now: it is not given another (the one `away` held)
+    let aw = s
+        .lost_slots(NOW - 1000, NOW - 100, 100, None)
+        .unwrap()
+        .into_iter()
+        .find(|x| x.host == away)
+        .unwrap();
+    assert!(!s.claim_repair(&aw, &r2, NOW, NOW - 100).unwrap());
+    // nor is a node rebuilding one of its shares
+    assert!(s.claim_repair(&aw, &r1, NOW, NOW - 100).unwrap());
+    let rel = s
+        .lost_slots(NOW - 1000, NOW - 100, 100, None)
+        .unwrap()
+        .into_iter()
+        .find(|x| x.host == released)
+        .unwrap();
+    assert!(
+        !s.claim_repair(&rel, &r1, NOW, NOW - 100).unwrap(),
+        "rebuilding another share of the group"
+    );
+    assert_eq!(
+        s.group_slots(&owner, &grp).unwrap()[2].repairer,
+        Some(r1),
+        "read back with the slot"
+    );
+    s.drop_repair(&aw, &r1).unwrap();
     assert_eq!(lost(&*s), vec![4, 6]);
 }
 

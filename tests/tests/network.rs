@@ -320,8 +320,6 @@ fn two_nodes_become_friends_by_invite_code() {
     let _ = coord.terminate(Duration::from_secs(20));
 }
 
-/// The coordinator is down: `push` retries it with backoff, then goes on with the hosts the
-/// node already knows; `serve` keeps serving peers and joins the coordinator once it is up.
 /// `pluto serve` in `dir` on a loopback port, with `coordinator`, and no work of its own
 /// (no snapshots, pushes or challenges): a host, started before its coordinator may be.
 fn quiet_serve(dir: &Path, coordinator: &str) -> Command {
@@ -342,6 +340,8 @@ fn quiet_serve(dir: &Path, coordinator: &str) -> Command {
     c
 }
 
+/// The coordinator is down: `push` retries it with backoff, then goes on with the hosts the
+/// node already knows; `serve` keeps serving peers and joins the coordinator once it is up.
 #[test]
 fn an_unreachable_coordinator_stops_nothing() {
     let tmp = tempfile::tempdir().unwrap();

@@ -46,6 +46,8 @@ pub enum NatPmpError {
         what: &'static str,
         code: u16,
     },
+    #[error("the NAT-PMP gateway at {gateway} granted a forward without an external port")]
+    NoPort { gateway: SocketAddr },
     #[error("NAT-PMP to {gateway}: {source}")]
     Io {
         gateway: SocketAddr,
@@ -64,7 +66,7 @@ impl NatPmpError {
                 source.kind() == std::io::ErrorKind::ConnectionRefused
                     || super::portmap::no_route(source)
             }
-            NatPmpError::Refused { .. } => false,
+            NatPmpError::Refused { .. } | NatPmpError::NoPort { .. } => false,
         }
     }
 }
@@ -195,17 +197,23 @@ impl Gateway {
         suggested: u16,
         lifetime: u32,
     ) -> Result<(u16, u32), NatPmpError> {
-        self.ask(
-            &map_request(internal, suggested, lifetime),
-            MAP_TRIES,
-            |b| parse_map_reply(b, internal),
-        )
-        .await?
-        .map_err(|code| NatPmpError::Refused {
-            gateway: self.addr,
-            what: "the port forward",
-            code,
-        })
+        let (port, granted) = self
+            .ask(
+                &map_request(internal, suggested, lifetime),
+                MAP_TRIES,
+                |b| parse_map_reply(b, internal),
+            )
+            .await?
+            .map_err(|code| NatPmpError::Refused {
+                gateway: self.addr,
+                what: "the port forward",
+                code,
+            })?;
+        if lifetime > 0 && port == 0 {
+            // "success" with no port to announce: as good as a refusal
+            return Err(NatPmpError::NoPort { gateway: self.addr });
+        }
+        Ok((port, granted))
     }
 
     /// Remove the mapping of TCP `internal`.

@@ -155,6 +155,36 @@ pub fn with_known_hosts(
     Ok(hosts)
 }
 
+/// Stop counting on hosts the coordinator lists as moving (with the relationship's
+/// `since_unix`, so that only a later match undoes it); a line for each that counted until now.
+fn moved_off(root: &Path, hosts: &[(NodeId, u64)], why: &str) -> Result<Vec<String>> {
+    if hosts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = now_unix();
+    let newly = PeerStore::open(root).update(|st| {
+        let mut newly = Vec::new();
+        for (h, since) in hosts {
+            if let Some(r) = st.hosts.get_mut(h) {
+                if !r.failed {
+                    newly.push(*h);
+                }
+                r.mark_moved(now, why, *since);
+            }
+        }
+        newly
+    })?;
+    Ok(newly
+        .into_iter()
+        .map(|h| {
+            format!(
+                "host {}: {why}; its copies no longer count",
+                &h.to_hex()[..16]
+            )
+        })
+        .collect())
+}
+
 /// The owner's active hosts as the coordinator records them, and what the caller should
 /// be told (hosts that stopped counting, a coordinator short of hosts).
 #[derive(Debug, Default)]
@@ -184,11 +214,6 @@ pub async fn matched_hosts(
         })?;
     // Hosts the coordinator has moving away (excluded, left, released): the move order may
     // have been sent while this node was away, so the list is the record that counts.
-    let moving: Vec<NodeId> = mine
-        .iter()
-        .filter(|r| r.state == RelationState::Moving)
-        .map(|r| r.host)
-        .collect();
     let me = c.node_id();
     let addr_of = |r: &Relationship| HostAddr {
         node: r.host,
@@ -206,10 +231,14 @@ pub async fn matched_hosts(
         .filter(|r| r.state == RelationState::Moving && r.host != me)
         .map(addr_of)
         .collect();
-    notes.extend(stop_counting_on(
+    let moving_since: Vec<(NodeId, u64)> = mine
+        .iter()
+        .filter(|r| r.state == RelationState::Moving)
+        .map(|r| (r.host, r.since_unix))
+        .collect();
+    notes.extend(moved_off(
         root,
-        &moving,
-        FailureKind::Excluded,
+        &moving_since,
         "the coordinator has it leaving",
     )?);
     // Hosts this node stopped counting itself (failed a challenge, gone past the grace)

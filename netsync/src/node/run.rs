@@ -835,7 +835,11 @@ async fn challenge_round(s: &Shared, unreachable: &mut HashMap<NodeId, u64>) -> 
                 if said.is_empty() {
                     continue;
                 }
-                format!("unreachable for {} s ({why})", now.saturating_sub(since))
+                format!(
+                    "{}{} s ({why})",
+                    crate::wire::RELEASE_UNREACHABLE,
+                    now.saturating_sub(since)
+                )
             }
             Err(e) => {
                 s.emit(Event::Error {

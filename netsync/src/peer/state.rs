@@ -189,6 +189,14 @@ pub struct Failure {
     /// When it was learned (unix seconds).
     pub unix: u64,
     pub reason: String,
+    /// An exclusion: the `since_unix` (the coordinator's clock) of the relationship the
+    /// coordinator listed as moving. A later match (a newer `since_unix`) undoes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_since: Option<u64>,
+    /// An exclusion that came on top of a failed challenge: the host's own evidence
+    /// stands, and no match undoes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub after_challenge: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -280,14 +288,34 @@ impl HostRecord {
         self.unreachable_since = Some(self.unreachable_since.map_or(at, |t| t.min(at)));
     }
 
-    /// The coordinator matched this host with the owner again at `since` (its clock), after
-    /// it had the owner move off it: a failure of that kind learned before no longer holds.
-    /// A failed challenge stays (only a pass clears it). True if the host counts again.
-    pub fn rematched(&mut self, since: u64) -> bool {
-        let clears = self
+    /// The coordinator lists this host's relationship as moving (its `since_unix` is
+    /// `since`): stop counting it. A failed challenge is kept as it is (a pass asked after
+    /// it restores the host; the next listing marks it again while it is moving).
+    pub fn mark_moved(&mut self, at: u64, reason: &str, since: u64) {
+        if self
             .failure
             .as_ref()
-            .is_some_and(|f| f.kind == FailureKind::Excluded && f.unix < since);
+            .is_some_and(|f| f.kind == FailureKind::Challenge)
+        {
+            self.failed = true;
+            return;
+        }
+        self.mark_failed(FailureKind::Excluded, at, reason);
+        if let Some(f) = self.failure.as_mut() {
+            f.moved_since = Some(f.moved_since.map_or(since, |m| m.max(since)));
+        }
+    }
+
+    /// The coordinator lists this host as active again with `since` (its clock): when that
+    /// is a newer match than the move it had listed, the move no longer holds. Compared on
+    /// the coordinator's clock only. A failed challenge stays (only a pass clears it), and
+    /// so does an exclusion that came on top of one. True if the host counts again.
+    pub fn rematched(&mut self, since: u64) -> bool {
+        let clears = self.failure.as_ref().is_some_and(|f| {
+            f.kind == FailureKind::Excluded
+                && !f.after_challenge
+                && f.moved_since.is_some_and(|m| since > m)
+        });
         if self.failed && clears {
             self.failed = false;
             self.failure = None;
@@ -304,10 +332,16 @@ impl HostRecord {
             Some(f) => f.kind == FailureKind::Challenge && kind == FailureKind::Excluded,
         };
         if !self.failed || stronger {
+            let after_challenge = self.failure.as_ref().is_some_and(|f| {
+                f.after_challenge
+                    || (f.kind == FailureKind::Challenge && kind == FailureKind::Excluded)
+            });
             self.failure = Some(Failure {
                 kind,
                 unix: at,
                 reason: reason.to_string(),
+                moved_since: None,
+                after_challenge,
             });
         }
         self.failed = true;
@@ -872,20 +906,35 @@ mod tests {
 
     #[test]
     fn a_move_is_undone_only_by_a_match_made_after_it() {
+        // the owner's clock (1,000) runs ahead of the coordinator's: only the coordinator's
+        // own times are compared
         let mut r = HostRecord::default();
-        r.mark_failed(FailureKind::Excluded, 100, "the coordinator has it leaving");
+        r.mark_moved(1_000, "the coordinator has it leaving", 90);
         assert!(
             !r.rematched(90),
-            "the relationship listed predates the move"
+            "the same relationship, still the moved one"
         );
         assert!(r.failed);
-        assert!(r.rematched(150));
+        assert!(r.rematched(95), "matched again after the move");
         assert!(!r.failed && r.failure.is_none());
-        // a failed challenge is evidence of the host's own: no match undoes it
+        // an exclusion told without a listing is undone only once a listing saw it moving
+        let mut x = HostRecord::default();
+        x.mark_failed(FailureKind::Excluded, 100, "excluded by the coordinator");
+        assert!(!x.rematched(500));
+        // a failed challenge is evidence of the host's own: a move keeps it, no match undoes it
         let mut c = HostRecord::default();
         c.record_challenge(failed(100), ChallengeOutcome::Failed);
+        c.mark_moved(120, "the coordinator has it leaving", 90);
+        assert_eq!(c.failure.as_ref().unwrap().kind, FailureKind::Challenge);
         assert!(!c.rematched(500));
         assert!(c.failed);
+        // ...and so is an exclusion on top of one (a coordinator cannot launder it)
+        let mut e = HostRecord::default();
+        e.record_challenge(failed(100), ChallengeOutcome::Failed);
+        e.mark_failed(FailureKind::Excluded, 110, "excluded by the coordinator");
+        e.mark_moved(120, "the coordinator has it leaving", 90);
+        assert!(!e.rematched(500));
+        assert!(e.failed);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! record of what each host holds (`.pluto/peers/state.json`, local: never pushed).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+use futures_util::StreamExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -775,6 +777,10 @@ async fn fetch_one(
             let res = async {
                 let mut c = connect(key, h, opts).await?;
                 reached = true;
+                unreachable
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&h.node);
                 let b = c
                     .download(kind, name, size, &part, &mut |n| {
                         progress(Progress::Bytes(n))
@@ -859,8 +865,12 @@ pub async fn pull(
         befores.push(stored_before(&store, &h.node)?);
     }
     let asked = now_unix();
-    let listings =
-        futures_util::future::join_all(hosts.iter().map(|h| list_host(key, h, opts))).await;
+    // (at most 16 at a time: each costs the coordinator messages when it is relayed)
+    let listings: Vec<_> =
+        futures_util::stream::iter(hosts.iter().map(|h| list_host(key, h, opts)))
+            .buffered(16)
+            .collect()
+            .await;
     for ((h, before), listing) in hosts.iter().zip(befores).zip(listings) {
         match listing {
             Ok(l) => {

@@ -136,6 +136,11 @@ pub enum NodeMsg {
 pub const MAX_GROUPS_PER_RECORD: usize = 32;
 
 /// The shares of one erasure-coded pack, by index.
+/// How the reason of a `ReleaseHost` begins when the owner let a host go because it could
+/// not reach it past its grace (not because the host failed a challenge): the coordinator
+/// does not count it as a failure report, and may match the two again.
+pub const RELEASE_UNREACHABLE: &str = "unreachable for ";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShareGroupRecord {
     pub k: u8,

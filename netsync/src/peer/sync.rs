@@ -865,12 +865,17 @@ pub async fn pull(
         befores.push(stored_before(&store, &h.node)?);
     }
     let asked = now_unix();
-    // (at most 16 at a time: each costs the coordinator messages when it is relayed)
-    let listings: Vec<_> =
-        futures_util::stream::iter(hosts.iter().map(|h| list_host(key, h, opts)))
-            .buffered(16)
-            .collect()
-            .await;
+    // (at most 16 at a time: each costs the coordinator messages when it is relayed; the
+    // futures are made in a loop, as a stream over a borrowing closure is not `Send` for
+    // the compiler inside a spawned task)
+    let mut asks = Vec::with_capacity(hosts.len());
+    for h in hosts {
+        asks.push(list_host(key, h, opts));
+    }
+    let listings: Vec<_> = futures_util::stream::iter(asks)
+        .buffered(16)
+        .collect()
+        .await;
     for ((h, before), listing) in hosts.iter().zip(befores).zip(listings) {
         match listing {
             Ok(l) => {

@@ -814,6 +814,11 @@ async fn fetch_one(
                         .push((h.node, e.to_string()));
                     break; // this host cannot give it: next host
                 }
+                Err(_) if !reached && attempt < tries => {
+                    // a host restarting refuses for a moment: tried again (as before) the
+                    // first time it cannot be reached in this pull
+                    tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
+                }
                 Err(e) if !reached => {
                     // no way to it now: next host, and last from now on
                     unreachable

@@ -320,6 +320,31 @@ fn two_nodes_become_friends_by_invite_code() {
     let _ = coord.terminate(Duration::from_secs(20));
 }
 
+/// A new machine in `base/new-machine` with only the `words`: `pull` from the coordinator
+/// at `url` succeeds, and the latest snapshot checked out equals `original`. Returns the
+/// machine's directory and repository.
+fn restore_from_the_words(
+    base: &Path,
+    words: &str,
+    url: &str,
+    original: &Path,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let fresh = base.join("new-machine");
+    let repo = recover_on_new_machine(&fresh, words);
+    let r = repo.to_str().unwrap();
+    let o = pluto(&fresh, &["--repo", r, "pull", "--coordinator", url]);
+    assert!(
+        o.status.success(),
+        "pull: {}\n{}",
+        stderr(&o),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let restored = base.join("restored");
+    checkout_into(&fresh, &repo, "latest", &restored);
+    assert_same_tree(original, &restored);
+    (fresh, repo)
+}
+
 /// `pluto serve` in `dir` on a loopback port, with `coordinator`, and no work of its own
 /// (no snapshots, pushes or challenges): a host, started before its coordinator may be.
 fn quiet_serve(dir: &Path, coordinator: &str) -> Command {
@@ -534,19 +559,8 @@ fn four_of_eight_shares_restore_after_four_hosts_and_the_owner_die() {
     std::fs::remove_dir_all(a.join(".pluto")).unwrap();
 
     // A new machine with only the words.
-    let fresh = base.join("new-machine");
-    let repo = recover_on_new_machine(&fresh, &words);
+    let (fresh, repo) = restore_from_the_words(base, &words, &url, &a);
     let r = repo.to_str().unwrap();
-    let o = pluto(&fresh, &["--repo", r, "pull", "--coordinator", &url]);
-    assert!(
-        o.status.success(),
-        "pull: {}\n{}",
-        stderr(&o),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    let restored = base.join("restored");
-    checkout_into(&fresh, &repo, "latest", &restored);
-    assert_same_tree(&a, &restored);
     let check = pluto(&fresh, &["--repo", r, "check", "--read-data"]);
     assert!(check.status.success(), "{}", stderr(&check));
     for (_, d) in hosts.iter_mut().skip(4) {
@@ -811,19 +825,7 @@ fn a_recovery_reads_the_host_its_owner_was_moved_off() {
     );
     // ...b comes back with its disk as it was, and the owner's own disk dies.
     let mut b_serve = serve("b", &b, &url, &quiet);
-    let fresh = base.join("new-machine");
-    let repo = recover_on_new_machine(&fresh, &words);
-    let r = repo.to_str().unwrap();
-    let o = pluto(&fresh, &["--repo", r, "pull", "--coordinator", &url]);
-    assert!(
-        o.status.success(),
-        "pull: {}\n{}",
-        stderr(&o),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    let restored = base.join("restored");
-    checkout_into(&fresh, &repo, "latest", &restored);
-    assert_same_tree(&a, &restored);
+    restore_from_the_words(base, &words, &url, &a);
     let _ = b_serve.terminate(Duration::from_secs(20));
     let _ = coord.terminate(Duration::from_secs(20));
 }

@@ -158,18 +158,32 @@ pub fn with_known_hosts(
 /// Stop counting on hosts the coordinator lists as moving (with the relationship's
 /// `since_unix`, so that only a later match undoes it); a line for each that counted until now.
 fn moved_off(root: &Path, hosts: &[(NodeId, u64)], why: &str) -> Result<Vec<String>> {
+    let ids: Vec<NodeId> = hosts.iter().map(|(h, _)| *h).collect();
+    mark_hosts(root, &ids, why, |r, now, i| {
+        r.mark_moved(now, why, hosts[i].1)
+    })
+}
+
+/// Apply `mark` (record, now, index in `hosts`) to each host's record in one update of the
+/// owner's record; a line for each host that was still counted before.
+fn mark_hosts(
+    root: &Path,
+    hosts: &[NodeId],
+    why: &str,
+    mark: impl Fn(&mut crate::peer::state::HostRecord, u64, usize),
+) -> Result<Vec<String>> {
     if hosts.is_empty() {
         return Ok(Vec::new());
     }
     let now = now_unix();
     let newly = PeerStore::open(root).update(|st| {
         let mut newly = Vec::new();
-        for (h, since) in hosts {
+        for (i, h) in hosts.iter().enumerate() {
             if let Some(r) = st.hosts.get_mut(h) {
                 if !r.failed {
                     newly.push(*h);
                 }
-                r.mark_moved(now, why, *since);
+                mark(r, now, i);
             }
         }
         newly
@@ -308,31 +322,7 @@ pub fn stop_counting_on(
     kind: FailureKind,
     why: &str,
 ) -> Result<Vec<String>> {
-    if hosts.is_empty() {
-        return Ok(Vec::new());
-    }
-    let now = now_unix();
-    let newly = PeerStore::open(root).update(|st| {
-        let mut newly = Vec::new();
-        for h in hosts {
-            if let Some(r) = st.hosts.get_mut(h) {
-                if !r.failed {
-                    newly.push(*h);
-                }
-                r.mark_failed(kind, now, why);
-            }
-        }
-        newly
-    })?;
-    Ok(newly
-        .into_iter()
-        .map(|h| {
-            format!(
-                "host {}: {why}; its copies no longer count",
-                &h.to_hex()[..16]
-            )
-        })
-        .collect())
+    mark_hosts(root, hosts, why, |r, now, _| r.mark_failed(kind, now, why))
 }
 
 /// Where an owner's hosts come from.

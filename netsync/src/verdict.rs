@@ -44,6 +44,9 @@ pub struct Inputs<'a> {
     /// Every file the newest snapshot needs: its snapshot file, the index files, the
     /// config and the packs.
     pub files: &'a [ItemKey],
+    /// Of `files`, the packs the index names that are not on this computer (a recovery
+    /// that could not reach every host): the node fetches them back.
+    pub missing_here: &'a [ItemKey],
     /// Hosts that should hold each whole file (not a share): the target of the placement
     /// (k copies; with k-of-n shares, n − k + 1, which survives as many losses).
     pub whole_copies_wanted: usize,
@@ -141,6 +144,8 @@ pub fn verdict(i: &Inputs<'_>) -> Protection {
     let mut held_by: std::collections::BTreeMap<NodeId, usize> = Default::default();
     let mut worst_margin: Option<i64> = None;
     let (mut short_of_target, mut never_placed, mut unrestorable) = (0usize, 0usize, 0usize);
+    // missing here and on record at no host: only the hosts' listings can bring them back
+    let mut lost_here = 0usize;
     for f in i.files {
         let (counted, needed, wanted, anywhere) = match i.placement.packs.get(&f.name) {
             Some(p) if f.kind == Kind::Pack => {
@@ -182,7 +187,11 @@ pub fn verdict(i: &Inputs<'_>) -> Protection {
             short_of_target += 1;
         }
         if anywhere == 0 {
-            never_placed += 1;
+            if i.missing_here.contains(f) {
+                lost_here += 1;
+            } else {
+                never_placed += 1;
+            }
         }
         if margin < 0 {
             unrestorable += 1;
@@ -268,7 +277,7 @@ pub fn verdict(i: &Inputs<'_>) -> Protection {
         })
         .count();
 
-    if holding.is_empty() || never_placed == i.files.len() {
+    if holding.is_empty() || never_placed + lost_here == i.files.len() {
         reasons.push("no host holds any of its files".into());
         return Protection {
             level: Level::NotProtected,
@@ -283,6 +292,14 @@ pub fn verdict(i: &Inputs<'_>) -> Protection {
             reasons.push(format!(
                 "{} not on any host yet (push)",
                 plural(never_placed, "file", "files")
+            ));
+        }
+        if lost_here > 0 {
+            reasons.push(format!(
+                "{} the snapshots need {} missing here and on record at no host (the node asks the hosts for {})",
+                plural(lost_here, "pack", "packs"),
+                if lost_here == 1 { "is" } else { "are" },
+                if lost_here == 1 { "it" } else { "them" }
             ));
         }
         reasons.push(format!(
@@ -462,6 +479,7 @@ mod tests {
                 time_unix: NOW - 2 * 3600,
             }),
             files: &files,
+            missing_here: &[],
             whole_copies_wanted: whole,
             verified_within: DAY,
             now: NOW,
@@ -534,6 +552,7 @@ mod tests {
             placement: &pl,
             latest: None,
             files: &[],
+            missing_here: &[],
             whole_copies_wanted: 2,
             verified_within: DAY,
             now: NOW,
@@ -544,6 +563,36 @@ mod tests {
             "{}",
             v.summary
         );
+    }
+
+    #[test]
+    fn packs_missing_here_and_on_record_nowhere_are_named_apart_from_unpushed_ones() {
+        // a repository recovered while some hosts were away: its index names packs it
+        // could not fetch, and no record says where their shares are
+        let (st, pl, mut files) = world(&[Verified(10); 8], Some((4, 8)), 2);
+        let lost = ItemKey::new(Kind::Pack, [0xdd; 32]);
+        files.push(lost);
+        let v = verdict(&Inputs {
+            state: &st,
+            placement: &pl,
+            latest: Some(SnapshotRef {
+                id: [0x5f; 32],
+                time_unix: NOW - 30,
+            }),
+            files: &files,
+            missing_here: std::slice::from_ref(&lost),
+            whole_copies_wanted: 5,
+            verified_within: DAY,
+            now: NOW,
+        });
+        assert_eq!(v.level, Level::NotProtected, "{}", v.summary);
+        assert!(
+            v.summary
+                .contains("1 pack the snapshots need is missing here and on record at no host"),
+            "{}",
+            v.summary
+        );
+        assert!(!v.summary.contains("(push)"), "{}", v.summary);
     }
 
     #[test]
@@ -558,6 +607,7 @@ mod tests {
                 time_unix: NOW - 30,
             }),
             files: &files,
+            missing_here: &[],
             whole_copies_wanted: 2,
             verified_within: DAY,
             now: NOW,

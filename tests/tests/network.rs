@@ -829,3 +829,144 @@ fn a_recovery_reads_the_host_its_owner_was_moved_off() {
     let _ = b_serve.terminate(Duration::from_secs(20));
     let _ = coord.terminate(Duration::from_secs(20));
 }
+
+/// Issue 19 (long churn soak): an owner recovered from its words while most of its hosts
+/// were away got back its snapshots but not every pack they need, and `pull` said nothing
+/// of it (exit 0). Its node then placed only what it held: the other packs' shares were on
+/// record nowhere — never challenged, never repaired — and months of churn later two of its
+/// snapshots could not be restored. Now the pull names the packs it could not get (exit
+/// 4), `status` says the snapshots are not protected and why, and the node keeps asking
+/// its hosts: when they are back it fetches the packs back and places them again.
+#[test]
+fn a_node_recovered_while_its_hosts_were_away_fetches_back_what_it_lacked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let (mut coord, url) = start_coordinator(&base.join("coordinator"), &["--ping-interval", "1"]);
+    let quiet = [
+        "--push-every",
+        "0",
+        "--snapshot-every",
+        "0",
+        "--challenge-every",
+        "0",
+    ];
+    let mut hosts = new_hosts(base, &url, 8);
+    let a = base.join("a");
+    write(&a.join("letter.txt"), b"first draft\n");
+    write(&a.join("photo.jpg"), &pseudo_random(3 << 20, 5));
+    let words = words_from_init(&ok(&a, &["init"]));
+    ok(&a, &["snapshot", "-q"]);
+    let first = base.join("as-first-saved");
+    std::fs::create_dir_all(&first).unwrap();
+    for f in ["letter.txt", "photo.jpg"] {
+        // (times kept: the restore is compared with them)
+        let cp = Command::new("cp")
+            .arg("-a")
+            .arg(a.join(f))
+            .arg(&first)
+            .status()
+            .unwrap();
+        assert!(cp.success());
+    }
+    let mut a_serve = serve("a", &a, &url, &quiet);
+    a_serve.wait_line("8 host(s) matched", Duration::from_secs(20));
+    assert!(ok(&a, &["push"]).contains("as 4/8 shares to 8 host(s)"));
+    write(&a.join("letter.txt"), b"second draft\n");
+    write(&a.join("video.mp4"), &pseudo_random(2 << 20, 6));
+    ok(&a, &["snapshot", "-q"]);
+    assert!(ok(&a, &["push"]).contains("as 4/8 shares"));
+    assert!(a_serve.terminate(Duration::from_secs(20)).success());
+
+    // The owner's disk dies while five of its eight hosts are away: three shares of each
+    // pack are within reach, one fewer than it takes.
+    for (_, d) in hosts.iter_mut().take(5) {
+        let _ = d.terminate(Duration::from_secs(20));
+    }
+    let fresh = base.join("new-machine");
+    let repo = recover_on_new_machine(&fresh, &words);
+    let r = repo.to_str().unwrap();
+    let o = pluto(&fresh, &["--repo", r, "pull", "--coordinator", &url]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("could not be fetched from any host") && stderr(&o).contains("packs/"),
+        "the pull must name the packs it could not get: {}",
+        stderr(&o)
+    );
+    assert_eq!(
+        ok(&fresh, &["--repo", r, "log", "--json"])
+            .matches("\"id\"")
+            .count(),
+        2,
+        "both snapshots came back whole from the hosts within reach"
+    );
+
+    // The recovered node runs; its hosts are not back yet.
+    let mut node = serve(
+        "recovered",
+        &fresh,
+        &url,
+        &[
+            "--push-every",
+            "1",
+            "--snapshot-every",
+            "0",
+            "--challenge-every",
+            "1",
+        ],
+    );
+    node.wait_containing(
+        "missing here and no host gives them back yet",
+        Duration::from_secs(30),
+    );
+    let st = status_json(&fresh);
+    assert_eq!(st["verdict"]["level"], "not_protected", "{st}");
+    assert!(
+        st["verdict"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("missing here and on record at no host"),
+        "{st}"
+    );
+
+    // The hosts come back: the node fetches the packs back by itself and places them again.
+    for (i, (dir, d)) in hosts.iter_mut().enumerate().take(5) {
+        *d = serve(&format!("host{i}"), dir, &url, &quiet);
+    }
+    node.wait_containing(
+        "pack(s) the snapshots need that were missing here",
+        Duration::from_secs(60),
+    );
+    wait_until(
+        "the recovered node's data protected again",
+        Duration::from_secs(90),
+        &mut [&mut node],
+        || status_json(&fresh)["verdict"]["level"] == "protected",
+    );
+    let check = pluto(&fresh, &["--repo", r, "check", "--read-data"]);
+    assert!(check.status.success(), "{}", stderr(&check));
+    let log: serde_json::Value =
+        serde_json::from_str(&ok(&fresh, &["--repo", r, "log", "--json"])).unwrap();
+    let mut ids: Vec<(i64, String)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["time_ns"].as_i64().unwrap(),
+                s["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    ids.sort();
+    let older = base.join("restored-first");
+    checkout_into(&fresh, &repo, &ids[0].1, &older);
+    assert_same_tree(&first, &older);
+    let newer = base.join("restored-second");
+    checkout_into(&fresh, &repo, &ids[1].1, &newer);
+    assert_same_tree(&a, &newer);
+    let _ = node.terminate(Duration::from_secs(20));
+    for (_, d) in hosts.iter_mut() {
+        let _ = d.terminate(Duration::from_secs(20));
+    }
+    let _ = coord.terminate(Duration::from_secs(20));
+}

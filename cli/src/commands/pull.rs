@@ -118,6 +118,17 @@ pub async fn pull_everything(
         rep.bytes += more.bytes;
         rep.missing.extend(more.missing);
         rep.errors.extend(more.errors);
+        // Packs the index names that no host gave back — their shares may sit on hosts
+        // away now, and no listing named them: the snapshots that need them cannot be
+        // restored yet, and saying "pulled" would end a recovery too soon.
+        let store = repo.store();
+        let said: std::collections::HashSet<String> = rep.missing.iter().cloned().collect();
+        for (p, _) in repo.index()?.packs() {
+            let name = format!("packs/{}", hex::encode(p.0));
+            if !store.path_of(&p).exists() && !said.contains(&name) {
+                rep.missing.push(name);
+            }
+        }
     }
     drop(repo);
     if let Some(c) = coordinator {

@@ -249,6 +249,22 @@ fn print_event(e: &Event, quiet: bool) {
             short(share),
             short(owner)
         ),
+        Event::PacksFetchedBack {
+            missing,
+            fetched,
+            still_missing,
+        } => {
+            if *fetched > 0 && !quiet {
+                outln!(
+                    "fetched back {fetched} of {missing} pack(s) the snapshots need that were missing here"
+                );
+            }
+            if *still_missing > 0 {
+                eprintln!(
+                    "pluto: {still_missing} pack(s) the snapshots need are missing here and no host gives them back yet (asked again later)"
+                );
+            }
+        }
         Event::Warning { message } => eprintln!("pluto: {message}"),
         Event::Excluded { reason } => {
             eprintln!("pluto: this node was excluded by the coordinator: {reason}")

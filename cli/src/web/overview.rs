@@ -357,6 +357,18 @@ pub fn describe(e: &Event) -> String {
         Event::RepairDone { owner, .. } => {
             format!("Rebuilt a lost piece of {}'s data", short(owner))
         }
+        Event::PacksFetchedBack {
+            missing,
+            fetched,
+            still_missing,
+        } => format!(
+            "Fetched back {fetched} of {missing} missing piece(s) of data from the hosts{}",
+            if *still_missing > 0 {
+                format!("; {still_missing} not yet")
+            } else {
+                String::new()
+            }
+        ),
         Event::Warning { message } => format!("Warning: {message}"),
         Event::Excluded { reason } => format!("Excluded by the coordinator: {reason}"),
         Event::Error { during, message } => format!("Error during {during}: {message}"),

@@ -108,6 +108,15 @@ pub enum Event {
         /// Seconds the router keeps it unrenewed (0: until removed); renewed at half.
         lease_secs: u64,
     },
+    /// Packs this repository's index names were missing here (a recovery that could not
+    /// reach every host, a disk that lost files): `fetched` of the `missing` came back from
+    /// the hosts, to be placed again. Told when some came back or the count still missing
+    /// changed.
+    PacksFetchedBack {
+        missing: usize,
+        fetched: usize,
+        still_missing: usize,
+    },
     /// This node rebuilt another owner's lost share.
     RepairDone {
         owner: String,
@@ -158,6 +167,7 @@ impl Event {
             Event::ProtectionChanged { .. } => "protection_changed",
             Event::Reachability { .. } => "reachability",
             Event::PortMapped { .. } => "port_mapped",
+            Event::PacksFetchedBack { .. } => "packs_fetched_back",
             Event::RepairDone { .. } => "repair_done",
             Event::Warning { .. } => "warning",
             Event::Excluded { .. } => "excluded",

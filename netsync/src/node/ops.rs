@@ -300,6 +300,90 @@ pub async fn push_own(
     Ok(out)
 }
 
+/// Packs the index names that are not in this repository's pack store: a recovery that
+/// could not reach every host, or a disk that lost files.
+pub fn packs_missing_here(root: &Path) -> Result<Vec<[u8; 32]>> {
+    let repo = Repository::open(root, LockMode::Shared)?;
+    let store = repo.store();
+    Ok(repo
+        .index()?
+        .packs()
+        .filter(|(p, _)| !store.path_of(p).exists())
+        .map(|(p, _)| p.0)
+        .collect())
+}
+
+/// What [`fetch_missing_packs`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchedBack {
+    /// Packs the index named that were missing here.
+    pub missing: usize,
+    /// Of those, brought back (checked against their names).
+    pub fetched: usize,
+    /// Still missing: no `k` shares and no whole copy could be had from the hosts now.
+    pub still_missing: Vec<[u8; 32]>,
+}
+
+/// Fetch back from `hosts` the packs the index names and this repository lacks: from any
+/// `k` of their shares, else whole. A node runs this before it pushes, so that a
+/// repository recovered while some hosts were away — whose snapshots need packs it does
+/// not hold — gets them as soon as the hosts are back, and then places them again (until
+/// then those packs' shares are on record nowhere: not challenged, not repaired). Holds the
+/// repository (shared) meanwhile; `None` when nothing is missing.
+pub async fn fetch_missing_packs(
+    key: &SigningKey,
+    root: &Path,
+    hosts: &[HostAddr],
+    opts: &SyncOptions,
+) -> Result<Option<FetchedBack>> {
+    let _repo = Repository::open(root, LockMode::Shared)?;
+    let r = root.to_path_buf();
+    let missing = tokio::task::spawn_blocking(move || packs_missing_here(&r))
+        .await
+        .map_err(|e| NodeError::Invalid(format!("listing missing packs: {e}")))??;
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    let here = |p: &[u8; 32]| sync::dest_of(root, crate::peer::proto::Kind::Pack, p).exists();
+    // Shares the placement names belong to packs held here: their headers need no reading.
+    let known: std::collections::HashSet<[u8; 32]> = sync::PeerStore::open(root)
+        .read_placement()?
+        .packs
+        .values()
+        .flat_map(|p| p.shares.iter().map(|s| s.name))
+        .collect();
+    let wanted: std::collections::HashSet<[u8; 32]> = missing.iter().copied().collect();
+    shares::packs_from_shares(
+        key,
+        root,
+        hosts,
+        Some(&wanted),
+        &known,
+        opts,
+        sync::no_progress(),
+    )
+    .await?;
+    let left: Vec<[u8; 32]> = missing.iter().filter(|p| !here(p)).copied().collect();
+    if !left.is_empty() {
+        // placed as whole copies (or by an older version)
+        sync::pull(
+            key,
+            root,
+            hosts,
+            sync::PackSelection::PacksOnly(left.clone()),
+            opts,
+            sync::no_progress(),
+        )
+        .await?;
+    }
+    let still_missing: Vec<[u8; 32]> = left.into_iter().filter(|p| !here(p)).collect();
+    Ok(Some(FetchedBack {
+        missing: missing.len(),
+        fetched: missing.len() - still_missing.len(),
+        still_missing,
+    }))
+}
+
 /// Forget the snapshots `policy` does not keep (as `pluto forget --keep-…`; the data only
 /// they used stays until `pluto prune`). Needs the repository to itself: when another
 /// command holds it, nothing is done (`None`) and the next scheduled snapshot tries again.
@@ -355,12 +439,22 @@ pub fn protection(root: &Path) -> Result<crate::verdict::Protection> {
             time_unix: u64::try_from(s.snapshot.time_ns / 1_000_000_000).unwrap_or(0),
         })
     });
+    // Packs the index names that are missing here count too (a recovery that could not
+    // reach every host): until fetched back and placed again, they are not protected.
+    let store_here = repo.store();
+    let missing_here: Vec<ItemKey> = repo
+        .index()?
+        .packs()
+        .filter(|(p, _)| !store_here.path_of(p).exists())
+        .map(|(p, _)| ItemKey::new(Kind::Pack, p.0))
+        .collect();
     drop(repo);
-    let files: Vec<ItemKey> = items
+    let mut files: Vec<ItemKey> = items
         .iter()
         .filter(|i| i.kind != Kind::Snapshot || latest.is_some_and(|l| l.id == i.name))
         .map(|i| i.key())
         .collect();
+    files.extend(missing_here.iter().copied());
     // Whole files should be on as many hosts as the placement survives losses of:
     // n − k + 1 with shares, k with copies (2 until a scheme is chosen).
     let whole_copies_wanted = match super::hosts::scheme_of(root, None)? {
@@ -379,6 +473,7 @@ pub fn protection(root: &Path) -> Result<crate::verdict::Protection> {
         placement: &placement,
         latest,
         files: &files,
+        missing_here: &missing_here,
         whole_copies_wanted,
         verified_within: VERIFIED_WITHIN,
         now: sync::now_unix(),

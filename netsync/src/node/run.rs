@@ -535,6 +535,7 @@ async fn worker(s: Arc<Shared>) {
     let mut lost: Vec<NodeId> = Vec::new();
     let mut unreachable: HashMap<NodeId, u64> = HashMap::new();
     let mut level = None;
+    let mut fetch_back = FetchBackClock::default();
     loop {
         if s.cancel.load(Ordering::SeqCst) {
             return;
@@ -623,7 +624,7 @@ async fn worker(s: Arc<Shared>) {
         }
         if push {
             set_working(&s, Some("push"));
-            match own_push(&s).await {
+            match own_push(&s, &mut fetch_back).await {
                 Ok(Some(out)) => {
                     if let Ok(mut st) = s.status.lock() {
                         st.last_push_unix = Some(now_unix());
@@ -706,9 +707,66 @@ fn set_working(s: &Shared, what: Option<&str>) {
     }
 }
 
+/// When the node next asks its hosts for the packs its index names and it lacks (costly:
+/// every host lists what it holds), and what it last said of them.
+#[derive(Default)]
+struct FetchBackClock {
+    next: Option<std::time::Instant>,
+    told: Option<(usize, usize)>,
+}
+
+impl FetchBackClock {
+    /// At most once per challenge interval (once an hour when the node does not
+    /// challenge): how often the node looks at its hosts anyway.
+    fn due(&mut self, every: Duration) -> bool {
+        let now = std::time::Instant::now();
+        if self.next.is_some_and(|n| now < n) {
+            return false;
+        }
+        let every = if every.is_zero() {
+            Duration::from_secs(3600)
+        } else {
+            every
+        };
+        self.next = Some(now + every);
+        true
+    }
+}
+
+/// Packs the index names that are missing here fetched back from `hosts` (when due), and
+/// said once per change.
+async fn fetch_back(
+    s: &Shared,
+    clock: &mut FetchBackClock,
+    hosts: &[crate::peer::client::HostAddr],
+) {
+    if !clock.due(s.cfg.challenge_every) {
+        return;
+    }
+    match ops::fetch_missing_packs(&s.key, &s.root, hosts, &s.opts()).await {
+        Ok(None) => clock.told = None,
+        Ok(Some(f)) => {
+            let now = (f.fetched, f.still_missing.len());
+            if f.fetched > 0 || clock.told.map(|t| t.1) != Some(now.1) {
+                s.emit(Event::PacksFetchedBack {
+                    missing: f.missing,
+                    fetched: f.fetched,
+                    still_missing: f.still_missing.len(),
+                });
+            }
+            clock.told = Some(now);
+        }
+        Err(e) => s.emit(Event::Error {
+            during: "fetching back missing packs".into(),
+            message: e.to_string(),
+        }),
+    }
+}
+
 /// Push (and repair: lost hosts are passed over) with the repository's placement. `None`
-/// when there is no host to push to at all.
-async fn own_push(s: &Shared) -> Result<Option<ops::PushOutcome>> {
+/// when there is no host to push to at all. Packs the snapshots need that are missing here
+/// are fetched back first, to be placed again by this push.
+async fn own_push(s: &Shared, clock: &mut FetchBackClock) -> Result<Option<ops::PushOutcome>> {
     let scheme = chosen_scheme(&s.root, None, s.cfg.copies.map(usize::from))?;
     let mut hosts: Vec<_> = s
         .cfg
@@ -735,6 +793,7 @@ async fn own_push(s: &Shared) -> Result<Option<ops::PushOutcome>> {
     if hosts.is_empty() {
         return Ok(None);
     }
+    fetch_back(s, clock, &hosts).await;
     let (done, total) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let last = Arc::new(Mutex::new(std::time::Instant::now()));
     let ev = s.events.clone();

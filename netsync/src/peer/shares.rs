@@ -241,7 +241,10 @@ pub async fn push_shares(
     }
     let now = now_unix();
     // Forget packs that are gone locally (pruned) — as they are now, not as listed at the
-    // start: a pack snapshotted meanwhile may have been placed by another push.
+    // start: a pack snapshotted meanwhile may have been placed by another push. A pack the
+    // index still names is not gone but missing (a damaged disk): its shares stay on record,
+    // challenged and repaired, until the node fetches it back from them.
+    let named = index_packs(repo_root);
     report.paths = super::sync::paths_since(&opts.routes, &before, hosts);
     let (state, placement) = store.update_both(|st, pl| {
         for h in hosts.iter().filter(|h| pushed.contains(&h.node)) {
@@ -254,7 +257,7 @@ pub async fn push_shares(
             }
         }
         pl.packs
-            .retain(|p, _| dest_of(repo_root, Kind::Pack, p).exists());
+            .retain(|p, _| named.contains(p) || dest_of(repo_root, Kind::Pack, p).exists());
         (st.clone(), pl.clone())
     })?;
 
@@ -277,6 +280,15 @@ pub async fn push_shares(
         .filter(|i| state.copies(&i.key()) < need)
         .count();
     Ok(report)
+}
+
+/// The packs the repository's index names (none when it cannot be read: then only the
+/// packs present count, as before).
+fn index_packs(repo_root: &Path) -> HashSet<[u8; 32]> {
+    use pluto_repo::repository::LockMode;
+    pluto_repo::Repository::open(repo_root, LockMode::Shared)
+        .and_then(|r| Ok(r.index()?.packs().map(|(p, _)| p.0).collect()))
+        .unwrap_or_default()
 }
 
 /// Shares whose recorded holder failed may already sit on another of the hosts: a node
@@ -410,6 +422,28 @@ pub async fn pull_shares(
         progress.clone(),
     )
     .await?;
+    let more =
+        packs_from_shares(key, repo_root, hosts, only, &HashSet::new(), opts, progress).await?;
+    report.fetched += more.fetched;
+    report.bytes += more.bytes;
+    report.missing.extend(more.missing);
+    report.errors.extend(more.errors);
+    Ok(report)
+}
+
+/// Every pack this repository lacks (of `only`, when given) rebuilt from any `k` of its
+/// shares on `hosts`. Shares named in `known` are not asked for their headers (the owner's
+/// placement already says which pack they belong to: packs it holds).
+pub async fn packs_from_shares(
+    key: &SigningKey,
+    repo_root: &Path,
+    hosts: &[HostAddr],
+    only: Option<&HashSet<[u8; 32]>>,
+    known: &HashSet<[u8; 32]>,
+    opts: &SyncOptions,
+    progress: ProgressFn,
+) -> Result<PullReport> {
+    let mut report = PullReport::default();
     // What each reachable host holds: shares, by the packs their headers name. All hosts
     // are asked at once: one slow host must not hold up reading the others.
     let listings = futures_util::future::join_all(hosts.iter().map(|h| async move {
@@ -418,7 +452,7 @@ pub async fn pull_shares(
             let mut c = connect(key, h, opts).await?;
             let (mut out, mut bad) = (Vec::new(), Vec::new());
             for ((kind, name), size) in names {
-                if kind != Kind::Share {
+                if kind != Kind::Share || known.contains(&name) {
                     continue;
                 }
                 let head = c.get(Kind::Share, &name, 0, size.min(4096) as u32).await?;

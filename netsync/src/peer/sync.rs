@@ -714,6 +714,9 @@ pub enum PackSelection {
     All,
     None,
     Only(Vec<[u8; 32]>),
+    /// These packs and nothing else: no config, index file or snapshot (a node fetching
+    /// back packs its index names, which must not bring back snapshots it forgot).
+    PacksOnly(Vec<[u8; 32]>),
 }
 
 #[derive(Debug, Default, Clone)]
@@ -919,16 +922,17 @@ pub async fn pull(
     let wanted_packs: Option<std::collections::HashSet<[u8; 32]>> = match &packs {
         PackSelection::All => None,
         PackSelection::None => Some(Default::default()),
-        PackSelection::Only(v) => Some(v.iter().copied().collect()),
+        PackSelection::Only(v) | PackSelection::PacksOnly(v) => Some(v.iter().copied().collect()),
     };
+    let packs_only = matches!(packs, PackSelection::PacksOnly(_));
     let mut todo: Vec<(Kind, [u8; 32], u64, Vec<HostAddr>)> = Vec::new();
     for ((kind, name), (size, srcs)) in &have {
         if local.contains(&(*kind, *name)) {
             continue;
         }
         let want = match kind {
-            Kind::Config => fresh,
-            Kind::Index | Kind::Snapshot => true,
+            Kind::Config => fresh && !packs_only,
+            Kind::Index | Kind::Snapshot => !packs_only,
             Kind::Pack => wanted_packs.as_ref().is_none_or(|w| w.contains(name)),
             // shares are decoded into packs by `shares::pull_shares`
             Kind::Share => false,
@@ -937,7 +941,7 @@ pub async fn pull(
             todo.push((*kind, *name, *size, srcs.clone()));
         }
     }
-    if let PackSelection::Only(v) = &packs {
+    if let PackSelection::Only(v) | PackSelection::PacksOnly(v) = &packs {
         for n in v {
             if !have.contains_key(&(Kind::Pack, *n)) && !local.contains(&(Kind::Pack, *n)) {
                 report.missing.push(item_key(Kind::Pack, n));

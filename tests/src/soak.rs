@@ -1211,6 +1211,25 @@ impl Soak {
                 by_hosts.insert((share, repairer));
             }
         }
+        // Packs recovered owners lacked and their nodes fetched back from the hosts later
+        // ("fetched back N of M pack(s) …" in the nodes' logs).
+        let mut fetched_back = 0u64;
+        for e in fs::read_dir(self.cfg.dir.join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let text = fs::read_to_string(e.path()).unwrap_or_default();
+            for l in text.lines() {
+                if let Some(rest) = l.strip_prefix("fetched back ") {
+                    fetched_back += rest
+                        .split_whitespace()
+                        .next()
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .unwrap_or(0);
+                }
+            }
+        }
         let t = &self.truth;
         let (mut host_copies, mut host_bytes, mut owner_copies, mut owner_bytes) = (0, 0, 0, 0);
         let mut host_read = 0;
@@ -1277,6 +1296,7 @@ impl Soak {
                 "done_by_hosts": by_hosts.len(),
                 "share_copies_by_hosts": host_copies,
                 "share_copies_by_owners": owner_copies,
+                "packs_fetched_back_by_recovered_owners": fetched_back,
             },
             "bytes": {
                 "data_set": data_set,

@@ -776,6 +776,7 @@ async fn own_push(s: &Shared, clock: &mut FetchBackClock) -> Result<Option<ops::
         .map(|h| parse_host(h))
         .collect::<Result<_>>()?;
     let client = s.client();
+    let mut moving = Vec::new();
     if let Some(c) = &client {
         match matched_hosts(&s.root, c, Some(hosts_to_ask(&scheme))).await {
             Ok(m) => {
@@ -783,17 +784,28 @@ async fn own_push(s: &Shared, clock: &mut FetchBackClock) -> Result<Option<ops::
                     s.emit(Event::Warning { message: n });
                 }
                 hosts.extend(m.hosts);
+                moving = m.moving;
             }
             Err(e) => s.emit(Event::Warning {
                 message: format!("{e}; going on with the hosts this node knows"),
             }),
         }
     }
-    let hosts = hosts::without_failed(&s.root, hosts::with_known_hosts(&s.root, &s.key, hosts)?)?;
+    let known = hosts::with_known_hosts(&s.root, &s.key, hosts)?;
+    // Missing packs are asked of every host that may still hold a share of them, as a pull
+    // does: those the owner is moved off and those it stopped counting included (what they
+    // give is checked against its name; nothing new is placed on them).
+    let mut readable = known.clone();
+    for h in moving {
+        if !readable.iter().any(|o| o.node == h.node) {
+            readable.push(h);
+        }
+    }
+    let hosts = hosts::without_failed(&s.root, known)?;
     if hosts.is_empty() {
         return Ok(None);
     }
-    fetch_back(s, clock, &hosts).await;
+    fetch_back(s, clock, &readable).await;
     let (done, total) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let last = Arc::new(Mutex::new(std::time::Instant::now()));
     let ev = s.events.clone();

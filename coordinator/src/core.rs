@@ -1410,9 +1410,14 @@ impl Core {
         for slot in lost {
             let group = self.store.group_slots(&slot.owner, &slot.grp)?;
             let mut sources = Vec::new();
+            // Every online holder is a source, excluded ones too: the repairer checks each
+            // share against its name, so a bad holder can cost it a read but not the owner
+            // its data — and a holder excluded for low uptime, still running, may hold the
+            // last shares of a group (long churn soak: groups whose other holders had left
+            // died waiting for k holders "in good standing").
             for s in group.iter().filter(|s| s.idx != slot.idx) {
                 if let Some(h) = self.store.node(&s.host)? {
-                    if h.online && h.excluded.is_none() {
+                    if h.online {
                         sources.push(RepairSource {
                             index: s.idx,
                             name: s.name,
@@ -1891,6 +1896,74 @@ mod per_node_memory_tests {
             .unwrap();
         let rebuilding: Vec<_> = group.iter().filter_map(|s| s.repairer).collect();
         assert_eq!(rebuilding, vec![spare]);
+    }
+
+    /// Issue 19 (long churn soak): groups whose holders were mostly excluded for low uptime
+    /// (still running, still holding their shares) and whose others had left were never
+    /// repaired — only holders in good standing counted as sources — and died as the last
+    /// ones went. A share is checked against its name by the repairer: any online holder
+    /// is a source.
+    #[test]
+    fn holders_excluded_for_uptime_but_online_still_serve_as_repair_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("c.sqlite"), 20.0).unwrap();
+        let t0: u64 = 1_800_000_000;
+        let [owner, h0, h1, h2, h3, spare] = [1u8, 2, 3, 4, 5, 6].map(|b| NodeId([b; 32]));
+        announce_online(&store, &[owner, h0, h1, h2, h3, spare], 5, t0);
+        for h in [h0, h1, h2, h3, spare] {
+            store
+                .insert_relationship(&owner, &h, 1 << 20, false, t0)
+                .unwrap();
+        }
+        store
+            .record_group(
+                &owner,
+                &ShareGroupRecord {
+                    k: 2,
+                    n: 4,
+                    shares: [h0, h1, h2, h3]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, h)| ShareSlot {
+                            name: [0x20 + i as u8; 32],
+                            len: 1000,
+                            host: *h,
+                        })
+                        .collect(),
+                },
+            )
+            .unwrap();
+        // h0 and h1 are excluded for uptime but running; h2 and h3 left the network.
+        store
+            .exclude(&h0, "uptime 48% over 30 days, below 50%")
+            .unwrap();
+        store
+            .exclude(&h1, "uptime 49% over 30 days, below 50%")
+            .unwrap();
+        for h in [h2, h3] {
+            store.exclude(&h, "left the network").unwrap();
+            store.set_online(&h, false, t0).unwrap();
+        }
+        let mut core = Core::new(Box::new(store), Params::default(), t0 * 1000, false);
+        core.set_ticket_key(ed25519_dalek::SigningKey::from_bytes(&[9; 32]));
+        let out = core.tick((t0 + 120) * 1000);
+        let orders: Vec<(NodeId, Vec<NodeId>)> = out
+            .iter()
+            .filter_map(|o| match o {
+                Out::Send(to, CoordMsg::RepairShare { sources, .. }) => {
+                    Some((*to, sources.iter().map(|s| s.host).collect()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(!orders.is_empty(), "no repair ordered: {out:?}");
+        let (to, sources) = &orders[0];
+        assert_eq!(*to, spare);
+        assert!(
+            sources.contains(&h0) && sources.contains(&h1),
+            "the running holders are the sources: {sources:?}"
+        );
+        assert!(!sources.contains(&h2) && !sources.contains(&h3));
     }
 
     /// Issue 19 (long churn soak): a challenge that expired while the coordinator was down

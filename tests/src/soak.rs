@@ -1526,6 +1526,19 @@ fn recover_owner(
             &[],
             None,
         );
+        // Each attempt's output is kept beside the machine (the machine's directory goes
+        // after the final restore): a pull that exits 0 may still have missed hosts.
+        use std::io::Write as _;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.with_extension("pull.log"))
+            .ok();
+        if let Some(f) = log.as_mut() {
+            let _ = writeln!(f, "--- attempt {attempts}: exit {:?}", o.status.code());
+            let _ = f.write_all(&o.stdout);
+            let _ = f.write_all(&o.stderr);
+        }
         if o.status.success() {
             return (attempts, Ok(()));
         }

@@ -1837,22 +1837,23 @@ mod per_node_memory_tests {
         assert_eq!(moves(&core.tick((back + grace + 600) * 1000)), 1);
     }
 
-    /// Issue 19 (long churn soak): two shares of one group lost in the same scan were both
-    /// given to the one spare host, so that host's next loss cost the group two shares. A
-    /// node rebuilding a share of a group is not given another share of it.
-    #[test]
-    fn two_lost_shares_of_one_group_never_go_to_one_node() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::SqliteStore::open(&dir.path().join("c.sqlite"), 20.0).unwrap();
-        let t0: u64 = 1_800_000_000;
-        let [owner, h0, h1, h2, h3, spare] = [1u8, 2, 3, 4, 5, 6].map(|b| NodeId([b; 32]));
-        announce_online(&store, &[owner, h0, h1, h2, h3, spare], 5, t0);
-        for h in [h0, h1, h2, h3, spare] {
+    /// `owner`, the four `holders` and a `spare`, all online at `t0` and hosts of the owner;
+    /// one 2-of-4 group on the holders, share `i` named `[first + i; 32]`.
+    fn group_of_four(
+        store: &crate::store::SqliteStore,
+        owner: NodeId,
+        holders: [NodeId; 4],
+        spare: NodeId,
+        first: u8,
+        t0: u64,
+    ) {
+        announce_online(store, &[owner, spare], 5, t0);
+        announce_online(store, &holders, 5, t0);
+        for h in holders.iter().chain([&spare]) {
             store
-                .insert_relationship(&owner, &h, 1 << 20, false, t0)
+                .insert_relationship(&owner, h, 1 << 20, false, t0)
                 .unwrap();
         }
-        let holders = [h0, h1, h2, h3];
         store
             .record_group(
                 &owner,
@@ -1863,7 +1864,7 @@ mod per_node_memory_tests {
                         .iter()
                         .enumerate()
                         .map(|(i, h)| ShareSlot {
-                            name: [0x10 + i as u8; 32],
+                            name: [first + i as u8; 32],
                             len: 1000,
                             host: *h,
                         })
@@ -1871,6 +1872,18 @@ mod per_node_memory_tests {
                 },
             )
             .unwrap();
+    }
+
+    /// Issue 19 (long churn soak): two shares of one group lost in the same scan were both
+    /// given to the one spare host, so that host's next loss cost the group two shares. A
+    /// node rebuilding a share of a group is not given another share of it.
+    #[test]
+    fn two_lost_shares_of_one_group_never_go_to_one_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("c.sqlite"), 20.0).unwrap();
+        let t0: u64 = 1_800_000_000;
+        let [owner, h0, h1, h2, h3, spare] = [1u8, 2, 3, 4, 5, 6].map(|b| NodeId([b; 32]));
+        group_of_four(&store, owner, [h0, h1, h2, h3], spare, 0x10, t0);
         // Two holders of the group are caught cheating at once.
         store.exclude(&h0, "failed audits").unwrap();
         store.exclude(&h1, "failed audits").unwrap();
@@ -1909,30 +1922,7 @@ mod per_node_memory_tests {
         let store = crate::store::SqliteStore::open(&dir.path().join("c.sqlite"), 20.0).unwrap();
         let t0: u64 = 1_800_000_000;
         let [owner, h0, h1, h2, h3, spare] = [1u8, 2, 3, 4, 5, 6].map(|b| NodeId([b; 32]));
-        announce_online(&store, &[owner, h0, h1, h2, h3, spare], 5, t0);
-        for h in [h0, h1, h2, h3, spare] {
-            store
-                .insert_relationship(&owner, &h, 1 << 20, false, t0)
-                .unwrap();
-        }
-        store
-            .record_group(
-                &owner,
-                &ShareGroupRecord {
-                    k: 2,
-                    n: 4,
-                    shares: [h0, h1, h2, h3]
-                        .iter()
-                        .enumerate()
-                        .map(|(i, h)| ShareSlot {
-                            name: [0x20 + i as u8; 32],
-                            len: 1000,
-                            host: *h,
-                        })
-                        .collect(),
-                },
-            )
-            .unwrap();
+        group_of_four(&store, owner, [h0, h1, h2, h3], spare, 0x20, t0);
         // h0 and h1 are excluded for uptime but running; h2 and h3 left the network.
         store
             .exclude(&h0, "uptime 48% over 30 days, below 50%")

@@ -146,6 +146,7 @@ pub fn verdict(i: &Inputs<'_>) -> Protection {
     let (mut short_of_target, mut never_placed, mut unrestorable) = (0usize, 0usize, 0usize);
     // missing here and on record at no host: only the hosts' listings can bring them back
     let mut lost_here = 0usize;
+    let missing_here: std::collections::HashSet<&ItemKey> = i.missing_here.iter().collect();
     for f in i.files {
         let (counted, needed, wanted, anywhere) = match i.placement.packs.get(&f.name) {
             Some(p) if f.kind == Kind::Pack => {
@@ -187,7 +188,7 @@ pub fn verdict(i: &Inputs<'_>) -> Protection {
             short_of_target += 1;
         }
         if anywhere == 0 {
-            if i.missing_here.contains(f) {
+            if missing_here.contains(f) {
                 lost_here += 1;
             } else {
                 never_placed += 1;

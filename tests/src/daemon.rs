@@ -250,6 +250,17 @@ pub fn serve(name: &str, dir: &Path, coordinator: &str, extra: &[&str]) -> Daemo
     d
 }
 
+/// `serve` flags for a node that does no work of its own — no snapshots, pushes or
+/// challenges — as a host only.
+pub const NO_OWN_WORK: [&str; 6] = [
+    "--push-every",
+    "0",
+    "--snapshot-every",
+    "0",
+    "--challenge-every",
+    "0",
+];
+
 /// `n` new nodes `host0`… in `base`, each with an empty repository and serving (pushing and
 /// challenging nothing of its own) through the coordinator at `url`.
 pub fn new_hosts(base: &Path, url: &str, n: usize) -> Vec<(PathBuf, Daemon)> {
@@ -258,19 +269,7 @@ pub fn new_hosts(base: &Path, url: &str, n: usize) -> Vec<(PathBuf, Daemon)> {
             let dir = base.join(format!("host{i}"));
             std::fs::create_dir_all(&dir).unwrap();
             ok(&dir, &["init"]);
-            let d = serve(
-                &format!("host{i}"),
-                &dir,
-                url,
-                &[
-                    "--push-every",
-                    "0",
-                    "--snapshot-every",
-                    "0",
-                    "--challenge-every",
-                    "0",
-                ],
-            );
+            let d = serve(&format!("host{i}"), &dir, url, &NO_OWN_WORK);
             (dir, d)
         })
         .collect()

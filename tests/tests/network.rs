@@ -349,19 +349,11 @@ fn restore_from_the_words(
 /// (no snapshots, pushes or challenges): a host, started before its coordinator may be.
 fn quiet_serve(dir: &Path, coordinator: &str) -> Command {
     let mut c = Command::new(pluto_bin());
-    c.current_dir(dir).env_remove("PLUTO_REPO").args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--push-every",
-        "0",
-        "--snapshot-every",
-        "0",
-        "--challenge-every",
-        "0",
-        "--coordinator",
-        coordinator,
-    ]);
+    c.current_dir(dir)
+        .env_remove("PLUTO_REPO")
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(NO_OWN_WORK)
+        .args(["--coordinator", coordinator]);
     c
 }
 
@@ -484,14 +476,7 @@ fn four_of_eight_shares_restore_after_four_hosts_and_the_owner_die() {
     let base = tmp.path();
     let cdir = base.join("coordinator");
     let (mut coord, url) = start_coordinator(&cdir, &["--relay-listen", "127.0.0.1:0"]);
-    let quiet = [
-        "--push-every",
-        "0",
-        "--snapshot-every",
-        "0",
-        "--challenge-every",
-        "0",
-    ];
+    let quiet = NO_OWN_WORK;
     let mut hosts = new_hosts(base, &url, 8);
     let a = base.join("a");
     tricky_tree(&a, 12);
@@ -578,14 +563,7 @@ fn a_lost_share_is_rebuilt_on_a_new_host_without_the_owner() {
     let base = tmp.path();
     let cdir = base.join("coordinator");
     let (mut coord, url) = start_coordinator(&cdir, &["--repair-grace", "1"]);
-    let quiet = [
-        "--push-every",
-        "0",
-        "--snapshot-every",
-        "0",
-        "--challenge-every",
-        "0",
-    ];
+    let quiet = NO_OWN_WORK;
     // Eight hosts for the shares, started first so the owner is matched with them.
     let mut hosts = new_hosts(base, &url, 8);
     let a = base.join("a");
@@ -690,14 +668,7 @@ fn a_host_that_leaves_while_its_owner_is_away_is_replaced_at_the_owners_next_pus
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path();
     let (mut coord, url) = start_coordinator(&base.join("coordinator"), &[]);
-    let quiet = [
-        "--push-every",
-        "0",
-        "--snapshot-every",
-        "0",
-        "--challenge-every",
-        "0",
-    ];
+    let quiet = NO_OWN_WORK;
     let mut hosts = Vec::new();
     for name in ["b", "c"] {
         let dir = base.join(name);
@@ -794,14 +765,7 @@ fn a_recovery_reads_the_host_its_owner_was_moved_off() {
         &base.join("coordinator"),
         &["--repair-grace", "3", "--ping-interval", "1"],
     );
-    let quiet = [
-        "--push-every",
-        "0",
-        "--snapshot-every",
-        "0",
-        "--challenge-every",
-        "0",
-    ];
+    let quiet = NO_OWN_WORK;
     let b = base.join("b");
     std::fs::create_dir_all(&b).unwrap();
     ok(&b, &["init"]);
@@ -842,14 +806,7 @@ fn a_node_recovered_while_its_hosts_were_away_fetches_back_what_it_lacked() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path();
     let (mut coord, url) = start_coordinator(&base.join("coordinator"), &["--ping-interval", "1"]);
-    let quiet = [
-        "--push-every",
-        "0",
-        "--snapshot-every",
-        "0",
-        "--challenge-every",
-        "0",
-    ];
+    let quiet = NO_OWN_WORK;
     let mut hosts = new_hosts(base, &url, 8);
     let a = base.join("a");
     write(&a.join("letter.txt"), b"first draft\n");

@@ -121,11 +121,10 @@ pub async fn pull_everything(
         // Packs the index names that no host gave back — their shares may sit on hosts
         // away now, and no listing named them: the snapshots that need them cannot be
         // restored yet, and saying "pulled" would end a recovery too soon.
-        let store = repo.store();
         let said: std::collections::HashSet<String> = rep.missing.iter().cloned().collect();
-        for (p, _) in repo.index()?.packs() {
-            let name = format!("packs/{}", hex::encode(p.0));
-            if !store.path_of(&p).exists() && !said.contains(&name) {
+        for p in pluto_netsync::node::ops::packs_missing_here(&repo)? {
+            let name = format!("packs/{}", hex::encode(p));
+            if !said.contains(&name) {
                 rep.missing.push(name);
             }
         }

@@ -302,8 +302,7 @@ pub async fn push_own(
 
 /// Packs the index names that are not in this repository's pack store: a recovery that
 /// could not reach every host, or a disk that lost files.
-pub fn packs_missing_here(root: &Path) -> Result<Vec<[u8; 32]>> {
-    let repo = Repository::open(root, LockMode::Shared)?;
+pub fn packs_missing_here(repo: &Repository) -> Result<Vec<[u8; 32]>> {
     let store = repo.store();
     Ok(repo
         .index()?
@@ -336,11 +335,15 @@ pub async fn fetch_missing_packs(
     hosts: &[HostAddr],
     opts: &SyncOptions,
 ) -> Result<Option<FetchedBack>> {
-    let _repo = Repository::open(root, LockMode::Shared)?;
-    let r = root.to_path_buf();
-    let missing = tokio::task::spawn_blocking(move || packs_missing_here(&r))
-        .await
-        .map_err(|e| NodeError::Invalid(format!("listing missing packs: {e}")))??;
+    let repo = Repository::open(root, LockMode::Shared)?;
+    // (the repository stays open, and shared-locked, until the packs are in)
+    let (_repo, missing) = tokio::task::spawn_blocking(move || {
+        let missing = packs_missing_here(&repo);
+        (repo, missing)
+    })
+    .await
+    .map_err(|e| NodeError::Invalid(format!("listing missing packs: {e}")))?;
+    let missing = missing?;
     if missing.is_empty() {
         return Ok(None);
     }
@@ -441,12 +444,9 @@ pub fn protection(root: &Path) -> Result<crate::verdict::Protection> {
     });
     // Packs the index names that are missing here count too (a recovery that could not
     // reach every host): until fetched back and placed again, they are not protected.
-    let store_here = repo.store();
-    let missing_here: Vec<ItemKey> = repo
-        .index()?
-        .packs()
-        .filter(|(p, _)| !store_here.path_of(p).exists())
-        .map(|(p, _)| ItemKey::new(Kind::Pack, p.0))
+    let missing_here: Vec<ItemKey> = packs_missing_here(&repo)?
+        .into_iter()
+        .map(|p| ItemKey::new(Kind::Pack, p))
         .collect();
     drop(repo);
     let mut files: Vec<ItemKey> = items

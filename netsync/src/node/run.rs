@@ -712,7 +712,8 @@ fn set_working(s: &Shared, what: Option<&str>) {
 #[derive(Default)]
 struct FetchBackClock {
     next: Option<std::time::Instant>,
-    told: Option<(usize, usize)>,
+    /// How many were still missing when last told.
+    told: Option<usize>,
 }
 
 impl FetchBackClock {
@@ -746,15 +747,15 @@ async fn fetch_back(
     match ops::fetch_missing_packs(&s.key, &s.root, hosts, &s.opts()).await {
         Ok(None) => clock.told = None,
         Ok(Some(f)) => {
-            let now = (f.fetched, f.still_missing.len());
-            if f.fetched > 0 || clock.told.map(|t| t.1) != Some(now.1) {
+            let left = f.still_missing.len();
+            if f.fetched > 0 || clock.told != Some(left) {
                 s.emit(Event::PacksFetchedBack {
                     missing: f.missing,
                     fetched: f.fetched,
-                    still_missing: f.still_missing.len(),
+                    still_missing: left,
                 });
             }
-            clock.told = Some(now);
+            clock.told = Some(left);
         }
         Err(e) => s.emit(Event::Error {
             during: "fetching back missing packs".into(),

@@ -244,7 +244,18 @@ pub async fn push_shares(
     // start: a pack snapshotted meanwhile may have been placed by another push. A pack the
     // index still names is not gone but missing (a damaged disk): its shares stay on record,
     // challenged and repaired, until the node fetches it back from them.
-    let named = index_packs(repo_root);
+    // (the index is read only when some placed pack is missing here: rare, and a push
+    // must not load the whole index for nothing)
+    let named = if store
+        .read_placement()?
+        .packs
+        .keys()
+        .any(|p| !dest_of(repo_root, Kind::Pack, p).exists())
+    {
+        index_packs(repo_root)
+    } else {
+        HashSet::new()
+    };
     report.paths = super::sync::paths_since(&opts.routes, &before, hosts);
     let (state, placement) = store.update_both(|st, pl| {
         for h in hosts.iter().filter(|h| pushed.contains(&h.node)) {

@@ -1144,6 +1144,13 @@ impl Soak {
                 self.truth.longest_below_group = g;
             }
         }
+        // The final pull tests what the hosts hold; a snapshot its owner's node has not
+        // placed yet is still only on the owner's disk, which has not died. So each owner's
+        // node first gets time to place what it took (its status is no longer Not
+        // protected: every snapshot restorable from the hosts), bounded:
+        // what stands then is reported with the restore (found by the long run: a node
+        // recovered late was still pushing its newest snapshots when the final pull came).
+        let verdicts = self.wait_for_owners_restorable();
         // The final word: every owner on a new machine from its words alone.
         let mut final_restores = Vec::new();
         let mut lost_below_k = 0;
@@ -1174,6 +1181,7 @@ impl Soak {
                 "pull_attempts": attempts,
                 "snapshots": attempted,
                 "identical": identical,
+                "status_before_pull": verdicts.get(&i).cloned().unwrap_or_default(),
             }));
             let _ = fs::remove_dir_all(&dir);
         }
@@ -1189,6 +1197,55 @@ impl Soak {
             p.stop(true);
         }
         report
+    }
+
+    /// Wait (at most ten compressed days, and a minute) until no owner's `pluto status`
+    /// says Not protected (At risk is restorable from the hosts, only with less to spare);
+    /// each owner's last status summary, by node index.
+    fn wait_for_owners_restorable(&mut self) -> HashMap<usize, String> {
+        let owners: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].owner.is_some() && !self.nodes[i].gone)
+            .collect();
+        let bound = Duration::from_secs_f64((10.0 * self.cfg.day_secs).max(60.0));
+        let t = Instant::now();
+        let mut last: HashMap<usize, String> = HashMap::new();
+        let mut restorable: HashSet<usize> = HashSet::new();
+        loop {
+            let waiting: Vec<usize> = owners
+                .iter()
+                .copied()
+                .filter(|i| !restorable.contains(i))
+                .collect();
+            for i in waiting {
+                let o = pluto_env(&self.nodes[i].dir, &["status", "--json"], &[], None);
+                let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+                let summary = v["verdict"]["summary"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("status failed: {}", crate::stderr(&o)));
+                if matches!(
+                    v["verdict"]["level"].as_str(),
+                    Some("protected" | "at_risk")
+                ) {
+                    restorable.insert(i);
+                }
+                last.insert(i, summary);
+            }
+            if restorable.len() == owners.len() || t.elapsed() >= bound {
+                break;
+            }
+            let d = self.day();
+            self.sample(d);
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        for &i in owners.iter().filter(|i| !restorable.contains(i)) {
+            self.problems.push(format!(
+                "{} still not protected before the final restore: {}",
+                self.nodes[i].name,
+                last.get(&i).map(String::as_str).unwrap_or("")
+            ));
+        }
+        last
     }
 
     fn report(

@@ -856,6 +856,20 @@ fn a_node_recovered_while_its_hosts_were_away_fetches_back_what_it_lacked() {
         2,
         "both snapshots came back whole from the hosts within reach"
     );
+    // The words bring back the placement too: read from the shares' headers, so the
+    // recovered node goes on placing as 4/8 instead of falling back to full copies.
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains("Placement 4/8, as the shares on the hosts were made"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.join("peers/scheme"))
+            .unwrap()
+            .trim(),
+        "4/8"
+    );
 
     // The recovered node runs; its hosts are not back yet.
     let mut node = serve(
@@ -898,6 +912,14 @@ fn a_node_recovered_while_its_hosts_were_away_fetches_back_what_it_lacked() {
         Duration::from_secs(90),
         &mut [&mut node],
         || status_json(&fresh)["verdict"]["level"] == "protected",
+    );
+    let st = status_json(&fresh);
+    assert!(
+        st["verdict"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("as 4/8"),
+        "placed again as it was, not as full copies: {st}"
     );
     let check = pluto(&fresh, &["--repo", r, "check", "--read-data"]);
     assert!(check.status.success(), "{}", stderr(&check));

@@ -3,6 +3,7 @@
 use super::push::{hosts_for, progress_fn, runtime, PeerArgs};
 use crate::{exit, Global};
 use anyhow::{bail, Result};
+use pluto_netsync::node::hosts;
 use pluto_netsync::peer::shares;
 use pluto_netsync::peer::sync::{self, PackSelection, SyncOptions};
 use pluto_repo::progress::Progress;
@@ -32,6 +33,9 @@ pub struct Pulled {
     pub bytes: u64,
     pub missing: Vec<String>,
     pub errors: Vec<(pluto_netsync::wire::NodeId, String)>,
+    /// The placement scheme this repository had, taken from its shares on the hosts (a
+    /// repository recovered from its words).
+    pub scheme_adopted: Option<pluto_netsync::erasure::Scheme>,
 }
 
 impl Pulled {
@@ -111,6 +115,7 @@ pub async fn pull_everything(
     };
     let pf = progress_fn(progress);
     let mut rep = sync::pull(&key, root, &hosts, sel, &opts, pf.clone()).await?;
+    let mut scheme_adopted = None;
     if !no_packs {
         // Packs placed as erasure-coded shares: any k hosts' shares of each bring it back.
         let more = shares::pull_shares(&key, root, &hosts, None, &opts, pf).await?;
@@ -118,6 +123,7 @@ pub async fn pull_everything(
         rep.bytes += more.bytes;
         rep.missing.extend(more.missing);
         rep.errors.extend(more.errors);
+        scheme_adopted = hosts::adopt_scheme_of_shares(root, &more.share_schemes)?;
         // Packs the index names that no host gave back — their shares may sit on hosts
         // away now, and no listing named them: the snapshots that need them cannot be
         // restored yet, and saying "pulled" would end a recovery too soon.
@@ -142,6 +148,7 @@ pub async fn pull_everything(
         bytes: rep.bytes,
         missing: rep.missing,
         errors: rep.errors,
+        scheme_adopted,
     })
 }
 
@@ -164,6 +171,9 @@ pub fn run(g: &Global, a: Args) -> Result<u8> {
             rep.bytes,
             rep.hosts
         );
+        if let Some(s) = rep.scheme_adopted {
+            outln!("Placement {s}, as the shares on the hosts were made (remembered in .pluto/peers/scheme).");
+        }
     }
     if rep.reached_none() {
         eprintln!(

@@ -415,6 +415,25 @@ pub fn scheme_of(root: &Path, given: Option<Scheme>) -> Result<Option<Scheme>> {
     }
 }
 
+/// A repository recovered from its words has no scheme of its own (`peers/scheme` is not
+/// among the files the hosts keep): it takes the one most of its shares on the hosts were
+/// made with, so that its pushes go on placing as before instead of falling back to full
+/// copies (found by the churn soak: a recovered owner placed 2 copies where it had 4/8).
+/// A scheme already chosen here is kept. Returns the scheme taken, if one was.
+pub fn adopt_scheme_of_shares(
+    root: &Path,
+    seen: &std::collections::HashMap<Params, usize>,
+) -> Result<Option<Scheme>> {
+    if scheme_of(root, None)?.is_some() {
+        return Ok(None);
+    }
+    // the most shares; on a tie, the larger n (the safer spread)
+    let Some((&p, _)) = seen.iter().max_by_key(|(p, c)| (**c, p.n(), p.k())) else {
+        return Ok(None);
+    };
+    scheme_of(root, Some(Scheme::Erasure(p)))
+}
+
 /// `-k` alone means that many full copies (not remembered); `--scheme` is remembered; else
 /// the remembered scheme; else none chosen yet (see [`placement`]).
 pub fn chosen_scheme(

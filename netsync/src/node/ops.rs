@@ -356,7 +356,7 @@ pub async fn fetch_missing_packs(
         .flat_map(|p| p.shares.iter().map(|s| s.name))
         .collect();
     let wanted: std::collections::HashSet<[u8; 32]> = missing.iter().copied().collect();
-    shares::packs_from_shares(
+    let got = shares::packs_from_shares(
         key,
         root,
         hosts,
@@ -366,6 +366,8 @@ pub async fn fetch_missing_packs(
         sync::no_progress(),
     )
     .await?;
+    // (a repository pulled with --no-packs learns its scheme here)
+    super::hosts::adopt_scheme_of_shares(root, &got.share_schemes)?;
     let left: Vec<[u8; 32]> = missing.iter().filter(|p| !here(p)).copied().collect();
     if !left.is_empty() {
         // placed as whole copies (or by an older version)

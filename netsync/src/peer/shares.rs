@@ -439,6 +439,7 @@ pub async fn pull_shares(
     report.bytes += more.bytes;
     report.missing.extend(more.missing);
     report.errors.extend(more.errors);
+    report.share_schemes = more.share_schemes;
     Ok(report)
 }
 
@@ -495,6 +496,9 @@ pub async fn packs_from_shares(
             }
             Err(e) => report.errors.push((host, e.to_string())),
         }
+    }
+    for l in &listed {
+        *report.share_schemes.entry(l.header.params).or_default() += 1;
     }
     // Group shares by the packs they restore; fetch groups whose packs are missing here.
     let mut groups: BTreeMap<Vec<[u8; 32]>, Vec<Listed>> = BTreeMap::new();

@@ -728,6 +728,9 @@ pub struct PullReport {
     /// Files no host could give back.
     pub missing: Vec<String>,
     pub errors: Vec<(NodeId, String)>,
+    /// Shares listed on the hosts, by the scheme their headers name: how a repository
+    /// recovered from its words learns the placement it had (it is not among the files).
+    pub share_schemes: std::collections::HashMap<crate::erasure::Params, usize>,
 }
 
 pub(crate) fn dest_of(repo_root: &Path, kind: Kind, name: &[u8; 32]) -> PathBuf {

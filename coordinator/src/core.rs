@@ -1430,6 +1430,7 @@ impl Core {
             }
             if sources.len() < usize::from(slot.k) {
                 tracing::warn!(owner = %slot.owner, group = %slot.grp, online = sources.len(), k = slot.k, "cannot repair: fewer than k holders online");
+                self.store.put_off_repair(&slot, now)?;
                 continue;
             }
             let (as_owner, _) = self.store.relationships_of(&slot.owner)?;
@@ -1491,6 +1492,7 @@ impl Core {
             }
             let Some((r, _)) = best else {
                 tracing::warn!(owner = %slot.owner, "cannot repair: no node can take the share within the owner's grants");
+                self.store.put_off_repair(&slot, now)?;
                 continue;
             };
             // The share is this repairer's to rebuild only if no one else took it meanwhile.

@@ -697,14 +697,17 @@ impl Store for PgStore {
         let by_owner = shard_clause("s.owner", shards);
         let rows = self.query(
             &format!(
-                "SELECT s.owner, s.grp, s.idx, s.k, s.n, s.name, s.len, s.host, s.repairer FROM share_slots s
+                // never tried first, then those put off longest ago (see the SQLite store)
+                "SELECT s.owner, s.grp, s.idx, s.k, s.n, s.name, s.len, s.host, s.repairer, s.repair_since
+                 FROM share_slots s
                  WHERE s.host IN (SELECT id FROM nodes
                                   WHERE excluded_reason IS NOT NULL OR (NOT online AND last_seen < $1))
-                   AND (s.repairer IS NULL OR s.repair_since < $2){by_owner}
+                   AND (s.repair_since IS NULL OR s.repair_since < $2){by_owner}
                  UNION
-                 SELECT s.owner, s.grp, s.idx, s.k, s.n, s.name, s.len, s.host, s.repairer
+                 SELECT s.owner, s.grp, s.idx, s.k, s.n, s.name, s.len, s.host, s.repairer, s.repair_since
                  FROM relationships r JOIN share_slots s ON s.host = r.host AND s.owner = r.owner
-                 WHERE r.state = 1 AND (s.repairer IS NULL OR s.repair_since < $2){by_owner}
+                 WHERE r.state = 1 AND (s.repair_since IS NULL OR s.repair_since < $2){by_owner}
+                 ORDER BY 10 NULLS FIRST
                  LIMIT $3"
             ),
             &[
@@ -790,6 +793,19 @@ impl Store for PgStore {
             Ok(n)
         })?;
         Ok(n == 1)
+    }
+
+    fn put_off_repair(&self, slot: &SlotRow, now: u64) -> Result<(), Error> {
+        self.execute(
+            "UPDATE share_slots SET repair_since = $4 WHERE owner = $1 AND grp = $2 AND idx = $3 AND repairer IS NULL",
+            &[
+                &slot.owner.to_hex(),
+                &slot.grp,
+                &i32::from(slot.idx),
+                &(now as i64),
+            ],
+        )?;
+        Ok(())
     }
 
     fn drop_repair(&self, slot: &SlotRow, repairer: &NodeId) -> Result<(), Error> {

@@ -269,6 +269,11 @@ pub trait Store: Send {
     ) -> Result<bool, Error>;
     /// Give back a repair taken with [`Store::claim_repair`] that was not ordered after all.
     fn drop_repair(&self, slot: &SlotRow, repairer: &NodeId) -> Result<(), Error>;
+    /// A lost share that could not be repaired now (too few holders online, no node may take
+    /// it): [`Store::lost_slots`] gives it again only once a repair timeout has passed, and
+    /// after the shares never tried — so a scan of a bounded number of slots moves on
+    /// instead of meeting the same hopeless ones every time.
+    fn put_off_repair(&self, slot: &SlotRow, now: u64) -> Result<(), Error>;
     /// The repairer stored share `name` of `owner`: it is the share's holder now.
     fn finish_repair(
         &self,
@@ -889,14 +894,17 @@ impl Store for SqliteStore {
             // Driven by the few bad holders, not by the many slots: the slots of excluded or
             // long-offline nodes (through the host index), then those of relationships being
             // moved (CROSS JOIN keeps SQLite from scanning the slots first).
-            "SELECT s.owner, s.grp, s.idx, s.k, s.n, s.name, s.len, s.host, s.repairer FROM share_slots s
+            // Never tried first (NULL sorts first), then those put off longest ago.
+            "SELECT s.owner, s.grp, s.idx, s.k, s.n, s.name, s.len, s.host, s.repairer, s.repair_since
+             FROM share_slots s
              WHERE s.host IN (SELECT id FROM nodes
                               WHERE excluded_reason IS NOT NULL OR (online = 0 AND last_seen < ?1))
-               AND (s.repairer IS NULL OR s.repair_since < ?2){by_owner}
+               AND (s.repair_since IS NULL OR s.repair_since < ?2){by_owner}
              UNION
-             SELECT s.owner, s.grp, s.idx, s.k, s.n, s.name, s.len, s.host, s.repairer
+             SELECT s.owner, s.grp, s.idx, s.k, s.n, s.name, s.len, s.host, s.repairer, s.repair_since
              FROM relationships r CROSS JOIN share_slots s ON s.host = r.host AND s.owner = r.owner
-             WHERE r.state = 1 AND (s.repairer IS NULL OR s.repair_since < ?2){by_owner}
+             WHERE r.state = 1 AND (s.repair_since IS NULL OR s.repair_since < ?2){by_owner}
+             ORDER BY 10
              LIMIT ?3"
         ))?;
         let rows = st
@@ -943,6 +951,14 @@ impl Store for SqliteStore {
             params![slot.owner.to_hex(), slot.grp, slot.idx as i64, repairer.to_hex(), now as i64, slot.host.to_hex(), stale_before as i64],
         )?;
         Ok(n == 1)
+    }
+
+    fn put_off_repair(&self, slot: &SlotRow, now: u64) -> Result<(), Error> {
+        self.conn.execute(
+            "UPDATE share_slots SET repair_since = ?4 WHERE owner = ?1 AND grp = ?2 AND idx = ?3 AND repairer IS NULL",
+            params![slot.owner.to_hex(), slot.grp, slot.idx as i64, now as i64],
+        )?;
+        Ok(())
     }
 
     fn drop_repair(&self, slot: &SlotRow, repairer: &NodeId) -> Result<(), Error> {

@@ -810,11 +810,82 @@ fn races(db: Arc<dyn Db>) {
 /// A named case of the suite, on a fresh database.
 type Case = (&'static str, fn(&dyn Db));
 
+/// Lost shares that could not be repaired are put off: a scan of a few slots at a time then
+/// reaches the others instead of meeting the same hopeless ones at every scan (the churn
+/// soak's coordinator looked at the same 16 dead slots of one owner for months while other
+/// owners' groups that could still be repaired wore down).
+fn hopeless_repairs_are_put_off(db: &dyn Db) {
+    let s = db.open();
+    let [dead_owner, live_owner] = [id(0x61, 1), id(0x62, 1)];
+    let hosts: Vec<NodeId> = (2..=6).map(|b| id(0x90 + b, b)).collect();
+    for o in [dead_owner, live_owner] {
+        announce(&*s, &o, 10 * GIB, GIB, 5);
+    }
+    for h in &hosts {
+        announce(&*s, h, 10 * GIB, GIB, 1);
+        for o in [dead_owner, live_owner] {
+            s.insert_relationship(&o, h, GIB, false, NOW).unwrap();
+        }
+    }
+    // both owners' groups lost the share on hosts[0], which left
+    s.record_group(&dead_owner, &group(&hosts, 20)).unwrap();
+    s.record_group(&live_owner, &group(&hosts, 40)).unwrap();
+    s.exclude(&hosts[0], "left the network").unwrap();
+    let first = |s: &dyn Store, stale_before: u64| {
+        s.lost_slots(NOW - 1000, stale_before, 1, None)
+            .unwrap()
+            .first()
+            .map(|x| x.owner)
+    };
+    let one = first(&*s, NOW - 100).expect("a lost slot");
+    let other = if one == dead_owner {
+        live_owner
+    } else {
+        dead_owner
+    };
+    // the first one cannot be repaired now: the next scan reaches the other
+    let slot = s.lost_slots(NOW - 1000, NOW - 100, 1, None).unwrap()[0].clone();
+    s.put_off_repair(&slot, NOW).unwrap();
+    assert_eq!(first(&*s, NOW - 100), Some(other));
+    assert_eq!(
+        s.lost_slots(NOW - 1000, NOW - 100, 100, None)
+            .unwrap()
+            .len(),
+        1,
+        "put off until a repair timeout has passed"
+    );
+    // past the timeout it comes back, after the slots never tried
+    assert_eq!(first(&*s, NOW + 1), Some(other));
+    assert_eq!(
+        s.lost_slots(NOW - 1000, NOW + 1, 100, None).unwrap().len(),
+        2
+    );
+    // putting off never touches a repair under way
+    let r = id(0xa0, 9);
+    announce(&*s, &r, 10 * GIB, GIB, 1);
+    let running = s.lost_slots(NOW - 1000, NOW + 1, 100, None).unwrap();
+    let running = running.iter().find(|x| x.owner == other).unwrap();
+    assert!(s.claim_repair(running, &r, NOW, NOW - 100).unwrap());
+    s.put_off_repair(running, NOW - 500).unwrap();
+    assert_eq!(
+        s.group_slots(&other, &running.grp).unwrap()[0].repairer,
+        Some(r)
+    );
+    assert!(
+        !s.lost_slots(NOW - 1000, NOW - 100, 100, None)
+            .unwrap()
+            .iter()
+            .any(|x| x.owner == other),
+        "the running repair stays out until it goes stale"
+    );
+}
+
 fn suite(fresh: &dyn Fn() -> Arc<dyn Db>) {
-    let cases: [Case; 7] = [
+    let cases: [Case; 8] = [
         ("nodes", nodes),
         ("relationships", relationships),
         ("share slots", share_slots),
+        ("hopeless repairs are put off", hopeless_repairs_are_put_off),
         ("friends", friends),
         ("challenges", challenges),
         ("reputation records", reputation_records),

@@ -214,8 +214,9 @@ struct Owner {
     /// Packs (hex) that had fewer than k shares on other disks when this owner's disk died:
     /// a snapshot needing one is lost with the disk, not by the network.
     lost_packs: HashSet<String>,
-    /// Snapshots lost that way.
-    lost_below_k: u64,
+    /// Packs with k or more shares on other disks but never all n when this owner's disk
+    /// died: no group on record at the coordinator, so no one could repair them after.
+    partly_placed_packs: HashSet<String>,
     disk_lost: bool,
 }
 
@@ -267,7 +268,7 @@ enum Done {
         attempted: u64,
         identical: u64,
         problems: Vec<String>,
-        lost_with_disk: u64,
+        lost_with_disk: LostCount,
     },
 }
 
@@ -323,6 +324,8 @@ pub struct Soak {
     truth: Truth,
     restores_attempted: u64,
     restores_identical: u64,
+    /// Checkpoint restores not counted because a disk took their data (not attempted).
+    checkpoint_lost_with_disk: LostCount,
     problems: Vec<String>,
     recoveries: Vec<serde_json::Value>,
     next_host: usize,
@@ -358,6 +361,7 @@ impl Soak {
             truth: Truth::default(),
             restores_attempted: 0,
             restores_identical: 0,
+            checkpoint_lost_with_disk: LostCount::default(),
             problems: Vec::new(),
             recoveries: Vec::new(),
             next_host: 0,
@@ -499,7 +503,7 @@ impl Soak {
             generation: 0,
             machines: 1,
             lost_packs: HashSet::new(),
-            lost_below_k: 0,
+            partly_placed_packs: HashSet::new(),
             disk_lost: false,
         });
         let next_toggle = self.day() + self.rng.exp(self.mean_on());
@@ -664,6 +668,7 @@ impl Soak {
         let id = &self.nodes[i].id;
         LostWithDisk {
             below_k: o.lost_packs.clone(),
+            partly: o.partly_placed_packs.clone(),
             placed: o.disk_lost.then(|| {
                 self.truth
                     .shares
@@ -801,28 +806,53 @@ impl Soak {
                         unpushed += 1;
                     }
                 }
-                let mut count: HashMap<String, usize> = HashMap::new();
-                for j in (0..self.nodes.len()).filter(|&j| j != i && !self.nodes[j].gone) {
+                // Distinct shares (a share copied to a second node by a repair is still one
+                // share), on the disks of other nodes that exist, not rotted.
+                let mut standing: HashMap<String, HashSet<String>> = HashMap::new();
+                for j in (0..self.nodes.len())
+                    .filter(|&j| j != i && !self.nodes[j].gone && !self.nodes[j].recovering)
+                {
                     for (_, name) in share_files(&self.nodes[j].dir) {
                         if let Some(s) = self.truth.shares.get(&name) {
                             if s.owner == id && !self.nodes[j].rotted.contains(&name) {
-                                *count.entry(s.pack.clone()).or_default() += 1;
+                                standing.entry(s.pack.clone()).or_default().insert(name);
                             }
                         }
                     }
                 }
+                let count = |p: &str| standing.get(p).map_or(0, HashSet::len);
                 let below: HashSet<String> = self
                     .truth
                     .shares
                     .values()
-                    .filter(|s| s.owner == id && count.get(&s.pack).copied().unwrap_or(0) < s.k)
+                    .filter(|s| s.owner == id && count(&s.pack) < s.k)
+                    .map(|s| s.pack.clone())
+                    .collect();
+                // Groups never fully placed: the coordinator records a group (and has it
+                // repaired without its owner) only once all n shares are confirmed, so with
+                // the owner's disk gone no one repairs these — what churn takes afterwards
+                // is lost in the window before the group was placed, not by the network.
+                let partly: HashSet<String> = self
+                    .truth
+                    .shares
+                    .values()
+                    .filter(|s| {
+                        s.owner == id
+                            && !below.contains(&s.pack)
+                            && !self
+                                .truth
+                                .placed
+                                .contains(&format!("{}/{}", s.owner, s.pack))
+                    })
                     .map(|s| s.pack.clone())
                     .collect();
                 let below_n = below.len();
+                let partly_n = partly.len();
                 let _ = fs::remove_dir_all(&self.nodes[i].dir);
                 let n = &mut self.nodes[i];
                 let o = n.owner.as_mut().unwrap();
                 o.lost_packs.extend(below);
+                o.partly_placed_packs.extend(partly);
                 o.disk_lost = true;
                 n.recovering = true;
                 n.busy = true;
@@ -851,6 +881,7 @@ impl Soak {
                     "day": day,
                     "snapshots_not_yet_on_any_host": unpushed,
                     "packs_below_k_shares_elsewhere": below_n,
+                    "packs_placed_partly": partly_n,
                 }));
                 self.count("owner disk lost");
             }
@@ -992,8 +1023,8 @@ impl Soak {
                     lost_with_disk,
                 } => {
                     self.nodes[node].busy = false;
-                    let o = self.nodes[node].owner.as_mut().unwrap();
-                    o.lost_below_k = o.lost_below_k.max(lost_with_disk);
+                    self.checkpoint_lost_with_disk.below_k += lost_with_disk.below_k;
+                    self.checkpoint_lost_with_disk.partly += lost_with_disk.partly;
                     self.count("checkpoint restores of an owner");
                     self.restores_attempted += attempted;
                     self.restores_identical += identical;
@@ -1153,7 +1184,7 @@ impl Soak {
         let verdicts = self.wait_for_owners_restorable();
         // The final word: every owner on a new machine from its words alone.
         let mut final_restores = Vec::new();
-        let mut lost_below_k = 0;
+        let mut lost_below_k = LostCount::default();
         for i in 0..self.nodes.len() {
             let Some(o) = self.nodes[i].owner.as_ref() else {
                 continue;
@@ -1165,9 +1196,15 @@ impl Soak {
             let lost = self.lost_with_disk(i);
             let (attempted, identical, problems, lost_with_disk) = match &result {
                 Ok(()) => verify_owner(&dir, &snaps, &lost),
-                Err(e) => (snaps.len() as u64, 0, vec![format!("pull: {e}")], 0),
+                Err(e) => (
+                    snaps.len() as u64,
+                    0,
+                    vec![format!("pull: {e}")],
+                    LostCount::default(),
+                ),
             };
-            lost_below_k += lost_with_disk;
+            lost_below_k.below_k += lost_with_disk.below_k;
+            lost_below_k.partly += lost_with_disk.partly;
             self.restores_attempted += attempted;
             self.restores_identical += identical;
             let name = self.nodes[i].name.clone();
@@ -1253,7 +1290,7 @@ impl Soak {
         chaos_days: f64,
         chaos_real: Duration,
         final_restores: Vec<serde_json::Value>,
-        lost_below_k: u64,
+        lost_below_k: LostCount,
     ) -> serde_json::Value {
         let log = fs::read_to_string(self.cfg.dir.join("coordinator.log")).unwrap_or_default();
         let ordered = log.matches("ordering a share repair").count();
@@ -1378,11 +1415,16 @@ impl Soak {
             "snapshots": {
                 "taken": snapshots,
                 "lost_with_a_disk_before_any_host_had_them": unpushed,
-                "lost_with_a_disk_before_k_shares_were_placed": lost_below_k,
+                "lost_with_a_disk_before_k_shares_were_placed": lost_below_k.below_k,
+                "lost_with_a_disk_before_the_group_was_fully_placed": lost_below_k.partly,
             },
             "restores": {
                 "attempted": self.restores_attempted,
                 "identical": self.restores_identical,
+                "checkpoint_restores_lost_with_a_disk": {
+                    "before_k_shares_were_placed": self.checkpoint_lost_with_disk.below_k,
+                    "before_the_group_was_fully_placed": self.checkpoint_lost_with_disk.partly,
+                },
                 "final_from_the_words": final_restores,
             },
             "recoveries": self.recoveries,
@@ -1566,6 +1608,11 @@ fn recover_owner(
     }
     let deadline = Instant::now() + Duration::from_secs_f64(window_days * day_secs);
     let mut attempts = 0;
+    // An attempt that brought something back (exit 4: not everything) counts even when a
+    // later one reached no host: what came is kept in the repository, and is judged
+    // snapshot by snapshot (the long run of 2026-12-03 took the last exit and restored
+    // nothing of a recovery whose earlier attempts had brought most of it).
+    let mut got_some = false;
     loop {
         attempts += 1;
         let o = pluto_env(
@@ -1592,7 +1639,15 @@ fn recover_owner(
             .open(dir.with_extension("pull.log"))
             .ok();
         if let Some(f) = log.as_mut() {
-            let _ = writeln!(f, "--- attempt {attempts}: exit {:?}", o.status.code());
+            let unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            let _ = writeln!(
+                f,
+                "--- attempt {attempts} (ended at unix {unix:.1}): exit {:?}",
+                o.status.code()
+            );
             let _ = f.write_all(&o.stdout);
             let _ = f.write_all(&o.stderr);
         }
@@ -1601,7 +1656,8 @@ fn recover_owner(
         }
         // exit 4: some packs could be had from no host; what came back is kept and judged
         // snapshot by snapshot
-        if Instant::now() >= deadline && o.status.code() == Some(4) {
+        got_some |= o.status.code() == Some(4);
+        if Instant::now() >= deadline && got_some {
             return (attempts, Ok(()));
         }
         if Instant::now() >= deadline {
@@ -1665,11 +1721,11 @@ fn verify_owner(
     dir: &Path,
     snaps: &[(String, Manifest)],
     lost: &LostWithDisk,
-) -> (u64, u64, Vec<String>, u64) {
+) -> (u64, u64, Vec<String>, LostCount) {
     let repo = dir.join(".pluto");
     let r = repo.to_str().unwrap();
     let mut problems = Vec::new();
-    let (mut attempted, mut identical, mut lost_with_disk) = (0, 0, 0);
+    let (mut attempted, mut identical, mut lost_with_disk) = (0, 0, LostCount::default());
     let o = pluto_env(dir, &["--repo", r, "log", "--json"], &[], None);
     let held: HashSet<String> = serde_json::from_slice::<serde_json::Value>(&o.stdout)
         .ok()
@@ -1700,10 +1756,20 @@ fn verify_owner(
             None,
         );
         let err = crate::stderr(&o);
-        if !o.status.success() && lost.explains(&err) {
-            // its data never had k shares on other disks before the owner's disk died
+        let why = if o.status.success() {
+            None
+        } else {
+            lost.explains(&err)
+        };
+        if let Some(partly) = why {
+            // its data never had k shares on other disks before the owner's disk died, or
+            // never all n (so no one could repair it after)
             attempted -= 1;
-            lost_with_disk += 1;
+            if partly {
+                lost_with_disk.partly += 1;
+            } else {
+                lost_with_disk.below_k += 1;
+            }
         } else if !o.status.success() {
             problems.push(format!(
                 "checkout {} exit {:?}: {}",
@@ -1728,25 +1794,37 @@ fn verify_owner(
 #[derive(Clone, Default)]
 struct LostWithDisk {
     below_k: HashSet<String>,
+    /// Packs placed partly (k or more shares, never all n) when the disk died.
+    partly: HashSet<String>,
     /// Packs ever placed as shares; `None` when the owner's disk never died.
     placed: Option<HashSet<String>>,
 }
 
 impl LostWithDisk {
-    /// Does a failed checkout's error name a pack the disk took with it?
-    fn explains(&self, err: &str) -> bool {
+    /// Does a failed checkout's error name only packs the disk took with it? `Some(true)`
+    /// when some were placed partly (lost to churn after the disk, with no group on record
+    /// to repair), `Some(false)` when all had fewer than k shares elsewhere or none placed.
+    fn explains(&self, err: &str) -> Option<bool> {
         let named: Vec<&str> = err
             .split(|c: char| !c.is_ascii_hexdigit())
             .filter(|w| w.len() == 64)
             .collect();
-        let Some(placed) = &self.placed else {
-            return false;
-        };
-        !named.is_empty()
-            && named
-                .iter()
-                .all(|p| self.below_k.contains(*p) || !placed.contains(*p))
+        let placed = self.placed.as_ref()?;
+        let with_disk = |p: &str| self.below_k.contains(p) || !placed.contains(p);
+        let partly = |p: &str| self.partly.contains(p);
+        if named.is_empty() || !named.iter().all(|p| with_disk(p) || partly(p)) {
+            return None;
+        }
+        Some(named.iter().any(|p| !with_disk(p)))
     }
+}
+
+/// Snapshots a restore could not bring back because the owner's disk took their data with
+/// it: packs with fewer than k shares elsewhere (or never placed), and packs placed partly.
+#[derive(Clone, Copy, Default, Debug)]
+struct LostCount {
+    below_k: u64,
+    partly: u64,
 }
 
 /// The first difference between two trees, if any.

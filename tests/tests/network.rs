@@ -660,6 +660,90 @@ fn a_lost_share_is_rebuilt_on_a_new_host_without_the_owner() {
     let _ = coord.terminate(Duration::from_secs(20));
 }
 
+/// A group the owner placed while one of its eight hosts was away is on record at the
+/// coordinator all the same (k of its shares stand, the eighth names the host it waits for).
+/// The owner's disk dies; the away host stays away past the grace: the coordinator has its
+/// share built on a spare from k others — and when four more hosts are lost, the words
+/// still bring everything back. (Found by the churn soak: only groups whose every share
+/// stood were recorded, and churn took the others after their owners' disks died.)
+#[test]
+fn a_group_placed_while_a_host_was_away_is_completed_without_its_owner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let cdir = base.join("coordinator");
+    let (mut coord, url) = start_coordinator(&cdir, &["--repair-grace", "1"]);
+    let quiet = NO_OWN_WORK;
+    let mut hosts = new_hosts(base, &url, 8);
+    let a = base.join("a");
+    tricky_tree(&a, 7);
+    let words = words_from_init(&ok(&a, &["init"]));
+    ok(&a, &["snapshot"]);
+    let a_id = node_id(&a);
+    let mut a_serve = serve("a", &a, &url, &quiet);
+    a_serve.wait_line("8 host(s) matched", Duration::from_secs(20));
+    assert!(a_serve.terminate(Duration::from_secs(20)).success());
+
+    // host7 is away while the owner pushes: seven shares of each pack are placed, the
+    // eighth waits for it.
+    let _ = hosts[7].1.terminate(Duration::from_secs(20));
+    let o = pluto(&a, &["push", "--scheme", "4/8"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("as 4/8 shares"), "{out}\n{}", stderr(&o));
+    let host7_id = node_id(&hosts[7].0);
+    let placement = std::fs::read_to_string(a.join(".pluto/peers/shares.json")).unwrap();
+    assert!(
+        placement.contains(&host7_id),
+        "the eighth share of each pack waits for host7"
+    );
+
+    // The owner's disk dies (its files are kept here only to compare the restore with);
+    // a spare node joins; host7 stays away past the grace.
+    std::fs::remove_dir_all(a.join(".pluto")).unwrap();
+    let spare_dir = base.join("spare");
+    std::fs::create_dir_all(&spare_dir).unwrap();
+    ok(&spare_dir, &["init"]);
+    let mut spare = serve("spare", &spare_dir, &url, &quiet);
+    let spare_shares = spare_dir.join(".pluto/hosted").join(&a_id).join("shares");
+    let shares_on = |dir: &Path| -> usize {
+        std::fs::read_dir(dir.join(".pluto/hosted").join(&a_id).join("shares"))
+            .map(|rd| rd.count())
+            .unwrap_or(0)
+    };
+    let per_host = shares_on(&hosts[0].0);
+    assert!(per_host > 0);
+    wait_until(
+        "the spare holds the shares that waited for host7",
+        Duration::from_secs(90),
+        &mut [&mut coord, &mut spare],
+        || {
+            std::fs::read_dir(&spare_shares)
+                .map(|rd| rd.count())
+                .unwrap_or(0)
+                >= per_host
+        },
+    );
+    assert!(spare.drain().contains("rebuilt share"));
+
+    // Four more hosts are lost: three originals and the spare are left — k of each pack.
+    for (dir, d) in hosts.iter_mut().take(4) {
+        let _ = d.terminate(Duration::from_secs(20));
+        std::fs::remove_dir_all(dir.join(".pluto/hosted")).unwrap();
+    }
+    let fresh = base.join("new-machine");
+    let repo = recover_on_new_machine(&fresh, &words);
+    let r = repo.to_str().unwrap();
+    let o = pluto(&fresh, &["--repo", r, "pull", "--coordinator", &url]);
+    assert!(o.status.success(), "pull: {}", stderr(&o));
+    let restored = base.join("restored");
+    checkout_into(&fresh, &repo, "latest", &restored);
+    assert_same_tree(&a, &restored);
+    let _ = spare.terminate(Duration::from_secs(20));
+    for (_, d) in hosts.iter_mut().skip(4).take(3) {
+        let _ = d.terminate(Duration::from_secs(20));
+    }
+    let _ = coord.terminate(Duration::from_secs(20));
+}
+
 /// A host leaves the network while its owner is away (the owner misses the move order);
 /// when the owner pushes again, the coordinator's record of that host as leaving is enough
 /// for it to stop counting the copy there and to place one on another host.

@@ -752,9 +752,16 @@ impl Driver {
             }
             other => {
                 if self.events.try_send(CoordEvent::Message(other)).is_err() {
-                    tracing::warn!(
-                        "coordinator event dropped: the application is not reading events"
-                    );
+                    // A side session (`pull`, `push`, `status`) hears the orders sent to its
+                    // node too; the node's main session acts on them, so this one dropping
+                    // them is no news.
+                    if self.cfg.client_suffix.is_some() {
+                        tracing::debug!("coordinator event dropped by a side session");
+                    } else {
+                        tracing::warn!(
+                            "coordinator event dropped: the application is not reading events"
+                        );
+                    }
                 }
             }
         }

@@ -766,7 +766,11 @@ async fn fetch_back(
 
 /// Push (and repair: lost hosts are passed over) with the repository's placement. `None`
 /// when there is no host to push to at all. Packs the snapshots need that are missing here
-/// are fetched back first, to be placed again by this push.
+/// are fetched back after the push, to be placed again by the next one: the push comes
+/// first, so what this node made is placed even when the fetch-back — every host listed,
+/// away ones waited for — outlasts the node's time online (found by the churn soak:
+/// recovered nodes that fetched back first completed a push in 3 % of their sessions, and
+/// their new packs waited unplaced).
 async fn own_push(s: &Shared, clock: &mut FetchBackClock) -> Result<Option<ops::PushOutcome>> {
     let scheme = chosen_scheme(&s.root, None, s.cfg.copies.map(usize::from))?;
     let mut hosts: Vec<_> = s
@@ -806,7 +810,6 @@ async fn own_push(s: &Shared, clock: &mut FetchBackClock) -> Result<Option<ops::
     if hosts.is_empty() {
         return Ok(None);
     }
-    fetch_back(s, clock, &readable).await;
     let (done, total) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let last = Arc::new(Mutex::new(std::time::Instant::now()));
     let ev = s.events.clone();
@@ -832,7 +835,7 @@ async fn own_push(s: &Shared, clock: &mut FetchBackClock) -> Result<Option<ops::
         }
     });
     let opts = s.opts();
-    ops::push_own(
+    let pushed = ops::push_own(
         &s.key,
         &s.root,
         hosts,
@@ -843,7 +846,9 @@ async fn own_push(s: &Shared, clock: &mut FetchBackClock) -> Result<Option<ops::
         &|| {},
     )
     .await
-    .map(Some)
+    .map(Some);
+    fetch_back(s, clock, &readable).await;
+    pushed
 }
 
 /// Challenge this node's hosts directly. A host caught failing is released at the

@@ -19,6 +19,14 @@ pub const DIRECT_RETRY_DELAYS: [Duration; 5] = [
     Duration::from_secs(80),
 ];
 
+/// How long a relay refusal for a host is taken as the answer, without asking the
+/// coordinator again. An operation reaches each host several times (listing, then files,
+/// then shares) and a node every few minutes: without it, every connection to an offline
+/// host — or to any host, with a coordinator that runs no relay — cost one more request,
+/// and a recovery's pull to dozens of hosts ran into the coordinator's rate limit (found by
+/// the churn soak: requests dropped, each waited out its timeout, the pull never ended).
+pub const RELAY_REFUSAL_MEMORY: Duration = Duration::from_secs(20);
+
 /// Bytes moved to or from one host, by path.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PathBytes {
@@ -46,6 +54,8 @@ struct Inner {
     punched: std::collections::HashSet<NodeId>,
     /// Hosts a punch failed to reach: not tried again while this memory lasts.
     punch_failed: std::collections::HashSet<NodeId>,
+    /// Hosts the relay was refused for lately: when, and why.
+    relay_refused: HashMap<NodeId, (Instant, String)>,
 }
 
 /// Shared by all connections of a push (or of a serving node): which hosts go through the
@@ -87,6 +97,7 @@ impl Routes {
         let mut g = self.lock();
         if direct {
             g.relayed.remove(host);
+            g.relay_refused.remove(host);
         } else if let Some(r) = g.relayed.get_mut(host) {
             r.retrying = false;
         }
@@ -94,7 +105,35 @@ impl Routes {
 
     /// Forget that `host` was relayed (its address changed).
     pub fn forget(&self, host: &NodeId) {
-        self.lock().relayed.remove(host);
+        let mut g = self.lock();
+        g.relayed.remove(host);
+        g.relay_refused.remove(host);
+    }
+
+    /// The coordinator refused to relay to `host` (it is offline, or there is no relay).
+    pub fn relay_refused(&self, host: NodeId, why: String) {
+        self.relay_refused_at(host, why, Instant::now());
+    }
+
+    fn relay_refused_at(&self, host: NodeId, why: String, at: Instant) {
+        let mut g = self.lock();
+        g.relay_refused
+            .retain(|_, (t, _)| at.saturating_duration_since(*t) < RELAY_REFUSAL_MEMORY);
+        g.relay_refused.insert(host, (at, why));
+    }
+
+    /// Why the relay to `host` was refused, if it was within [`RELAY_REFUSAL_MEMORY`]: the
+    /// answer stands, the coordinator is not asked again yet.
+    pub fn relay_refused_lately(&self, host: &NodeId) -> Option<String> {
+        self.relay_refused_lately_at(host, Instant::now())
+    }
+
+    fn relay_refused_lately_at(&self, host: &NodeId, now: Instant) -> Option<String> {
+        self.lock()
+            .relay_refused
+            .get(host)
+            .filter(|(t, _)| now.saturating_duration_since(*t) < RELAY_REFUSAL_MEMORY)
+            .map(|(_, why)| why.clone())
     }
 
     /// How long `host` has been relayed.
@@ -137,5 +176,41 @@ impl Routes {
     /// Bytes moved per host so far.
     pub fn bytes(&self) -> HashMap<NodeId, PathBytes> {
         self.lock().bytes.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relay_refusal_stands_for_a_while_then_the_coordinator_is_asked_again() {
+        let routes = Routes::default();
+        let (host, other) = (NodeId([1; 32]), NodeId([2; 32]));
+        let t0 = Instant::now();
+        routes.relay_refused_at(host, "PeerOffline: it is offline".into(), t0);
+        assert_eq!(
+            routes.relay_refused_lately_at(&host, t0 + Duration::from_secs(5)),
+            Some("PeerOffline: it is offline".into())
+        );
+        assert_eq!(routes.relay_refused_lately_at(&other, t0), None);
+        assert_eq!(
+            routes.relay_refused_lately_at(&host, t0 + RELAY_REFUSAL_MEMORY),
+            None,
+            "past the memory the coordinator is asked again"
+        );
+    }
+
+    #[test]
+    fn a_host_found_direct_again_or_with_a_new_address_is_not_held_to_an_old_refusal() {
+        let routes = Routes::default();
+        let host = NodeId([1; 32]);
+        routes.mark_relayed(host, "connection refused".into());
+        routes.relay_refused(host, "no relay".into());
+        routes.retry_ended(&host, true);
+        assert_eq!(routes.relay_refused_lately(&host), None);
+        routes.relay_refused(host, "no relay".into());
+        routes.forget(&host);
+        assert_eq!(routes.relay_refused_lately(&host), None);
     }
 }

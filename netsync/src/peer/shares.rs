@@ -364,8 +364,12 @@ async fn adopt_rebuilt_shares(
     })
 }
 
-/// The groups whose every share is confirmed on its host, as the coordinator records them
-/// (for repair while the owner is away).
+/// The groups the coordinator is to record (for repair while the owner is away): every
+/// share given a host, and at least k of them confirmed on theirs. A share not uploaded yet
+/// names the host it waits for: should that host stay away past the grace, the coordinator
+/// has the share built elsewhere from k others. (Recording only groups whose every share
+/// stood left a window: an owner whose disk died while one host of a group was away left
+/// that group to no one, and churn took it — found by the churn soak.)
 pub fn placed_groups(repo_root: &Path) -> Result<Vec<crate::wire::ShareGroupRecord>> {
     let store = PeerStore::open(repo_root);
     Ok(groups_placed(&store.read()?, &store.read_placement()?))
@@ -375,15 +379,22 @@ fn groups_placed(state: &PeerState, placement: &Placement) -> Vec<crate::wire::S
     let mut out = Vec::new();
     'packs: for p in placement.packs.values() {
         let mut shares = Vec::new();
+        let mut standing = 0;
         for s in &p.shares {
-            let Some(host) = s.host.filter(|h| state.holds(h, &s.key())) else {
+            let Some(host) = s.host else {
                 continue 'packs;
             };
+            if state.holds(&host, &s.key()) {
+                standing += 1;
+            }
             shares.push(crate::wire::ShareSlot {
                 name: s.name,
                 len: s.len,
                 host,
             });
+        }
+        if standing < usize::from(p.k) || shares.len() != usize::from(p.n) {
+            continue;
         }
         out.push(crate::wire::ShareGroupRecord {
             k: p.k,
@@ -759,6 +770,52 @@ mod tests {
 
     fn ids(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("h{i}")).collect()
+    }
+
+    /// A 4/8 pack whose shares went to hosts 1..=8; `confirmed` of them are on their hosts.
+    fn pack_on_eight(confirmed: usize) -> (PeerState, Placement) {
+        let hosts: Vec<NodeId> = (1..=8u8).map(|i| NodeId([i; 32])).collect();
+        let shares: Vec<SharePlacement> = (0..8u8)
+            .map(|i| SharePlacement {
+                name: [100 + i; 32],
+                len: 10,
+                host: Some(hosts[usize::from(i)]),
+            })
+            .collect();
+        let mut st = PeerState::default();
+        for s in shares.iter().take(confirmed) {
+            st.hosts
+                .entry(s.host.unwrap())
+                .or_default()
+                .stored
+                .insert(s.key(), s.len);
+        }
+        let mut pl = Placement::default();
+        pl.packs
+            .insert([1; 32], PackPlacement { k: 4, n: 8, shares });
+        (st, pl)
+    }
+
+    #[test]
+    fn a_group_goes_on_record_once_k_shares_stand_naming_the_hosts_the_others_wait_for() {
+        let (st, pl) = pack_on_eight(3);
+        assert!(
+            groups_placed(&st, &pl).is_empty(),
+            "3 of 4 needed: nothing to rebuild from"
+        );
+        let (st, pl) = pack_on_eight(4);
+        let g = groups_placed(&st, &pl);
+        assert_eq!(g.len(), 1);
+        assert_eq!((g[0].k, g[0].n), (4, 8));
+        let hosts: Vec<NodeId> = g[0].shares.iter().map(|s| s.host).collect();
+        assert_eq!(
+            hosts,
+            (1..=8u8).map(|i| NodeId([i; 32])).collect::<Vec<_>>()
+        );
+        // a share with no host yet (fewer hosts than n): not on record, the owner places it
+        let (st, mut pl) = pack_on_eight(7);
+        pl.packs.get_mut(&[1; 32]).unwrap().shares[7].host = None;
+        assert!(groups_placed(&st, &pl).is_empty());
     }
 
     #[test]

@@ -252,13 +252,18 @@ async fn relayed(
             reason: format!("{why}; no coordinator relay at hand"),
         });
     };
-    let (url, token) = coord
-        .relay_ticket(host.node)
-        .await
-        .map_err(|ce| PeerError::Connect {
-            addr: host.url.clone(),
-            reason: format!("{why}; relay refused: {ce}"),
-        })?;
+    let refused = |ce: String| PeerError::Connect {
+        addr: host.url.clone(),
+        reason: format!("{why}; relay refused: {ce}"),
+    };
+    // (asked a moment ago: the answer stands; see `RELAY_REFUSAL_MEMORY`)
+    if let Some(ce) = opts.routes.relay_refused_lately(&host.node) {
+        return Err(refused(ce));
+    }
+    let (url, token) = coord.relay_ticket(host.node).await.map_err(|ce| {
+        opts.routes.relay_refused(host.node, ce.to_string());
+        refused(ce.to_string())
+    })?;
     PeerClient::connect_relayed(key, &host.node, &url, &token, opts.timeout).await
 }
 

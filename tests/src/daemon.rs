@@ -177,16 +177,7 @@ pub fn start_friend_host(name: &str, dir: &Path, owner: &str, quota: &str) -> (D
     start_serve(
         name,
         dir,
-        &[
-            "--push-every",
-            "0",
-            "--snapshot-every",
-            "0",
-            "--challenge-every",
-            "0",
-            "--allow",
-            &format!("{owner}={quota}"),
-        ],
+        &[&NO_OWN_WORK[..], &["--allow", &format!("{owner}={quota}")]].concat(),
     )
 }
 

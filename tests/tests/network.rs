@@ -703,7 +703,6 @@ fn a_group_placed_while_a_host_was_away_is_completed_without_its_owner() {
     std::fs::create_dir_all(&spare_dir).unwrap();
     ok(&spare_dir, &["init"]);
     let mut spare = serve("spare", &spare_dir, &url, &quiet);
-    let spare_shares = spare_dir.join(".pluto/hosted").join(&a_id).join("shares");
     let shares_on = |dir: &Path| -> usize {
         std::fs::read_dir(dir.join(".pluto/hosted").join(&a_id).join("shares"))
             .map(|rd| rd.count())
@@ -715,12 +714,7 @@ fn a_group_placed_while_a_host_was_away_is_completed_without_its_owner() {
         "the spare holds the shares that waited for host7",
         Duration::from_secs(90),
         &mut [&mut coord, &mut spare],
-        || {
-            std::fs::read_dir(&spare_shares)
-                .map(|rd| rd.count())
-                .unwrap_or(0)
-                >= per_host
-        },
+        || shares_on(&spare_dir) >= per_host,
     );
     assert!(spare.drain().contains("rebuilt share"));
 
